@@ -1,0 +1,60 @@
+// Small C helpers for Linux facilities that Swift cannot reach directly (variadic
+// syscalls, macros) and that libuv does not wrap. Every symbol is prefixed `cuvs_`.
+#ifndef CUVSHIMS_H
+#define CUVSHIMS_H
+
+#include <sys/types.h>
+#include <signal.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// pidfd_open(2); -1 with errno on failure. The descriptor is close-on-exec.
+int cuvs_pidfd_open(pid_t pid);
+
+/// pidfd_send_signal(2): signals the process behind a pidfd, immune to pid reuse.
+int cuvs_pidfd_send_signal(int pidfd, int signal);
+
+/// waitid(P_PIDFD, pidfd, WEXITED | WNOHANG). Returns 1 when the child was reaped
+/// (exit code or signal written), 0 when it is still running, -1 with errno on failure.
+int cuvs_pidfd_reap(int pidfd, int *exit_code, int *term_signal);
+
+/// prctl(PR_SET_CHILD_SUBREAPER, on).
+int cuvs_set_child_subreaper(int on);
+
+/// Sets FD_CLOEXEC on every descriptor >= lowfd (close_range with CLOSE_RANGE_CLOEXEC,
+/// falling back to a /proc/self/fd walk). Returns 0 or -1 with errno.
+int cuvs_cloexec_from(int lowfd);
+
+/// The process environment (`environ`), read without Swift's global-variable checks.
+char **cuvs_environ(void);
+
+/// Current errno (Swift's Glibc overlay exposes it, Musl's does not always).
+int cuvs_errno(void);
+
+/// Options for `cuvs_spawn`: the Linux fast path that `uv_spawn` cannot offer
+/// (it has no hook between fork and exec).
+typedef struct cuvs_spawn_options {
+    const char *file;          // path of the executable (already resolved)
+    char *const *argv;         // NULL-terminated
+    char *const *envp;         // NULL-terminated
+    const char *cwd;           // NULL: inherit
+    int stdio_fds[3];          // descriptor to install as 0, 1, 2 (-1: /dev/null)
+    int new_session;           // setsid() in the child
+    int parent_death_signal;   // 0: none; else prctl(PR_SET_PDEATHSIG, sig)
+    int set_uid, uid;          // drop to uid when set_uid
+    int set_gid, gid;          // drop to gid when set_gid
+} cuvs_spawn_options;
+
+/// Spawns a child with vfork semantics (CLONE_VM | CLONE_VFORK): the child sets up its
+/// session, parent-death signal, stdio and credentials, then execs. Returns the pid and
+/// stores a close-on-exec pidfd in *pidfd_out (or -1 when the kernel has no pidfd);
+/// on failure returns -errno (the exec error is reported synchronously).
+int cuvs_spawn(const cuvs_spawn_options *options, int *pidfd_out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,43 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "uv-supervisor",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "UVSupervisor", targets: ["UVSupervisor"]),
+        .library(name: "UVLoop", targets: ["UVLoop"]),
+        .library(name: "Supervision", targets: ["Supervision"]),
+        .library(name: "SupervisionTesting", targets: ["SupervisionTesting"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+    ],
+    targets: [
+        // C: the system libuv and a few Linux shims. Nothing else in the package includes C headers.
+        .systemLibrary(
+            name: "CLibUV",
+            path: "CModules/CLibUV",
+            pkgConfig: "libuv",
+            providers: [.apt(["libuv1-dev"])]
+        ),
+        .target(name: "CUVShims", path: "CModules/CUVShims"),
+
+        // Swift over libuv: the loop, handles, processes, cross-thread entry, executors.
+        .target(name: "UVLoop", dependencies: ["CLibUV", "CUVShims"]),
+        // The supervision tree. Knows no libuv and no Dispatch: it talks to `SupervisorRuntime`.
+        .target(name: "Supervision", dependencies: [.product(name: "Logging", package: "swift-log")]),
+        // A manual runtime (virtual clock, scripted exits) for deterministic tests of any tree.
+        .target(name: "SupervisionTesting", dependencies: ["Supervision"]),
+        // The libuv runtime and the face most users import.
+        .target(name: "UVSupervisor", dependencies: ["Supervision", "UVLoop", "CUVShims"]),
+
+        // A small C program the tests spawn (lists its fds, ignores SIGTERM, forks, ...).
+        .executableTarget(name: "uvs-test-child", path: "TestHelpers/uvs-test-child"),
+
+        .testTarget(name: "UVLoopTests", dependencies: ["UVLoop", "CUVShims", "uvs-test-child"]),
+        .testTarget(name: "SupervisionTests", dependencies: ["Supervision", "SupervisionTesting"]),
+        .testTarget(name: "UVSupervisorTests", dependencies: ["UVSupervisor", "uvs-test-child"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

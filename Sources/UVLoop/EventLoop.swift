@@ -1,0 +1,202 @@
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#elseif canImport(Musl)
+@preconcurrency import Musl
+#endif
+import CLibUV
+
+/// One libuv loop, owned by the thread that created it.
+///
+/// Everything on the loop (handles, timers, processes, and the supervisors built on top) is
+/// confined to that thread: `EventLoop` is deliberately not `Sendable`. Other threads reach the
+/// loop through ``remote`` (a `Sendable` ``LoopRemote``), which is also the loop's Swift
+/// concurrency executor.
+///
+/// ```swift
+/// let loop = try EventLoop()
+/// let timer = LoopTimer(loop: loop) { print("tick") }
+/// try timer.start(after: .milliseconds(10))
+/// loop.run()
+/// try loop.close()   // closes every handle, then uv_loop_close must return 0
+/// ```
+public final class EventLoop {
+    /// How ``run(_:)`` drives the loop.
+    public enum RunMode: Sendable {
+        /// Until no referenced handle is active (`UV_RUN_DEFAULT`).
+        case untilIdle
+        /// One iteration, blocking for I/O if there is nothing else to do (`UV_RUN_ONCE`).
+        case once
+        /// One iteration without blocking (`UV_RUN_NOWAIT`).
+        case noWait
+        /// Until ``stop()`` (or ``LoopRemote/stop()``) is called, even when no handle is active.
+        case untilStopped
+    }
+
+    /// The underlying libuv loop. Valid until ``close()``.
+    public let rawLoop: UnsafeMutablePointer<uv_loop_t>
+    /// The owning thread: the only one allowed to touch the loop.
+    let ownerThread: pthread_t
+    /// Handles initialised and not yet through their close callback (ours, run-soon's, remote's).
+    var openHandleCount = 0
+    private(set) var isClosed = false
+    private var stopRequested = false
+
+    /// The run-soon queue: jobs for the next loop turn, after I/O has been polled.
+    let runSoonQueue: RunSoonQueue
+    /// The `Sendable` way in from other threads; also the loop's executor.
+    public let remote: LoopRemote
+
+    /// Child processes whose exit has not been reported yet (teardown kills them).
+    var liveProcesses: [ObjectIdentifier: ChildProcess] = [:]
+
+    /// Creates a loop owned by the calling thread.
+    public init() throws(UVError) {
+        let loop = UnsafeMutablePointer<uv_loop_t>.allocate(capacity: 1)
+        let result = uv_loop_init(loop)
+        if result < 0 {
+            loop.deallocate()
+            throw UVError(code: result, operation: "uv_loop_init")
+        }
+        rawLoop = loop
+        ownerThread = currentThread()
+        runSoonQueue = RunSoonQueue(rawLoop: loop)
+        remote = LoopRemote(ownerThread: ownerThread)
+        runSoonQueue.attach(to: self)
+        remote.attach(to: self)
+    }
+
+    deinit {
+        if !isClosed {
+            // A loop dropped without close(): tear down anyway so no handle outlives it.
+            try? close()
+        }
+    }
+
+    // MARK: Thread confinement
+
+    /// Whether the caller runs on the loop's thread.
+    @inline(__always)
+    public var inLoopThread: Bool { pthread_equal(currentThread(), ownerThread) != 0 }
+
+    /// Traps with a clear message when called from another thread than the loop's.
+    /// Used at entry points where a wrong-thread call would corrupt state.
+    @inline(__always)
+    public func preconditionInLoop(_ what: @autoclosure () -> String, file: StaticString = #fileID, line: UInt = #line) {
+        precondition(inLoopThread, "\(what()) must be called on the event loop's thread", file: file, line: line)
+    }
+
+    /// Debug-build check of loop confinement for hot paths.
+    @inline(__always)
+    public func assertInLoop(file: StaticString = #fileID, line: UInt = #line) {
+        assert(inLoopThread, "called off the event loop's thread", file: file, line: line)
+    }
+
+    // MARK: Running
+
+    /// Runs the loop in `mode`. Returns whether referenced handles are still active.
+    @discardableResult
+    public func run(_ mode: RunMode = .untilIdle) -> Bool {
+        preconditionInLoop("EventLoop.run")
+        precondition(!isClosed, "EventLoop.run called after close()")
+        switch mode {
+        case .untilIdle: return uv_run(rawLoop, UV_RUN_DEFAULT) != 0
+        case .once: return uv_run(rawLoop, UV_RUN_ONCE) != 0
+        case .noWait: return uv_run(rawLoop, UV_RUN_NOWAIT) != 0
+        case .untilStopped:
+            stopRequested = false
+            remote.keepLoopAlive(true)
+            defer { remote.keepLoopAlive(false) }
+            while !stopRequested {
+                uv_run(rawLoop, UV_RUN_DEFAULT)
+            }
+            stopRequested = false
+            return uv_loop_alive(rawLoop) != 0
+        }
+    }
+
+    /// Makes the current ``run(_:)`` return after this iteration.
+    public func stop() {
+        preconditionInLoop("EventLoop.stop")
+        stopRequested = true
+        uv_stop(rawLoop)
+    }
+
+    /// The loop's cached time in milliseconds (`uv_now`), updated once per iteration.
+    public var now: UInt64 { uv_now(rawLoop) }
+
+    /// Refreshes the cached time (`uv_update_time`), for callers that ran long.
+    public func updateTime() { uv_update_time(rawLoop) }
+
+    /// Monotonic high-resolution time in nanoseconds (`uv_hrtime`).
+    public static func hrtime() -> UInt64 { uv_hrtime() }
+
+    // MARK: Run soon
+
+    /// Runs `job` on the next loop turn, after I/O has been polled; never in the current call stack.
+    public func runSoon(_ job: @escaping () -> Void) {
+        preconditionInLoop("EventLoop.runSoon")
+        runSoonQueue.enqueue(.closure(job))
+    }
+
+    /// Allocation-free variant of ``runSoon(_:)-(()->Void)`` for hot paths: the loop calls
+    /// `runnable.runOnLoop()` on the next turn (once per enqueue).
+    @inline(__always)
+    public func runSoon(_ runnable: some LoopRunnable) {
+        assertInLoop()
+        runSoonQueue.enqueue(.runnable(runnable))
+    }
+
+    // MARK: Teardown
+
+    /// The number of libuv handles opened on this loop whose close callback has not run yet.
+    public var liveHandleCount: Int { openHandleCount }
+
+    /// Tears the loop down: refuses new submissions, runs the ones already queued, kills child
+    /// processes still running (SIGKILL to their group) and waits for their exit, closes every
+    /// handle, runs until all close callbacks have fired, and closes the libuv loop.
+    ///
+    /// Idempotent. Throws when `uv_loop_close` does not return 0 (a handle that could not be
+    /// closed), which would be a bug in this layer.
+    public func close() throws(UVError) {
+        if isClosed { return }
+        preconditionInLoop("EventLoop.close")
+        // 1. No new work from other threads; run what was already accepted.
+        remote.refuseNewWork()
+        while runSoonQueue.hasPendingJobs || remote.hasPendingJobs {
+            uv_run(rawLoop, UV_RUN_NOWAIT)
+        }
+        // 2. Children: a process handle closed before its exit leaves a zombie, so kill and wait.
+        for process in liveProcesses.values { process.killForTeardown() }
+        let deadline = uv_hrtime() + 5_000_000_000
+        while !liveProcesses.isEmpty && uv_hrtime() < deadline {
+            uv_run(rawLoop, UV_RUN_ONCE)
+        }
+        // 3. Close every handle, ours first through their Swift owners, then anything else.
+        uv_walk(rawLoop, { handle, _ in
+            guard let handle, uv_is_closing(handle) == 0 else { return }
+            if let data = handle.pointee.data {
+                Unmanaged<LoopHandle>.fromOpaque(data).takeUnretainedValue().closeForTeardown()
+            } else {
+                uv_close(handle, nil)
+            }
+        }, nil)
+        // Processes that outlived the deadline above still need their handle closed.
+        for process in liveProcesses.values { process.abandonForTeardown() }
+        liveProcesses.removeAll()
+        while uv_run(rawLoop, UV_RUN_DEFAULT) != 0 {}
+        uv_run(rawLoop, UV_RUN_NOWAIT)
+        let result = uv_loop_close(rawLoop)
+        if result < 0 {
+            throw UVError(code: result, operation: "uv_loop_close (\(openHandleCount) handles still open)")
+        }
+        isClosed = true
+        remote.loopDidClose()
+        rawLoop.deallocate()
+    }
+}
+
+/// An object the loop can run without allocating a closure (see ``EventLoop/runSoon(_:)-4fz1s``).
+public protocol LoopRunnable: AnyObject {
+    /// Called on the loop thread, once per time the object was enqueued.
+    func runOnLoop()
+}

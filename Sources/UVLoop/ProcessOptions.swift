@@ -1,0 +1,97 @@
+/// How a child's environment is built.
+public enum EnvironmentPolicy: Sendable, Equatable {
+    /// The supervisor's own environment, unchanged.
+    case inherit
+    /// Exactly these variables and nothing else.
+    case replace([String: String])
+    /// The supervisor's environment with these changes: a value sets, `nil` removes.
+    case inheritWithOverrides([String: String?])
+}
+
+/// Where one of a child's standard descriptors (0, 1 or 2) goes.
+public enum StdioPolicy: Sendable, Equatable {
+    /// The supervisor's own descriptor.
+    case inherit
+    /// `/dev/null`.
+    case null
+    /// A file, opened by the supervisor (created with mode 0644 for output; appended to
+    /// when `append` is true, truncated otherwise).
+    case file(path: String, append: Bool)
+    /// A pipe read on the loop; output arrives as lines through the `onOutput` handler.
+    /// Only for standard output and standard error.
+    case pipe
+}
+
+/// Which output stream a line came from.
+public enum OutputStream: Sendable, Equatable {
+    /// File descriptor 1.
+    case standardOutput
+    /// File descriptor 2.
+    case standardError
+}
+
+/// What a piped child output delivers on the loop.
+public enum ProcessOutput: Sendable, Equatable {
+    /// One line, without its newline. A final line without a newline is delivered too, and a
+    /// line longer than ``ChildProcess/maxLineLength`` bytes arrives in pieces of that size.
+    case line(OutputStream, String)
+    /// The stream reached end of file (the child and everything that inherited it closed it).
+    case end(OutputStream)
+}
+
+/// How a child process ended.
+public enum ProcessExit: Sendable, Equatable, CustomStringConvertible {
+    /// It called `exit(code)` or returned from `main`.
+    case exited(Int32)
+    /// A signal ended it.
+    case signaled(Int32)
+
+    /// `exit code 3`, `signal 9`.
+    public var description: String {
+        switch self {
+        case .exited(let code): return "exit code \(code)"
+        case .signaled(let signal): return "signal \(signal)"
+        }
+    }
+}
+
+/// Everything needed to start a child process. Plain data: build it anywhere, spawn it on the loop.
+///
+/// ```swift
+/// var options = ProcessOptions(argv: ["/bin/sh", "-c", "echo hi; exit 3"])
+/// options.stdout = .pipe
+/// options.environment = .inheritWithOverrides(["LANG": "C"])
+/// ```
+public struct ProcessOptions: Sendable, Equatable {
+    /// The argument vector; `argv[0]` names the program (a path, or a name looked up in `PATH`).
+    /// Never passed through a shell.
+    public var argv: [String]
+    /// The environment policy. Default: ``EnvironmentPolicy/inherit``.
+    public var environment: EnvironmentPolicy = .inherit
+    /// The working directory; `nil` keeps the supervisor's.
+    public var workingDirectory: String? = nil
+    /// Standard input. Default: ``StdioPolicy/null``.
+    public var stdin: StdioPolicy = .null
+    /// Standard output. Default: ``StdioPolicy/inherit`` (a supervisor that wants logs keeps them).
+    public var stdout: StdioPolicy = .inherit
+    /// Standard error. Default: ``StdioPolicy/inherit``.
+    public var stderr: StdioPolicy = .inherit
+    /// Open descriptors of the supervisor passed to the child as 3, 4, ... in this order.
+    /// Nothing else is inherited: every descriptor this library opens is close-on-exec.
+    public var extraDescriptors: [Int32] = []
+    /// Run the child in its own session and process group (`setsid`), so that stopping it
+    /// signals the whole group and no grandchild is left behind. Default: `true`.
+    public var newProcessGroup: Bool = true
+    /// When the child (the group leader) exits, SIGKILL whatever is left in its group.
+    /// Only with ``newProcessGroup``. Default: `true`.
+    public var killGroupOnExit: Bool = true
+    /// Run the child as this user id (requires privileges).
+    public var userID: UInt32? = nil
+    /// Run the child as this group id (requires privileges).
+    public var groupID: UInt32? = nil
+
+    /// Options for `argv`, with the defaults above.
+    public init(argv: [String]) {
+        self.argv = argv
+    }
+}

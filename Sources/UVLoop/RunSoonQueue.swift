@@ -1,0 +1,107 @@
+import CLibUV
+
+/// Jobs for the next loop turn.
+///
+/// Why not a 0 ms timer: on libuv 1.44 a 0 ms timer re-armed inside its own callback runs again
+/// in the same timer pass, so a restart loop built on it never polls I/O. Here jobs are drained
+/// by a `uv_check_t` (after the I/O poll), and a `uv_idle_t` is active only while jobs are
+/// pending, which makes that poll non-blocking. Jobs enqueued while draining wait for the next
+/// turn, so a job that re-enqueues itself cannot starve I/O either.
+final class RunSoonQueue {
+    enum Job {
+        case closure(() -> Void)
+        case runnable(any LoopRunnable)
+        case executorJob(UnownedJob)
+    }
+
+    private let rawLoop: UnsafeMutablePointer<uv_loop_t>
+    private var pending: [Job] = []
+    private var draining: [Job] = []
+    private var checkHandle: RunSoonCheckHandle?
+    private var idleHandle: RunSoonIdleHandle?
+    private var idleActive = false
+    private unowned(unsafe) var remote: LoopRemote?
+
+    init(rawLoop: UnsafeMutablePointer<uv_loop_t>) {
+        self.rawLoop = rawLoop
+        pending.reserveCapacity(64)
+        draining.reserveCapacity(64)
+    }
+
+    func attach(to loop: EventLoop) {
+        remote = loop.remote
+        checkHandle = RunSoonCheckHandle(loop: loop, queue: self)
+        idleHandle = RunSoonIdleHandle(loop: loop)
+    }
+
+    var hasPendingJobs: Bool { !pending.isEmpty }
+
+    @inline(__always)
+    func enqueue(_ job: Job) {
+        pending.append(job)
+        if !idleActive, let idleHandle, idleHandle.isOpen {
+            idleActive = true
+            idleHandle.start()
+        }
+    }
+
+    /// Runs the jobs that were pending when the turn's check phase began.
+    func drain() {
+        if pending.isEmpty {
+            stopIdle()
+            return
+        }
+        swap(&pending, &draining)
+        for index in draining.indices {
+            switch draining[index] {
+            case .closure(let job): job()
+            case .runnable(let runnable): runnable.runOnLoop()
+            case .executorJob(let job): remote?.runExecutorJob(job)
+            }
+        }
+        draining.removeAll(keepingCapacity: true)
+        if pending.isEmpty { stopIdle() }
+    }
+
+    private func stopIdle() {
+        guard idleActive else { return }
+        idleActive = false
+        idleHandle?.stop()
+    }
+}
+
+/// The `uv_check_t` that drains the run-soon queue after each I/O poll. Unreferenced, so it
+/// never keeps the loop alive by itself.
+final class RunSoonCheckHandle: LoopHandle {
+    unowned(unsafe) let queue: RunSoonQueue
+
+    init(loop: EventLoop, queue: RunSoonQueue) {
+        self.queue = queue
+        let memory = LoopHandle.allocate(uv_check_t.self)
+        uv_check_init(loop.rawLoop, memory.assumingMemoryBound(to: uv_check_t.self))
+        super.init(loop: loop, initialisedHandle: memory, byteCount: MemoryLayout<uv_check_t>.size)
+        uv_check_start(memory.assumingMemoryBound(to: uv_check_t.self)) { check in
+            guard let data = check?.pointee.data else { return }
+            Unmanaged<RunSoonCheckHandle>.fromOpaque(data).takeUnretainedValue().queue.drain()
+        }
+        uv_unref(rawHandle)
+    }
+}
+
+/// The `uv_idle_t` that keeps the poll phase from blocking while run-soon jobs are pending.
+final class RunSoonIdleHandle: LoopHandle {
+    init(loop: EventLoop) {
+        let memory = LoopHandle.allocate(uv_idle_t.self)
+        uv_idle_init(loop.rawLoop, memory.assumingMemoryBound(to: uv_idle_t.self))
+        super.init(loop: loop, initialisedHandle: memory, byteCount: MemoryLayout<uv_idle_t>.size)
+    }
+
+    func start() {
+        uv_idle_start(UnsafeMutableRawPointer(rawHandle).assumingMemoryBound(to: uv_idle_t.self)) { _ in }
+    }
+
+    func stop() {
+        guard isOpen else { return }
+        uv_idle_stop(UnsafeMutableRawPointer(rawHandle).assumingMemoryBound(to: uv_idle_t.self))
+    }
+}

@@ -1,0 +1,145 @@
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#elseif canImport(Musl)
+@preconcurrency import Musl
+#endif
+import CLibUV
+import CUVShims
+
+/// The checks and C strings a spawn needs, shared by `uv_spawn` and the Linux fast path.
+/// Everything is validated before a handle is created, so bad input leaves nothing behind.
+struct SpawnPreparation: ~Copyable {
+    let description: String
+    let resolvedPath: String
+    let argv: CStringArray
+    let envp: CStringArray
+    let workingDirectory: String?
+
+    init(_ options: ProcessOptions) throws(UVError) {
+        let shownName = options.argv.first.map { "\"\($0)\"" } ?? "(empty argv)"
+        description = "spawn \(shownName)"
+        guard let program = options.argv.first, !program.isEmpty else {
+            throw UVError(code: UV_EINVAL.rawValue, operation: "spawn: argv is empty (argv[0] names the program)")
+        }
+        for argument in options.argv where argument.utf8.contains(0) {
+            throw UVError(code: UV_EINVAL.rawValue, operation: "\(description): an argument contains a NUL byte")
+        }
+        let environment = Self.environment(options.environment)
+        for entry in environment where entry.utf8.contains(0) {
+            throw UVError(code: UV_EINVAL.rawValue, operation: "\(description): an environment entry contains a NUL byte")
+        }
+        if let directory = options.workingDirectory {
+            var info = stat()
+            if stat(directory, &info) != 0 {
+                throw UVError(errno: cuvs_errno(), operation: "\(description): working directory \"\(directory)\"")
+            }
+            if (info.st_mode & S_IFMT) != S_IFDIR {
+                throw UVError(errno: ENOTDIR, operation: "\(description): working directory \"\(directory)\"")
+            }
+        }
+        if let signalled = options.extraDescriptors.first(where: { fcntl($0, F_GETFD) < 0 }) {
+            throw UVError(errno: EBADF, operation: "\(description): extra descriptor \(signalled) is not open")
+        }
+        resolvedPath = try Self.resolve(program, in: options, environment: environment, description: description)
+        workingDirectory = options.workingDirectory
+        argv = CStringArray(options.argv)
+        envp = CStringArray(environment)
+    }
+
+    /// `KEY=value` entries for the policy.
+    static func environment(_ policy: EnvironmentPolicy) -> [String] {
+        switch policy {
+        case .inherit:
+            return inheritedEnvironment().map { "\($0.key)=\($0.value)" }
+        case .replace(let variables):
+            return variables.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        case .inheritWithOverrides(let overrides):
+            var merged = inheritedEnvironment()
+            for (key, value) in overrides { merged[key] = value }
+            return merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        }
+    }
+
+    static func inheritedEnvironment() -> [String: String] {
+        var result: [String: String] = [:]
+        guard var entry = cuvs_environ() else { return result }
+        while let pointer = entry.pointee {
+            let text = String(cString: pointer)
+            if let equals = text.firstIndex(of: "=") {
+                result[String(text[..<equals])] = String(text[text.index(after: equals)...])
+            }
+            entry += 1
+        }
+        return result
+    }
+
+    /// Resolves the program the way `execvp` would, but up front and with a clear error:
+    /// a path with a slash is taken relative to the child's working directory; a bare name is
+    /// looked up in the child's `PATH`.
+    static func resolve(_ program: String, in options: ProcessOptions, environment: [String], description: String) throws(UVError) -> String {
+        if program.contains("/") {
+            var path = program
+            if !program.hasPrefix("/"), let directory = options.workingDirectory {
+                path = directory.hasSuffix("/") ? directory + program : directory + "/" + program
+            }
+            try checkExecutable(path, description: description)
+            return path
+        }
+        let searchPath = environment.first { $0.hasPrefix("PATH=") }.map { String($0.dropFirst(5)) }
+            ?? "/usr/local/bin:/usr/bin:/bin"
+        var firstError: UVError?
+        for directory in searchPath.split(separator: ":", omittingEmptySubsequences: false) {
+            let base = directory.isEmpty ? "." : String(directory)
+            let candidate = base + "/" + program
+            do {
+                try checkExecutable(candidate, description: description)
+                return candidate
+            } catch {
+                if firstError == nil || error.name != "ENOENT" { firstError = error }
+            }
+        }
+        if let firstError, firstError.name != "ENOENT" { throw firstError }
+        throw UVError(errno: ENOENT, operation: "\(description): not found in PATH")
+    }
+
+    static func checkExecutable(_ path: String, description: String) throws(UVError) {
+        var info = stat()
+        if stat(path, &info) != 0 {
+            throw UVError(errno: cuvs_errno(), operation: "\(description): \"\(path)\"")
+        }
+        if (info.st_mode & S_IFMT) == S_IFDIR {
+            throw UVError(errno: EACCES, operation: "\(description): \"\(path)\" is a directory")
+        }
+        if access(path, X_OK) != 0 {
+            throw UVError(errno: cuvs_errno(), operation: "\(description): \"\(path)\"")
+        }
+    }
+}
+
+/// A NULL-terminated `char *[]` owning its strings.
+final class CStringArray {
+    let pointer: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>
+    let count: Int
+
+    init(_ strings: [String]) {
+        count = strings.count
+        pointer = .allocate(capacity: strings.count + 1)
+        for (index, string) in strings.enumerated() { pointer[index] = strdup(string) }
+        pointer[strings.count] = nil
+    }
+
+    deinit {
+        for index in 0..<count { free(pointer[index]) }
+        pointer.deallocate()
+    }
+}
+
+/// Opens a file for a child's stdio, close-on-exec (so only the dup2 inside the child survives).
+func openStdioFile(path: String, append: Bool, forInput: Bool, description: String) throws(UVError) -> Int32 {
+    let flags: Int32 = forInput
+        ? O_RDONLY | O_CLOEXEC
+        : O_WRONLY | O_CREAT | O_CLOEXEC | (append ? O_APPEND : O_TRUNC)
+    let fd = open(path, flags, 0o644)
+    if fd < 0 { throw UVError(errno: cuvs_errno(), operation: "\(description): stdio file \"\(path)\"") }
+    return fd
+}

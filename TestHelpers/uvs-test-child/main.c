@@ -1,0 +1,80 @@
+// A helper the tests spawn: small, fast to start, and exact about what it sees.
+//   fds                    print each open descriptor number, one per line
+//   exit N                 exit with status N
+//   ignore-term            ignore SIGTERM, print "ready", then sleep until killed
+//   sleep SECONDS          sleep, then exit 0
+//   grandchildren N        fork N children that sleep 60 s, print their pids, then wait
+//   env NAME               print the value of NAME (or "<unset>")
+//   cwd                    print the working directory
+//   stamp FILE             append CLOCK_MONOTONIC nanoseconds to FILE, then sleep 60 s
+//   flood BYTES            write BYTES bytes without a newline, then exit 0
+//   abort                  abort()
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static int list_fds(void) {
+    DIR *dir = opendir("/proc/self/fd");
+    if (!dir) return 2;
+    int self = dirfd(dir);
+    struct dirent *e;
+    while ((e = readdir(dir)) != NULL) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+        if (atoi(e->d_name) == self) continue;
+        printf("%s\n", e->d_name);
+    }
+    closedir(dir);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) { fprintf(stderr, "usage: uvs-test-child MODE [ARG]\n"); return 64; }
+    const char *mode = argv[1];
+    const char *arg = argc > 2 ? argv[2] : NULL;
+    if (!strcmp(mode, "fds")) return list_fds();
+    if (!strcmp(mode, "exit")) return arg ? atoi(arg) : 0;
+    if (!strcmp(mode, "ignore-term")) {
+        signal(SIGTERM, SIG_IGN);
+        printf("ready\n"); fflush(stdout);
+        for (;;) pause();
+    }
+    if (!strcmp(mode, "sleep")) { sleep(arg ? (unsigned)atoi(arg) : 60); return 0; }
+    if (!strcmp(mode, "grandchildren")) {
+        int n = arg ? atoi(arg) : 2;
+        for (int i = 0; i < n; i++) {
+            pid_t pid = fork();
+            if (pid == 0) { sleep(60); _exit(0); }
+            printf("%d\n", (int)pid);
+        }
+        fflush(stdout);
+        while (wait(NULL) > 0) {}
+        return 0;
+    }
+    if (!strcmp(mode, "env")) { const char *v = arg ? getenv(arg) : NULL; printf("%s\n", v ? v : "<unset>"); return 0; }
+    if (!strcmp(mode, "cwd")) { char buf[4096]; if (!getcwd(buf, sizeof buf)) return 2; printf("%s\n", buf); return 0; }
+    if (!strcmp(mode, "stamp")) {
+        struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts);
+        int fd = open(arg, O_WRONLY | O_APPEND | O_CREAT, 0644);
+        if (fd < 0) return 2;
+        dprintf(fd, "%lld\n", (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec);
+        close(fd);
+        sleep(60);
+        return 0;
+    }
+    if (!strcmp(mode, "flood")) {
+        long n = arg ? atol(arg) : 1 << 20;
+        char chunk[4096]; memset(chunk, 'x', sizeof chunk);
+        while (n > 0) { long k = n < (long)sizeof chunk ? n : (long)sizeof chunk; if (write(1, chunk, (size_t)k) < 0) return 3; n -= k; }
+        return 0;
+    }
+    if (!strcmp(mode, "abort")) abort();
+    fprintf(stderr, "unknown mode %s\n", mode);
+    return 64;
+}
