@@ -35,9 +35,12 @@ let package = Package(
         // A small C program the tests spawn (lists its fds, ignores SIGTERM, forks, ...).
         .executableTarget(name: "uvs-test-child", path: "TestHelpers/uvs-test-child"),
 
-        .testTarget(name: "UVLoopTests", dependencies: ["UVLoop", "CUVShims", "uvs-test-child"]),
+        // Shared by the test targets: helper paths, fd and zombie checks, bounded waits.
+        .target(name: "TestSupport", dependencies: ["UVLoop"], path: "Tests/TestSupport"),
+
+        .testTarget(name: "UVLoopTests", dependencies: ["UVLoop", "CUVShims", "TestSupport", "uvs-test-child"]),
         .testTarget(name: "SupervisionTests", dependencies: ["Supervision", "SupervisionTesting"]),
-        .testTarget(name: "UVSupervisorTests", dependencies: ["UVSupervisor", "uvs-test-child"]),
+        .testTarget(name: "UVSupervisorTests", dependencies: ["UVSupervisor", "SupervisionTesting", "TestSupport", "uvs-test-child"]),
     ],
     swiftLanguageModes: [.v6]
 )

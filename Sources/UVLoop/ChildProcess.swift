@@ -111,6 +111,13 @@ public final class ChildProcess: LoopHandle {
         if options.userID != nil { flags |= UV_PROCESS_SETUID.rawValue }
         if options.groupID != nil { flags |= UV_PROCESS_SETGID.rawValue }
 
+        // libuv closes nothing in the child: any descriptor without FD_CLOEXEC would leak into
+        // it, including ones this process inherited from its own parent. A supervisor's children
+        // get 0-2 and what was configured, so mark every descriptor >= 3 close-on-exec first
+        // (one close_range call). A descriptor another thread opens without O_CLOEXEC between
+        // this call and the fork can still leak; the fast-path spawn closes them in the child.
+        _ = cuvs_cloexec_from(3)
+
         let memory = LoopHandle.allocate(uv_process_t.self)
         let process = memory.assumingMemoryBound(to: uv_process_t.self)
         let result: Int32 = prepared.resolvedPath.withCString { file in

@@ -3,7 +3,7 @@
 #elseif canImport(Musl)
 @preconcurrency import Musl
 #endif
-import Synchronization
+
 
 /// A dedicated thread running one ``EventLoop`` until ``shutdown()``.
 ///
@@ -20,12 +20,12 @@ import Synchronization
 public final class EventLoopThread: Sendable {
     /// The loop's cross-thread entry and executor.
     public let remote: LoopRemote
-    private let thread: Mutex<pthread_t?>
-    private let finished: Mutex<Result<Void, UVError>?>
+    private let thread: LockedValue<pthread_t?>
+    private let finished: LockedValue<Result<Void, UVError>?>
 
     private final class StartContext: @unchecked Sendable {
-        let ready = Mutex<Result<LoopRemote, UVError>?>(nil)
-        let finished = Mutex<Result<Void, UVError>?>(nil)
+        let ready = LockedValue<Result<LoopRemote, UVError>?>(nil)
+        let finished = LockedValue<Result<Void, UVError>?>(nil)
     }
 
     /// Starts the thread and waits until its loop is ready.
@@ -65,8 +65,8 @@ public final class EventLoopThread: Sendable {
             pthread_join(thread, nil)
             throw error
         }
-        self.thread = Mutex(thread)
-        self.finished = Mutex(nil)
+        self.thread = LockedValue(thread)
+        self.finished = LockedValue(nil)
         self.context = context
     }
 

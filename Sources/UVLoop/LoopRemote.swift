@@ -4,7 +4,7 @@
 @preconcurrency import Musl
 #endif
 import CLibUV
-import Synchronization
+
 
 /// The `Sendable` way into an ``EventLoop`` from any thread, and the loop's Swift concurrency
 /// executor.
@@ -28,16 +28,16 @@ public final class LoopRemote: Sendable {
         case stopLoop
     }
 
-    private struct SharedState: ~Copyable {
+    private struct SharedState {
         var jobs: [RemoteJob] = []
         var wakeupPending = false
         var closed = false
     }
 
-    private let shared = Mutex(SharedState())
+    private let shared = LockedValue(SharedState())
     private let ownerThread: pthread_t
     // Loop-confined fields: written once during attach, read only on the loop thread.
-    nonisolated(unsafe) private var loop: EventLoop?
+    nonisolated(unsafe) private unowned(unsafe) var loop: EventLoop?
     nonisolated(unsafe) private var asyncHandle: UnsafeMutablePointer<uv_async_t>?
     nonisolated(unsafe) private var wakeupHandle: AsyncWakeupHandle?
     nonisolated(unsafe) private var spareBatch: [RemoteJob] = []

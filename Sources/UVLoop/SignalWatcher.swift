@@ -4,7 +4,7 @@
 @preconcurrency import Musl
 #endif
 import CLibUV
-import Synchronization
+
 
 /// Watches a POSIX signal (`uv_signal_t`) and delivers it on the loop, outside signal context.
 ///
@@ -79,7 +79,7 @@ enum SignalDispositions {
         var previous = sigaction()
     }
 
-    private static let table = Mutex<[Int32: Saved]>([:])
+    private static let table = LockedValue<[Int32: Saved]>([:])
 
     static func willWatch(_ signal: Int32) {
         table.withLock { table in

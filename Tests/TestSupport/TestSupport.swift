@@ -1,0 +1,226 @@
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#elseif canImport(Musl)
+@preconcurrency import Musl
+#endif
+import UVLoop
+
+/// The directory holding the test binary and the helper executables built with it.
+public let buildDirectory: String = {
+    var buffer = [CChar](repeating: 0, count: 4096)
+    let length = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+    precondition(length > 0, "cannot read /proc/self/exe")
+    let path = String(decoding: buffer[0..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    var directory = path[..<(path.lastIndex(of: "/") ?? path.endIndex)]
+    // swift-testing may run from inside the .xctest bundle directory on some layouts.
+    if directory.hasSuffix(".xctest") {
+        directory = directory[..<(directory.lastIndex(of: "/") ?? directory.endIndex)]
+    }
+    return String(directory)
+}()
+
+/// The C helper program the tests spawn (`TestHelpers/uvs-test-child`).
+public let childHelperPath = buildDirectory + "/uvs-test-child"
+
+/// The descriptors open in this process right now.
+public func openDescriptors() -> Set<Int32> {
+    var result = Set<Int32>()
+    guard let directory = opendir("/proc/self/fd") else { return result }
+    let own = dirfd(directory)
+    while let entry = readdir(directory) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+            String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+        }
+        if let fd = Int32(name), fd != own { result.insert(fd) }
+    }
+    closedir(directory)
+    return result
+}
+
+/// The state letter of a process (`R`, `S`, `Z`, ...), or nil when it does not exist.
+public func processState(_ pid: Int32) -> Character? {
+    guard let text = readSmallFile("/proc/\(pid)/stat"),
+          let close = text.lastIndex(of: ")") else { return nil }
+    let rest = text[text.index(after: close)...].split(separator: " ")
+    return rest.first?.first
+}
+
+/// Pids of live (non-zombie) processes whose process group is `pgid`.
+public func livingProcesses(inGroup pgid: Int32) -> [Int32] {
+    var result: [Int32] = []
+    guard let directory = opendir("/proc") else { return result }
+    while let entry = readdir(directory) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+            String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+        }
+        guard let pid = Int32(name), let text = readSmallFile("/proc/\(pid)/stat"),
+              let close = text.lastIndex(of: ")") else { continue }
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        // fields: state ppid pgrp ...
+        if fields.count > 2, fields[0] != "Z", Int32(fields[2]) == pgid { result.append(pid) }
+    }
+    closedir(directory)
+    return result
+}
+
+/// Zombie children of this process (exited, not reaped).
+public func zombieChildren() -> [Int32] {
+    var result: [Int32] = []
+    let me = getpid()
+    guard let directory = opendir("/proc") else { return result }
+    while let entry = readdir(directory) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+            String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+        }
+        guard let pid = Int32(name), let text = readSmallFile("/proc/\(pid)/stat"),
+              let close = text.lastIndex(of: ")") else { continue }
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        if fields.count > 1, fields[0] == "Z", Int32(fields[1]) == me { result.append(pid) }
+    }
+    closedir(directory)
+    return result
+}
+
+/// Reads a file of at most 64 KiB as text.
+public func readSmallFile(_ path: String) -> String? {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var bytes: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while bytes.count < 65536 {
+        let count = read(fd, &buffer, buffer.count)
+        if count <= 0 { break }
+        bytes.append(contentsOf: buffer[0..<count])
+    }
+    return String(decoding: bytes, as: UTF8.self)
+}
+
+/// A fresh temporary directory.
+public func makeTemporaryDirectory() -> String {
+    var template = Array("/tmp/uvs-test-XXXXXX".utf8CString)
+    let result = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
+    precondition(result != nil, "mkdtemp failed")
+    return String(cString: result!)
+}
+
+/// Runs the loop one iteration at a time until `condition` holds or `timeout` passes.
+/// A timer wakes the loop at the deadline, so this never blocks longer than `timeout`.
+/// - Returns: whether the condition held.
+@discardableResult
+public func runLoop(_ loop: EventLoop, timeout: Duration = .seconds(10), until condition: () -> Bool) -> Bool {
+    if condition() { return true }
+    let deadline = EventLoop.hrtime() + UInt64(timeout.components.seconds) * 1_000_000_000
+        + UInt64(timeout.components.attoseconds / 1_000_000_000)
+    var woke = false
+    let guardTimer = LoopTimer(loop: loop) { woke = true }
+    try? guardTimer.start(after: .milliseconds(20), repeating: .milliseconds(20))
+    defer { guardTimer.close() }
+    while !condition() {
+        if EventLoop.hrtime() >= deadline { return false }
+        woke = false
+        loop.run(.once)
+    }
+    _ = woke
+    return true
+}
+
+/// Serialises the tests that measure process-wide resources (descriptors, children), so that
+/// a concurrently running test cannot disturb their before/after counts. Async, so a waiting
+/// test never blocks a cooperative thread.
+public actor ExclusiveResources {
+    public static let shared = ExclusiveResources()
+    private var busy = false
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+
+    private func acquire() async {
+        if !busy { busy = true; return }
+        await withCheckedContinuation { waiters.append($0) }
+    }
+
+    private func release() {
+        if waiters.isEmpty { busy = false } else { waiters.removeFirst().resume() }
+    }
+
+    /// Runs `body` while no other exclusive test runs.
+    public static func run<T: Sendable>(_ body: @Sendable () async throws -> T) async rethrows -> T {
+        await shared.acquire()
+        do {
+            let result = try await body()
+            await shared.release()
+            return result
+        } catch {
+            await shared.release()
+            throw error
+        }
+    }
+}
+
+/// What a loop test leaves behind, checked after teardown.
+public struct LeakReport: Sendable, Equatable {
+    /// Descriptors open after the test that were not open before it.
+    public var newDescriptors: Set<Int32>
+    /// Unreaped children of this process.
+    public var zombies: [Int32]
+    /// Handles whose close callback never ran.
+    public var liveHandles: Int
+    /// Whether `uv_loop_close` succeeded.
+    public var loopClosed: Bool
+
+    /// Nothing left behind.
+    public static let clean = LeakReport(newDescriptors: [], zombies: [], liveHandles: 0, loopClosed: true)
+}
+
+/// Creates a loop, runs `body` with it, tears it down, and reports what was left behind.
+/// Runs exclusively (see ``ExclusiveResources``).
+public func withCheckedLoop(_ body: @escaping @Sendable (EventLoop) throws -> Void) async throws -> LeakReport {
+    try await ExclusiveResources.run {
+        // libuv opens a process-wide pipe the first time any loop is created; create one
+        // first so that it is not counted against the test.
+        _ = libuvGlobalsReady
+        let before = openDescriptors()
+        let box = ResultBox()
+        // The body is synchronous, so the loop stays on this one thread for its whole life,
+        // and expectations are attributed to the running test.
+        do {
+            let loop = try EventLoop()
+            var bodyError: (any Error)?
+            do { try body(loop) } catch { bodyError = error }
+            var closed = true
+            do { try loop.close() } catch { closed = false }
+            box.report = LeakReport(newDescriptors: [], zombies: [], liveHandles: loop.liveHandleCount, loopClosed: closed)
+            box.error = bodyError
+        } catch {
+            box.error = error
+        }
+        if let error = box.error { throw error }
+        var report = box.report ?? LeakReport(newDescriptors: [], zombies: [], liveHandles: -1, loopClosed: false)
+        report.newDescriptors = openDescriptors().subtracting(before)
+        report.zombies = zombieChildren()
+        return report
+    }
+}
+
+final class ResultBox: @unchecked Sendable {
+    var report: LeakReport?
+    var error: (any Error)?
+}
+
+/// Runs `body` on a new thread and waits for it (joins).
+public func runOnFreshThread(_ body: @escaping () -> Void) throws {
+    final class Box { let body: () -> Void; init(_ body: @escaping () -> Void) { self.body = body } }
+    let box = Unmanaged.passRetained(Box(body)).toOpaque()
+    var thread = pthread_t()
+    let created = pthread_create(&thread, nil, { argument in
+        Unmanaged<Box>.fromOpaque(argument!).takeRetainedValue().body()
+        return nil
+    }, box)
+    precondition(created == 0, "pthread_create failed")
+    pthread_join(thread, nil)
+}
+
+/// Creates and closes one loop, once, so that libuv's process-wide descriptors exist.
+let libuvGlobalsReady: Bool = {
+    if let loop = try? EventLoop() { try? loop.close() }
+    return true
+}()

@@ -1,0 +1,228 @@
+import Testing
+import UVLoop
+import TestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Spawns `options`, runs the loop until the exit and every piped stream's end arrived,
+/// and returns what was seen.
+private func runToCompletion(_ loop: EventLoop, _ options: ProcessOptions) throws -> (exit: ProcessExit?, stdout: [String], stderr: [String]) {
+    var exit: ProcessExit?
+    var stdout: [String] = []
+    var stderr: [String] = []
+    var openStreams = (options.stdout == .pipe ? 1 : 0) + (options.stderr == .pipe ? 1 : 0)
+    _ = try ChildProcess.spawn(on: loop, options, onOutput: { output in
+        switch output {
+        case .line(.standardOutput, let line): stdout.append(line)
+        case .line(.standardError, let line): stderr.append(line)
+        case .end: openStreams -= 1
+        }
+    }, onExit: { exit = $0 })
+    let finished = runLoop(loop, timeout: .seconds(10)) { exit != nil && openStreams == 0 }
+    #expect(finished, "the child did not finish in time")
+    return (exit, stdout, stderr)
+}
+
+@Suite("Child processes")
+struct ChildProcessTests {
+    @Test("exit codes and terminating signals are reported")
+    func exitCodeAndSignal() async throws {
+        let report = try await withCheckedLoop { loop in
+            let three = try runToCompletion(loop, ProcessOptions(argv: ["/bin/sh", "-c", "exit 3"]))
+            #expect(three.exit == .exited(3))
+            let killed = try runToCompletion(loop, ProcessOptions(argv: ["/bin/sh", "-c", "kill -9 $$"]))
+            #expect(killed.exit == .signaled(9))
+            let aborted = try runToCompletion(loop, ProcessOptions(argv: ["/bin/sh", "-c", "kill -ABRT $$"]))
+            #expect(aborted.exit == .signaled(SIGABRT))
+        }
+        #expect(report == .clean)
+    }
+
+    @Test("a missing executable is ENOENT naming the path, with nothing left behind")
+    func missingExecutable() async throws {
+        let report = try await withCheckedLoop { loop in
+            let handlesBefore = loop.liveHandleCount
+            var options = ProcessOptions(argv: ["/usr/bin/uvs-no-such-program"])
+            options.stdout = .pipe
+            let error = #expect(throws: UVError.self) {
+                _ = try ChildProcess.spawn(on: loop, options, onOutput: { _ in }, onExit: { _ in })
+            }
+            #expect(error?.name == "ENOENT")
+            #expect(error?.description.contains("/usr/bin/uvs-no-such-program") == true)
+            let bare = #expect(throws: UVError.self) {
+                _ = try ChildProcess.spawn(on: loop, ProcessOptions(argv: ["uvs-no-such-program"]), onExit: { _ in })
+            }
+            #expect(bare?.name == "ENOENT")
+            loop.run(.noWait)
+            #expect(loop.liveHandleCount == handlesBefore)
+        }
+        #expect(report == .clean)
+    }
+
+    @Test("a failure inside uv_spawn (bad interpreter) closes the process handle and the pipes")
+    func failureInsideUVSpawn() async throws {
+        let directory = makeTemporaryDirectory()
+        let script = directory + "/bad-interpreter"
+        let fd = open(script, O_WRONLY | O_CREAT | O_CLOEXEC, 0o755)
+        _ = "#!/nonexistent/interpreter\n".withCString { write(fd, $0, strlen($0)) }
+        close(fd)
+        let report = try await withCheckedLoop { loop in
+            let handlesBefore = loop.liveHandleCount
+            var options = ProcessOptions(argv: [script])
+            options.stdout = .pipe
+            options.stderr = .pipe
+            let error = #expect(throws: UVError.self) {
+                _ = try ChildProcess.spawn(on: loop, options, onOutput: { _ in }, onExit: { _ in })
+            }
+            #expect(error?.name == "ENOENT")
+            #expect(error?.description.contains(script) == true)
+            loop.run(.noWait)
+            #expect(loop.liveHandleCount == handlesBefore)
+        }
+        unlink(script); rmdir(directory)
+        #expect(report == .clean)
+    }
+
+    @Test("stopping a child through its group leaves no grandchild alive")
+    func groupStopKillsGrandchildren() async throws {
+        let report = try await withCheckedLoop { loop in
+            var exit: ProcessExit?
+            var options = ProcessOptions(argv: ["/bin/sh", "-c", "sleep 60 & sleep 60 & echo started; wait"])
+            options.stdout = .pipe
+            var started = false
+            let child = try ChildProcess.spawn(on: loop, options, onOutput: { output in
+                if case .line(_, "started") = output { started = true }
+            }, onExit: { exit = $0 })
+            #expect(runLoop(loop) { started })
+            #expect(livingProcesses(inGroup: child.pid).count == 3)
+            try child.signalGroup(SIGTERM)
+            #expect(runLoop(loop) { exit != nil })
+            #expect(exit == .signaled(SIGTERM))
+            #expect(runLoop(loop) { livingProcesses(inGroup: child.pid).isEmpty })
+            #expect(throws: UVError.self) { try child.signalGroup(SIGTERM) }
+        }
+        #expect(report == .clean)
+    }
+
+    @Test("a child sees only fds 0, 1, 2 and the descriptors passed to it")
+    func onlyExpectedDescriptors() async throws {
+        let report = try await withCheckedLoop { loop in
+            var options = ProcessOptions(argv: [childHelperPath, "fds"])
+            options.stdout = .pipe
+            let plain = try runToCompletion(loop, options)
+            #expect(plain.stdout.sorted() == ["0", "1", "2"])
+
+            let extra = open("/dev/null", O_RDONLY | O_CLOEXEC)
+            defer { close(extra) }
+            options.extraDescriptors = [extra]
+            let passed = try runToCompletion(loop, options)
+            #expect(passed.stdout.sorted() == ["0", "1", "2", "3"])
+        }
+        #expect(report == .clean)
+    }
+
+    @Test("piped output arrives as ordered lines, the final partial line included")
+    func pipedLines() async throws {
+        let report = try await withCheckedLoop { loop in
+            var options = ProcessOptions(argv: ["/bin/sh", "-c", "echo one; echo two >&2; echo three; printf 'four'"])
+            options.stdout = .pipe
+            options.stderr = .pipe
+            let result = try runToCompletion(loop, options)
+            #expect(result.stdout == ["one", "three", "four"])
+            #expect(result.stderr == ["two"])
+            #expect(result.exit == .exited(0))
+
+            // Megabytes without a newline arrive in bounded pieces, nothing lost.
+            var flood = ProcessOptions(argv: [childHelperPath, "flood", "300000"])
+            flood.stdout = .pipe
+            let flooded = try runToCompletion(loop, flood)
+            #expect(flooded.stdout.reduce(0) { $0 + $1.utf8.count } == 300_000)
+            #expect(flooded.stdout.allSatisfy { $0.utf8.count <= ChildProcess.maxLineLength })
+        }
+        #expect(report == .clean)
+    }
+
+    @Test("environment policies and the working directory hold")
+    func environmentAndDirectory() async throws {
+        let report = try await withCheckedLoop { loop in
+            func env(_ name: String, _ policy: EnvironmentPolicy) throws -> [String] {
+                var options = ProcessOptions(argv: [childHelperPath, "env", name])
+                options.environment = policy
+                options.stdout = .pipe
+                return try runToCompletion(loop, options).stdout
+            }
+            let path = String(cString: getenv("PATH"))
+            let value1 = try env("PATH", .inherit)
+            #expect(value1 == [path])
+            let value2 = try env("PATH", .replace(["ONLY": "1"]))
+            #expect(value2 == ["<unset>"])
+            let value3 = try env("ONLY", .replace(["ONLY": "1"]))
+            #expect(value3 == ["1"])
+            let value4 = try env("PATH", .inheritWithOverrides(["PATH": nil]))
+            #expect(value4 == ["<unset>"])
+            let value5 = try env("EXTRA", .inheritWithOverrides(["EXTRA": "yes"]))
+            #expect(value5 == ["yes"])
+
+            var options = ProcessOptions(argv: [childHelperPath, "cwd"])
+            options.workingDirectory = "/usr/lib"
+            options.stdout = .pipe
+            let value6 = try runToCompletion(loop, options).stdout
+            #expect(value6 == ["/usr/lib"])
+
+            // stdout to a file
+            let directory = makeTemporaryDirectory()
+            var toFile = ProcessOptions(argv: ["/bin/sh", "-c", "echo logged"])
+            toFile.stdout = .file(path: directory + "/out.log", append: false)
+            let value7 = try runToCompletion(loop, toFile).exit
+            #expect(value7 == .exited(0))
+            #expect(readSmallFile(directory + "/out.log") == "logged\n")
+            unlink(directory + "/out.log"); rmdir(directory)
+        }
+        #expect(report == .clean)
+    }
+
+    @Test("bad input is refused with a clear error and leaves nothing behind")
+    func badInput() async throws {
+        let report = try await withCheckedLoop { loop in
+            let handlesBefore = loop.liveHandleCount
+            let empty = #expect(throws: UVError.self) { _ = try ChildProcess.spawn(on: loop, ProcessOptions(argv: []), onExit: { _ in }) }
+            #expect(empty?.name == "EINVAL")
+            let blank = #expect(throws: UVError.self) { _ = try ChildProcess.spawn(on: loop, ProcessOptions(argv: [""]), onExit: { _ in }) }
+            #expect(blank?.name == "EINVAL")
+            let relative = #expect(throws: UVError.self) { _ = try ChildProcess.spawn(on: loop, ProcessOptions(argv: ["./uvs-not-here"]), onExit: { _ in }) }
+            #expect(relative?.name == "ENOENT")
+            #expect(relative?.description.contains("./uvs-not-here") == true)
+            var badDirectory = ProcessOptions(argv: ["/bin/true"])
+            badDirectory.workingDirectory = "/uvs-no-such-directory"
+            let directoryError = #expect(throws: UVError.self) { _ = try ChildProcess.spawn(on: loop, badDirectory, onExit: { _ in }) }
+            #expect(directoryError?.name == "ENOENT")
+            #expect(directoryError?.description.contains("working directory \"/uvs-no-such-directory\"") == true)
+            var pipeWithoutHandler = ProcessOptions(argv: ["/bin/true"])
+            pipeWithoutHandler.stdout = .pipe
+            #expect(throws: UVError.self) { _ = try ChildProcess.spawn(on: loop, pipeWithoutHandler, onExit: { _ in }) }
+            var badFD = ProcessOptions(argv: ["/bin/true"])
+            badFD.extraDescriptors = [9999]
+            #expect((#expect(throws: UVError.self) { _ = try ChildProcess.spawn(on: loop, badFD, onExit: { _ in }) })?.name == "EBADF")
+            let directory = makeTemporaryDirectory()
+            let plainFile = directory + "/not-executable"
+            close(open(plainFile, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644))
+            defer { unlink(plainFile); rmdir(directory) }
+            let noExec = ProcessOptions(argv: [plainFile])
+            #expect((#expect(throws: UVError.self) { _ = try ChildProcess.spawn(on: loop, noExec, onExit: { _ in }) })?.name == "EACCES")
+
+            var exit: ProcessExit?
+            let child = try ChildProcess.spawn(on: loop, ProcessOptions(argv: [childHelperPath, "sleep", "60"]), onExit: { exit = $0 })
+            let outOfRange = #expect(throws: UVError.self) { try child.signal(999) }
+            #expect(outOfRange?.name == "EINVAL")
+            #expect(child.isRunning)
+            try child.signal(SIGKILL)
+            #expect(runLoop(loop) { exit != nil })
+            let afterExit = #expect(throws: UVError.self) { try child.signal(SIGTERM) }
+            #expect(afterExit?.name == "ESRCH")
+            loop.run(.noWait)
+            #expect(loop.liveHandleCount == handlesBefore)
+        }
+        #expect(report == .clean)
+    }
+}

@@ -1,0 +1,105 @@
+import Testing
+import UVLoop
+import TestSupport
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Loop-confined state reached from jobs; only the loop thread touches it.
+private final class Recorder: @unchecked Sendable {
+    var perThread: [[Int]] = Array(repeating: [], count: 4)
+    var offLoop = 0
+}
+
+private actor LoopPinned {
+    let remote: LoopRemote
+    var counter = 0
+    init(remote: LoopRemote) { self.remote = remote }
+    nonisolated var unownedExecutor: UnownedSerialExecutor { remote.asUnownedSerialExecutor() }
+    func bump() -> (Bool, Int) {
+        counter += 1
+        return (remote.inLoopThread, counter)
+    }
+}
+
+private func startThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) -> [pthread_t] {
+    final class Box { let body: () -> Void; init(_ body: @escaping () -> Void) { self.body = body } }
+    return (0..<count).map { index in
+        var thread = pthread_t()
+        let box = Unmanaged.passRetained(Box { body(index) }).toOpaque()
+        pthread_create(&thread, nil, { argument in
+            Unmanaged<Box>.fromOpaque(argument!).takeRetainedValue().body()
+            return nil
+        }, box)
+        return thread
+    }
+}
+
+@Suite("Cross-thread entry and executors")
+struct CrossThreadTests {
+    @Test("4 threads x 10,000 execute calls: each runs once, on the loop thread, in per-thread order")
+    func manyThreadsSubmit() async throws {
+        try await ExclusiveResources.run {
+            let thread = try EventLoopThread()
+            let recorder = Recorder()
+            let remote = thread.remote
+            let threads = startThreads(4) { index in
+                for value in 0..<10_000 {
+                    try! remote.execute {
+                        if !remote.inLoopThread { recorder.offLoop += 1 }
+                        recorder.perThread[index].append(value)
+                    }
+                }
+            }
+            for handle in threads { pthread_join(handle, nil) }
+            await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+                try! remote.execute { done.resume() }
+            }
+            #expect(recorder.offLoop == 0)
+            for values in recorder.perThread {
+                #expect(values == Array(0..<10_000))
+            }
+            #expect(throws: Never.self) { try thread.shutdown().get() }
+        }
+    }
+
+    @Test("an actor pinned to the loop and a task under its executor preference run on the loop thread")
+    func executors() async throws {
+        try await ExclusiveResources.run {
+            let thread = try EventLoopThread()
+            let remote = thread.remote
+            let actor = LoopPinned(remote: remote)
+            let first = await actor.bump()
+            let second = await actor.bump()
+            #expect(first == (true, 1) && second == (true, 2))
+            #expect(!remote.inLoopThread)
+            let onLoop = await withTaskExecutorPreference(remote) { () async -> Bool in
+                await Task.yield()
+                return remote.inLoopThread
+            }
+            #expect(onLoop)
+            let viaLoop = await withCheckedContinuation { (done: CheckedContinuation<Int, Never>) in
+                try! remote.executeWithLoop { loop in done.resume(returning: loop.liveHandleCount) }
+            }
+            #expect(viaLoop >= 3)   // check, idle and async handles at least
+            #expect(throws: Never.self) { try thread.shutdown().get() }
+            let refused = #expect(throws: UVError.self) { try remote.execute {} }
+            #expect(refused?.name == "ECANCELED")
+            #expect(remote.isClosed)
+        }
+    }
+
+    @Test("submissions from the loop thread itself run on a later turn")
+    func sameThreadSubmit() async throws {
+        let report = try await withCheckedLoop { loop in
+            var order: [Int] = []
+            try loop.remote.execute { }   // accepted on the owning thread without a wakeup
+            loop.runSoon { order.append(1) }
+            loop.run(.noWait)
+            loop.run(.noWait)
+            #expect(order == [1])
+        }
+        #expect(report == .clean)
+    }
+}

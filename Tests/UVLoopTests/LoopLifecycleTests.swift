@@ -1,0 +1,102 @@
+import Testing
+import UVLoop
+import TestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite("Loop lifecycle and handle lifetimes")
+struct LoopLifecycleTests {
+    @Test("every handle type opens and closes; uv_loop_close returns 0; nothing leaks")
+    func everyHandleTypeClosesCleanly() async throws {
+        let report = try await withCheckedLoop { loop in
+            let baseline = loop.liveHandleCount
+            let timer = LoopTimer(loop: loop) {}
+            try timer.start(after: .seconds(60))
+            let watcher = try SignalWatcher(loop: loop, signal: SIGUSR2) { _ in }
+            var options = ProcessOptions(argv: [childHelperPath, "sleep", "60"])
+            options.stdout = .pipe
+            options.stderr = .pipe
+            let child = try ChildProcess.spawn(on: loop, options, onOutput: { _ in }, onExit: { _ in })
+            // timer + signal + process + 2 pipes
+            #expect(loop.liveHandleCount == baseline + 5)
+            #expect(child.isRunning)
+            _ = watcher
+            // Leave them all open: teardown must kill the child, wait for its exit and close all.
+        }
+        #expect(report == .clean)
+    }
+
+    @Test("closing a handle twice is harmless, and a closed handle refuses use")
+    func doubleCloseIsHarmless() async throws {
+        let report = try await withCheckedLoop { loop in
+            let timer = LoopTimer(loop: loop) {}
+            timer.close()
+            timer.close()
+            #expect(timer.state == .closing)
+            #expect(throws: UVError.self) { try timer.start(after: .milliseconds(1)) }
+            loop.run(.noWait)
+            #expect(timer.state == .closed)
+            timer.close()
+            timer.stop()
+            #expect(!timer.isActive)
+        }
+        #expect(report == .clean)
+    }
+
+    @Test("closing the loop twice is harmless; a dropped loop tears itself down")
+    func loopCloseIsIdempotent() async throws {
+        let report = try await withCheckedLoop { loop in
+            try loop.close()
+            try loop.close()
+            // A loop that is never closed explicitly still closes its handles on deinit.
+            let before = openDescriptors()
+            do {
+                let other = try EventLoop()
+                let timer = LoopTimer(loop: other) {}
+                try timer.start(after: .seconds(10))
+            }
+            #expect(openDescriptors().subtracting(before).isEmpty)
+        }
+        #expect(report == .clean)
+    }
+
+    @Test("run-soon jobs run on the next turn and never starve timers or I/O")
+    func runSoonDoesNotStarve() async throws {
+        let report = try await withCheckedLoop { loop in
+            var turns = 0
+            var timerFired = false
+            let timer = LoopTimer(loop: loop) { timerFired = true }
+            try timer.start(after: .milliseconds(2))
+            func again() {
+                turns += 1
+                if !timerFired && turns < 50_000_000 { loop.runSoon(again) }
+            }
+            var ranInline = true
+            loop.runSoon { ranInline = false; again() }
+            #expect(ranInline, "runSoon must not run the job in the caller's stack")
+            loop.run()
+            #expect(timerFired)
+            #expect(turns < 50_000_000)
+            #expect(turns > 1)
+            timer.close()
+        }
+        #expect(report == .clean)
+    }
+
+    @Test("the loop's clock advances with uv_now and updateTime")
+    func clock() async throws {
+        let report = try await withCheckedLoop { loop in
+            let start = loop.now
+            var fired = false
+            let timer = LoopTimer(loop: loop) { fired = true }
+            try timer.start(after: .milliseconds(15))
+            loop.run()
+            loop.updateTime()
+            #expect(fired)
+            #expect(loop.now >= start + 15)
+            timer.close()
+        }
+        #expect(report == .clean)
+    }
+}
