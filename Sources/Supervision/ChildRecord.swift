@@ -1,0 +1,118 @@
+/// Where a child is in its life, as its supervisor sees it.
+public enum ChildState: Sendable, Equatable, CustomStringConvertible {
+    /// Not running: not started yet, or ended and not restarted.
+    case idle
+    /// Running.
+    case running
+    /// Asked to stop; waiting for it to end (or for its shutdown timeout).
+    case stopping
+    /// Waiting for its restart (backoff delay, or its group still stopping).
+    case restarting
+    /// Stopped by ``Supervisor/terminateChild(_:completion:)``; ``Supervisor/restartChild(_:)`` starts it again.
+    case terminated
+
+    public var description: String {
+        switch self {
+        case .idle: return "idle"
+        case .running: return "running"
+        case .stopping: return "stopping"
+        case .restarting: return "restarting"
+        case .terminated: return "terminated"
+        }
+    }
+}
+
+/// The worker behind a running child.
+enum ActiveWorker {
+    case runtime(any RunningWorker)
+    case loopTask(LoopTaskContext)
+    case supervisor(Supervisor)
+}
+
+/// How a worker's end reached its supervisor.
+enum Ending {
+    case worker(WorkerTermination)
+    case supervisor(ExitReason)
+    case startFailed(String)
+    case abandoned
+}
+
+/// Why a child is being stopped: decides what it becomes once it has ended.
+enum StopPurpose {
+    /// The supervisor shuts down: the child stays idle.
+    case shutdown
+    /// Part of a group restart: the child restarts once the group has stopped.
+    case groupRestart(due: Int64)
+    /// ``Supervisor/terminateChild(_:completion:)``: the child becomes terminated (or is removed).
+    case terminate
+}
+
+/// One child of a supervisor: its spec and its mutable state. Loop-confined.
+final class ChildRecord {
+    let id: String
+    let path: String
+    let spec: ChildSpec
+    unowned let supervisor: Supervisor
+
+    var state: ChildState = .idle
+    var worker: ActiveWorker?
+    /// Increments on every start; ends reported by an earlier incarnation are ignored.
+    var generation: UInt64 = 0
+    var restartCount = 0
+    /// Consecutive restarts without a stable run, for backoff.
+    var consecutiveRestarts = 0
+    var startedAt: Int64 = 0
+    var lastExit: ExitReason?
+    /// When `state == .restarting`: the earliest time to start it again.
+    var restartDue: Int64 = 0
+    /// While stopping: why, and whether it was killed.
+    var stopPurpose: StopPurpose?
+    var stopRequested = false
+    var killSent = false
+    var stopCompletions: [(ExitReason) -> Void] = []
+    /// Its shutdown timer, made on first use and reused.
+    var timer: (any RuntimeTimer)?
+    /// Set once removed from its supervisor.
+    var removed = false
+
+    init(spec: ChildSpec, path: String, supervisor: Supervisor) {
+        self.id = spec.id
+        self.spec = spec
+        self.path = path
+        self.supervisor = supervisor
+    }
+
+    var isActive: Bool { state == .running || state == .stopping }
+
+    var pid: Int32? {
+        if case .runtime(let worker) = worker { return worker.pid }
+        return nil
+    }
+
+    /// A worker of this record ended (called by runtimes and loop tasks, on the runtime thread).
+    func workerEnded(generation: UInt64, _ termination: WorkerTermination) {
+        supervisor.enqueueEnding(self, generation: generation, .worker(termination))
+    }
+
+    /// The exit reason for how the worker ended, given how the supervisor was treating it.
+    func exitReason(for ending: Ending) -> ExitReason {
+        switch ending {
+        case .abandoned: return .abandoned
+        case .startFailed(let message): return .startFailed(message)
+        case .supervisor(let reason):
+            if stopRequested && !killSent { return reason == .intensityExceeded ? reason : .shutdown }
+            return killSent ? .killed : reason
+        case .worker(let termination):
+            if killSent { return .killed }
+            if stopRequested { return .shutdown }
+            switch termination {
+            case .exited(let code):
+                if case .process(let process) = spec.kind, process.successExitCodes.contains(code) { return .normal }
+                return code == 0 ? .normal : .exited(code)
+            case .signaled(let signal): return .signaled(signal)
+            case .returned: return .normal
+            case .threw(let message): return .failure(message)
+            }
+        }
+    }
+}

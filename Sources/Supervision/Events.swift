@@ -1,0 +1,149 @@
+import Logging
+
+/// One transition in a supervision tree.
+public struct SupervisorEvent: Sendable, Equatable, CustomStringConvertible {
+    /// What happened.
+    public enum Kind: Sendable, Equatable {
+        /// The child started; `pid` for processes.
+        case started(pid: Int32?)
+        /// The child could not start.
+        case startFailed(String)
+        /// The child ended.
+        case exited(ExitReason)
+        /// The child will be restarted after `delay`; `why` explains the delay (backoff step,
+        /// group restart, ...).
+        case restartScheduled(delay: Duration, why: String)
+        /// The supervisor asked the child to stop.
+        case stopping
+        /// The child did not stop in time and was killed.
+        case killed
+        /// A task did not stop in time and is no longer supervised.
+        case abandoned
+        /// The child ended and is not restarted (restart type, or it was terminated).
+        case notRestarted(why: String)
+        /// The child spec was removed (temporary child ended, deleted, dynamic child ended).
+        case removed
+        /// The supervisor exceeded its restart intensity and gives up.
+        case intensityExceeded(maxRestarts: Int, period: Duration)
+        /// A supervisor finished starting its children.
+        case supervisorStarted
+        /// A supervisor began stopping all its children.
+        case supervisorStopping(ExitReason)
+        /// A supervisor ended.
+        case supervisorStopped(ExitReason)
+        /// A line a process wrote to a captured stream.
+        case output(stream: String, line: String)
+        /// A loop callback blocked the loop for `duration` (lag watchdog).
+        case loopLag(Duration)
+    }
+
+    /// The child's path, `root/db/worker-2` (the supervisor's own path for supervisor events).
+    public var path: String
+    /// Runtime time in nanoseconds.
+    public var time: Int64
+    /// What happened.
+    public var kind: Kind
+    /// The child's restart count at that moment.
+    public var restartCount: Int
+
+    /// Creates an event.
+    public init(path: String, time: Int64, kind: Kind, restartCount: Int) {
+        self.path = path
+        self.time = time
+        self.kind = kind
+        self.restartCount = restartCount
+    }
+
+    public var description: String {
+        let what: String
+        switch kind {
+        case .started(let pid): what = pid.map { "started (pid \($0))" } ?? "started"
+        case .startFailed(let error): what = "failed to start: \(error)"
+        case .exited(let reason): what = "exited: \(reason)"
+        case .restartScheduled(let delay, let why): what = "restart in \(formatDuration(delay)) (\(why))"
+        case .stopping: what = "stopping"
+        case .killed: what = "killed after its shutdown timeout"
+        case .abandoned: what = "abandoned: did not stop within its shutdown timeout"
+        case .notRestarted(let why): what = "not restarted (\(why))"
+        case .removed: what = "removed"
+        case .intensityExceeded(let max, let period): what = "more than \(max) restarts in \(formatDuration(period)): giving up"
+        case .supervisorStarted: what = "supervisor started"
+        case .supervisorStopping(let reason): what = "supervisor stopping (\(reason))"
+        case .supervisorStopped(let reason): what = "supervisor stopped: \(reason)"
+        case .output(let stream, let line): what = "\(stream): \(line)"
+        case .loopLag(let duration): what = "loop blocked for \(formatDuration(duration))"
+        }
+        return "\(path): \(what) [restarts: \(restartCount)]"
+    }
+}
+
+/// `1.5s`, `250ms`, `40µs`.
+public func formatDuration(_ duration: Duration) -> String {
+    let nanoseconds = duration.nanosecondsClamped
+    if nanoseconds >= 1_000_000_000 {
+        let tenths = (nanoseconds + 50_000_000) / 100_000_000
+        return tenths % 10 == 0 ? "\(tenths / 10)s" : "\(tenths / 10).\(tenths % 10)s"
+    }
+    if nanoseconds >= 1_000_000 { return "\((nanoseconds + 500_000) / 1_000_000)ms" }
+    if nanoseconds >= 1_000 { return "\(nanoseconds / 1_000)µs" }
+    return "\(nanoseconds)ns"
+}
+
+/// Where a tree's events go: handlers on the runtime's thread, `AsyncStream`s, and a `Logger`.
+/// One sink serves a whole tree (nested supervisors share their root's).
+public final class EventSink {
+    private var handlers: [(SupervisorEvent) -> Void] = []
+    private var continuations: [Int: AsyncStream<SupervisorEvent>.Continuation] = [:]
+    private var nextStreamID = 0
+    /// The logger, if any: events are logged at `info` (failures at `warning`/`error`).
+    public var logger: Logger?
+
+    /// A sink with an optional logger.
+    public init(logger: Logger? = nil) {
+        self.logger = logger
+    }
+
+    /// Whether anybody listens; when not, events are not even built.
+    @inline(__always)
+    public var isActive: Bool { !handlers.isEmpty || !continuations.isEmpty || logger != nil }
+
+    /// Adds a handler, called on the runtime's thread for every event.
+    public func addHandler(_ handler: @escaping (SupervisorEvent) -> Void) {
+        handlers.append(handler)
+    }
+
+    /// A new stream of every event from now on; it finishes when the root supervisor stops.
+    public func makeStream() -> AsyncStream<SupervisorEvent> {
+        let id = nextStreamID
+        nextStreamID += 1
+        let (stream, continuation) = AsyncStream<SupervisorEvent>.makeStream(bufferingPolicy: .bufferingNewest(10_000))
+        continuations[id] = continuation
+        return stream
+    }
+
+    /// Delivers an event.
+    public func emit(_ event: SupervisorEvent) {
+        for handler in handlers { handler(event) }
+        for continuation in continuations.values { continuation.yield(event) }
+        if let logger { log(event, to: logger) }
+    }
+
+    /// Ends every stream (the root supervisor stopped).
+    func finishStreams() {
+        for continuation in continuations.values { continuation.finish() }
+        continuations.removeAll()
+    }
+
+    private func log(_ event: SupervisorEvent, to logger: Logger) {
+        let level: Logger.Level
+        switch event.kind {
+        case .exited(let reason): level = reason.isAbnormal ? .warning : .info
+        case .startFailed, .killed, .abandoned, .intensityExceeded: level = .error
+        case .loopLag: level = .warning
+        case .output: level = .info
+        case .supervisorStopped(let reason): level = reason.isAbnormal ? .error : .info
+        default: level = .info
+        }
+        logger.log(level: level, "\(event.description)", metadata: ["child": .string(event.path)])
+    }
+}

@@ -1,0 +1,69 @@
+/// The handle a loop-task worker gets when it starts.
+///
+/// A loop task is a callback-style worker that runs on the supervisor's thread: its start
+/// closure sets up timers or I/O and returns at once (it must never block). It reports its end
+/// exactly once with ``finish()`` or ``fail(_:)``, and honours stop requests through
+/// ``onStop``. Reports after the end, or from an earlier incarnation, are ignored.
+///
+/// ```swift
+/// ChildSpec(id: "ticker", .loopTask { context in
+///     context.onStop = { context.finish() }
+/// })
+/// ```
+public final class LoopTaskContext {
+    /// The child's path, `root/ticker`.
+    public let path: String
+    /// How many times this child was restarted before this incarnation.
+    public let restartCount: Int
+    /// Called once when the supervisor asks the task to stop. The task must then end (with
+    /// ``finish()``) within its shutdown timeout, or it is reported abandoned. When `nil`, a stop
+    /// request ends the task at once.
+    public var onStop: (() -> Void)?
+
+    weak var record: ChildRecord?
+    let generation: UInt64
+    private(set) var ended = false
+
+    init(path: String, restartCount: Int, record: ChildRecord, generation: UInt64) {
+        self.path = path
+        self.restartCount = restartCount
+        self.record = record
+        self.generation = generation
+    }
+
+    /// Whether the task was asked to stop.
+    public private(set) var stopRequested = false
+
+    /// The task ended normally (or, after a stop request, as asked).
+    public func finish() { end(.returned) }
+
+    /// The task failed; it is restarted according to its spec.
+    public func fail(_ error: any Error) { end(.threw(String(describing: error))) }
+
+    /// The task failed with a message.
+    public func fail(_ message: String) { end(.threw(message)) }
+
+    private func end(_ termination: WorkerTermination) {
+        guard !ended else { return }
+        ended = true
+        onStop = nil
+        record?.workerEnded(generation: generation, termination)
+    }
+
+    func requestStop() {
+        guard !ended, !stopRequested else { return }
+        stopRequested = true
+        if let onStop {
+            self.onStop = nil
+            onStop()
+        } else {
+            finish()
+        }
+    }
+
+    /// Marks the task abandoned: later reports are ignored.
+    func abandon() {
+        ended = true
+        onStop = nil
+    }
+}

@@ -1,0 +1,69 @@
+/// What the supervision logic needs from the world: a clock, timers, a run-soon queue, and a
+/// way to start and stop workers. The libuv runtime, the Dispatch runtime and the manual test
+/// runtime all implement it, so the very same logic runs on each.
+///
+/// All calls happen on the runtime's one thread (the loop thread, the serial queue, or the
+/// test's thread); implementations are not required to be thread-safe.
+public protocol SupervisorRuntime: AnyObject {
+    /// Monotonic time in nanoseconds (any fixed origin).
+    var nowNanoseconds: Int64 { get }
+
+    /// Runs `job.runSoonJob()` on a later turn (after pending I/O), never in the caller's stack.
+    func runSoon(_ job: any RunSoonJob)
+
+    /// A re-armable one-shot timer that calls `fire` on the runtime's thread.
+    func makeTimer(_ fire: @escaping () -> Void) -> any RuntimeTimer
+
+    /// Starts a process worker. `onExit` must be called exactly once, later, on the runtime's
+    /// thread (never from inside this call).
+    /// - Throws: ``SupervisionError`` with code ``SupervisionError/Code/startFailed`` and a
+    ///   message naming the program and the system's error name.
+    func startProcess(_ spec: ProcessSpec, path: String, events: EventSink,
+                      onExit: @escaping (WorkerTermination) -> Void) throws(SupervisionError) -> any RunningWorker
+
+    /// Starts an async-task worker. `onExit` must be called exactly once, later, on the
+    /// runtime's thread: `.returned` or `.threw(description)`.
+    func startAsyncTask(_ body: @escaping @Sendable () async throws -> Void, path: String,
+                        onExit: @escaping (WorkerTermination) -> Void) throws(SupervisionError) -> any RunningWorker
+}
+
+/// An object the runtime can run on a later turn without allocating a closure.
+public protocol RunSoonJob: AnyObject {
+    /// Called once per ``SupervisorRuntime/runSoon(_:)``.
+    func runSoonJob()
+}
+
+/// A timer made by ``SupervisorRuntime/makeTimer(_:)``.
+public protocol RuntimeTimer: AnyObject {
+    /// Arms (or re-arms) the timer to fire once after `nanoseconds` (0 or more).
+    func arm(afterNanoseconds nanoseconds: Int64)
+    /// Disarms it; harmless when not armed.
+    func disarm()
+    /// Releases it for good (disarming it first).
+    func close()
+}
+
+/// A started process or async task, as its runtime controls it.
+public protocol RunningWorker: AnyObject {
+    /// The process id, for processes.
+    var pid: Int32? { get }
+    /// Asks the worker to stop: the stop signal to a process's group, cancellation for a task.
+    func requestStop()
+    /// Ends the worker at once if its kind allows (SIGKILL to a process's group). Returns
+    /// `false` when it cannot be killed (a task), in which case it will be abandoned.
+    func kill() -> Bool
+}
+
+extension Duration {
+    /// Whole nanoseconds, saturating at `Int64.max`; negative durations stay negative.
+    public var nanosecondsClamped: Int64 {
+        let (seconds, attoseconds) = components
+        let (scaled, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        if overflow { return seconds < 0 ? Int64.min : Int64.max }
+        let (sum, overflow2) = scaled.addingReportingOverflow(attoseconds / 1_000_000_000)
+        return overflow2 ? Int64.max : sum
+    }
+
+    /// A duration of `nanoseconds`.
+    public static func nanosecondsValue(_ nanoseconds: Int64) -> Duration { .nanoseconds(nanoseconds) }
+}

@@ -1,0 +1,293 @@
+/// When a child is restarted after it ends (OTP's `restart`).
+public enum RestartType: Sendable, Equatable, CustomStringConvertible {
+    /// Always restarted, whatever the exit reason.
+    case permanent
+    /// Restarted only after an abnormal exit (anything but ``ExitReason/normal`` and
+    /// ``ExitReason/shutdown``).
+    case transient
+    /// Never restarted; removed from its supervisor when it ends.
+    case temporary
+
+    public var description: String {
+        switch self {
+        case .permanent: return "permanent"
+        case .transient: return "transient"
+        case .temporary: return "temporary"
+        }
+    }
+}
+
+/// How a child is stopped (OTP's `shutdown`).
+public enum ShutdownPolicy: Sendable, Equatable {
+    /// Killed at once (SIGKILL to a process's group; a task is abandoned at once).
+    case brutalKill
+    /// Asked to stop (stop signal, stop handler or cancellation), then killed (or, for a task,
+    /// reported abandoned) if it has not ended after this long. Must be positive.
+    case timeout(Duration)
+    /// Asked to stop, and waited for without limit. The default for supervisors.
+    case infinity
+}
+
+/// Which siblings are restarted with a failed child (OTP's `strategy`).
+public enum RestartStrategy: Sendable, Equatable {
+    /// Only the child that ended.
+    case oneForOne
+    /// All children: the others are stopped in reverse start order, then all are started again
+    /// in start order.
+    case oneForAll
+    /// The child that ended and every child started after it.
+    case restForOne
+}
+
+/// More than `maxRestarts` restarts within `period` make the supervisor give up: it stops all
+/// its children in reverse order and ends with ``ExitReason/intensityExceeded``, which its
+/// parent handles like any child failure (escalation).
+///
+/// A restart at time `t` is inside the window at time `now` when `now - t < period`. Restarts
+/// are counted when they are decided (before any backoff delay). Counting is O(1) amortised:
+/// only the restarts still inside the window are kept.
+public struct RestartIntensity: Sendable, Equatable {
+    /// Restarts allowed inside the window; one more escalates. Zero allows none.
+    public var maxRestarts: Int
+    /// The sliding window. Must be positive.
+    public var period: Duration
+
+    /// OTP's default: 3 restarts in 5 seconds... and this library's too.
+    public static let `default` = RestartIntensity(maxRestarts: 3, period: .seconds(5))
+
+    /// `maxRestarts` restarts within `period`.
+    public init(maxRestarts: Int, period: Duration) {
+        self.maxRestarts = maxRestarts
+        self.period = period
+    }
+}
+
+/// When a supervisor ends by itself because significant children ended (OTP's `auto_shutdown`).
+public enum AutoShutdown: Sendable, Equatable {
+    /// Never (the default).
+    case never
+    /// As soon as any significant child ends without being restarted.
+    case anySignificant
+    /// When every significant child has ended without being restarted.
+    case allSignificant
+}
+
+/// Timer-based exponential backoff between restarts of one child (OTP has none; restarts are
+/// immediate there, as with ``none``).
+///
+/// Rules:
+/// - The delay before the k-th consecutive restart (k = 1, 2, ...) is
+///   `min(maximum, initial * multiplier^(k-1))`.
+/// - Jitter multiplies that delay by a random factor in `[1 - jitter, 1 + jitter]` drawn from
+///   the supervisor's seeded generator; the result is capped at `maximum` again.
+/// - A child that stayed up for `resetAfter` or longer starts again from k = 1.
+/// - Every restart counts, whatever the exit reason (a permanent child that exits 0 at once is
+///   a crash loop too).
+/// - With ``RestartStrategy/oneForAll`` and ``RestartStrategy/restForOne`` the group is stopped
+///   at once and restarted together after the failing child's delay.
+public struct Backoff: Sendable, Equatable {
+    /// The first delay.
+    public var initial: Duration
+    /// Growth per consecutive restart (at least 1).
+    public var multiplier: Double
+    /// The largest delay (at least `initial`).
+    public var maximum: Duration
+    /// Random spread as a fraction of the delay, in `0...1`.
+    public var jitter: Double
+    /// Uptime after which the consecutive-restart count resets. Must be positive.
+    public var resetAfter: Duration
+
+    /// Restart at once, as OTP does.
+    public static let none = Backoff(initial: .zero, multiplier: 1, maximum: .zero, jitter: 0, resetAfter: .seconds(1))
+
+    /// Exponential backoff.
+    public static func exponential(
+        initial: Duration = .milliseconds(100),
+        multiplier: Double = 2,
+        maximum: Duration = .seconds(30),
+        jitter: Double = 0.1,
+        resetAfter: Duration = .seconds(30)
+    ) -> Backoff {
+        Backoff(initial: initial, multiplier: multiplier, maximum: maximum, jitter: jitter, resetAfter: resetAfter)
+    }
+
+    /// A backoff with every parameter given.
+    public init(initial: Duration, multiplier: Double, maximum: Duration, jitter: Double, resetAfter: Duration) {
+        self.initial = initial
+        self.multiplier = multiplier
+        self.maximum = maximum
+        self.jitter = jitter
+        self.resetAfter = resetAfter
+    }
+
+    /// Whether restarts are immediate.
+    public var isNone: Bool { maximum == .zero }
+}
+
+/// Where a process child's standard stream goes.
+public enum ProcessStdio: Sendable, Equatable {
+    /// The supervisor's own descriptor.
+    case inherit
+    /// `/dev/null`.
+    case null
+    /// A file (created if needed; appended to or truncated).
+    case file(path: String, append: Bool)
+    /// Read on the loop and delivered line by line as ``SupervisorEvent/Kind/output(stream:line:)``
+    /// events (and to the logger). Only for standard output and standard error.
+    case capture
+}
+
+/// How a process child's environment is built.
+public enum ProcessEnvironment: Sendable, Equatable {
+    /// The supervisor's own environment.
+    case inherit
+    /// Exactly these variables.
+    case replace([String: String])
+    /// The supervisor's environment with these changes: a value sets, `nil` removes.
+    case inheritWithOverrides([String: String?])
+}
+
+/// What to run for a process child. Plain data; the runtime spawns it (never through a shell).
+public struct ProcessSpec: Sendable, Equatable {
+    /// The argument vector; `argv[0]` is a path or a name looked up in `PATH`.
+    public var argv: [String]
+    /// The environment policy (default: inherit). Values never appear in events or logs.
+    public var environment: ProcessEnvironment = .inherit
+    /// The working directory; `nil` keeps the supervisor's.
+    public var workingDirectory: String? = nil
+    /// Standard input (default: `/dev/null`).
+    public var stdin: ProcessStdio = .null
+    /// Standard output (default: inherited).
+    public var stdout: ProcessStdio = .inherit
+    /// Standard error (default: inherited).
+    public var stderr: ProcessStdio = .inherit
+    /// The signal that asks the child to stop (default: SIGTERM, 15), sent to its group.
+    public var stopSignal: Int32 = 15
+    /// Exit codes that count as a normal exit (default: `[0]`).
+    public var successExitCodes: Set<Int32> = [0]
+    /// Its own session and process group (default: `true`), so stopping it reaches grandchildren.
+    public var newProcessGroup: Bool = true
+    /// Run as this user id (needs privileges).
+    public var userID: UInt32? = nil
+    /// Run as this group id (needs privileges).
+    public var groupID: UInt32? = nil
+
+    /// A process running `argv`.
+    public init(argv: [String]) {
+        self.argv = argv
+    }
+}
+
+/// What a child is.
+public enum WorkerKind {
+    /// An operating-system process: crashes are isolated from the supervisor.
+    case process(ProcessSpec)
+    /// A callback-style task on the supervisor's loop: the cheapest kind. The closure starts it
+    /// and must return without blocking; see ``LoopTaskContext``.
+    case loopTask((LoopTaskContext) -> Void)
+    /// An `async throws` function on the loop's task executor: returning is a normal exit, a
+    /// thrown error a failure, and the stop request is task cancellation.
+    case asyncTask(@Sendable () async throws -> Void)
+    /// A nested supervisor.
+    case supervisor(SupervisorSpec)
+
+    /// A short name for status and events: `process`, `loopTask`, `asyncTask`, `supervisor`.
+    public var name: String {
+        switch self {
+        case .process: return "process"
+        case .loopTask: return "loopTask"
+        case .asyncTask: return "asyncTask"
+        case .supervisor: return "supervisor"
+        }
+    }
+
+    var isSupervisor: Bool {
+        if case .supervisor = self { return true }
+        return false
+    }
+}
+
+/// One child of a supervisor (OTP's child specification).
+///
+/// ```swift
+/// ChildSpec(id: "web", .process(ProcessSpec(argv: ["/usr/bin/web", "--port", "8080"])),
+///           restart: .permanent, backoff: .exponential())
+/// ```
+public struct ChildSpec {
+    /// Unique among its siblings; not empty; no `/` (paths are `root/db/worker-2`).
+    public var id: String
+    /// What to run.
+    public var kind: WorkerKind
+    /// When to restart it (default: permanent).
+    public var restart: RestartType
+    /// How to stop it; `nil` means the default: 5 seconds for workers, infinity for supervisors.
+    public var shutdown: ShutdownPolicy?
+    /// Delays between its restarts (default: none).
+    public var backoff: Backoff
+    /// Whether its end can end the supervisor (with ``SupervisorSpec/autoShutdown``). Only for
+    /// transient and temporary children, as in OTP.
+    public var significant: Bool
+
+    /// A child spec with every field given or defaulted.
+    public init(
+        id: String,
+        _ kind: WorkerKind,
+        restart: RestartType = .permanent,
+        shutdown: ShutdownPolicy? = nil,
+        backoff: Backoff = .none,
+        significant: Bool = false
+    ) {
+        self.id = id
+        self.kind = kind
+        self.restart = restart
+        self.shutdown = shutdown
+        self.backoff = backoff
+        self.significant = significant
+    }
+
+    /// The policy in force: the given one or the kind's default.
+    public var effectiveShutdown: ShutdownPolicy {
+        if let shutdown { return shutdown }
+        return kind.isSupervisor ? .infinity : .timeout(.seconds(5))
+    }
+}
+
+/// A supervisor: its strategy, its limits and its children.
+public struct SupervisorSpec {
+    /// Which siblings restart with a failed child (default: one for one).
+    public var strategy: RestartStrategy
+    /// The restart intensity (default: 3 in 5 seconds).
+    public var intensity: RestartIntensity
+    /// Whether significant children can end it (default: never).
+    public var autoShutdown: AutoShutdown
+    /// The children, in start order.
+    public var children: [ChildSpec]
+    /// For a dynamic supervisor (children added at run time, as Elixir's `DynamicSupervisor`):
+    /// the most children it may have at once; `nil` for no limit.
+    public var maxChildren: Int?
+    /// Whether children are added at run time only (``Supervisor/startChild(_:)``), one for one.
+    public var isDynamic: Bool
+
+    /// A static supervisor.
+    public init(
+        strategy: RestartStrategy = .oneForOne,
+        intensity: RestartIntensity = .default,
+        autoShutdown: AutoShutdown = .never,
+        children: [ChildSpec]
+    ) {
+        self.strategy = strategy
+        self.intensity = intensity
+        self.autoShutdown = autoShutdown
+        self.children = children
+        self.maxChildren = nil
+        self.isDynamic = false
+    }
+
+    /// A dynamic supervisor: no children at start, one-for-one, at most `maxChildren`.
+    public static func dynamic(maxChildren: Int? = nil, intensity: RestartIntensity = .default) -> SupervisorSpec {
+        var spec = SupervisorSpec(strategy: .oneForOne, intensity: intensity, children: [])
+        spec.maxChildren = maxChildren
+        spec.isDynamic = true
+        return spec
+    }
+}

@@ -1,0 +1,621 @@
+import Logging
+
+/// An Erlang/OTP-style supervisor: starts its children in order, watches them, restarts them
+/// by its strategy with per-child backoff, gives up when restarts exceed its intensity, and stops
+/// its children in reverse order.
+///
+/// A supervisor is confined to its runtime's thread (the loop thread for the libuv runtime):
+/// it is not `Sendable`. It reads time and arms timers only through its ``SupervisorRuntime``,
+/// so on the manual runtime every run is deterministic.
+///
+/// Internally every change runs to completion before the next one starts: ends reported while
+/// the supervisor is busy (a loop task that fails inside its own start, a task that finishes
+/// inside its stop request) wait in a mailbox and are handled right after, never re-entrantly.
+///
+/// ```swift
+/// let root = try Supervisor(SupervisorSpec(strategy: .oneForOne, children: [
+///     ChildSpec(id: "web", .process(ProcessSpec(argv: ["/usr/bin/web"])), backoff: .exponential()),
+/// ]), runtime: runtime)
+/// root.onEvent { print($0) }
+/// root.start()
+/// ```
+public final class Supervisor: RunSoonJob {
+    /// The lifecycle of a supervisor.
+    public enum State: Sendable, Equatable {
+        /// Created, not started.
+        case idle
+        /// Supervising.
+        case running
+        /// Stopping its children in reverse order, then ending with this reason.
+        case shuttingDown(ExitReason)
+        /// Ended with this reason.
+        case stopped(ExitReason)
+    }
+
+    /// `root`, or `root/db` for a nested supervisor.
+    public let path: String
+    /// The spec it was created with (children added at run time are not in it).
+    public let spec: SupervisorSpec
+    /// Where the whole tree's events go.
+    public let events: EventSink
+    /// The current state.
+    public private(set) var state: State = .idle
+
+    let runtime: any SupervisorRuntime
+    let random: RandomSource
+    private(set) var records: [ChildRecord] = []
+    private var intensity: IntensityWindow
+    private weak var parentRecord: ChildRecord?
+    private var parentGeneration: UInt64 = 0
+    private var terminationHandlers: [(ExitReason) -> Void] = []
+
+    // Mailbox: ends reported while busy.
+    private var mailbox: [(record: ChildRecord, generation: UInt64, ending: Ending)] = []
+    private var mailboxHead = 0
+    private var processing = false
+
+    // Ordered stops: one child at a time, each ended (or killed/abandoned) before the next.
+    private var stopQueue: [(record: ChildRecord, purpose: StopPurpose)] = []
+    private var stopHead = 0
+    private var currentStop: ChildRecord?
+    private var shutdownDeadline: Int64?
+
+    // Restarts waiting for their delay or for their group to stop.
+    private var awaiting: [ChildRecord] = []
+    private var restartTimer: (any RuntimeTimer)?
+    private var restartPassQueued = false
+    private var dynamicCounter = 0
+
+    /// Creates a root supervisor after validating `spec` (and every nested spec): nothing starts
+    /// until ``start()``.
+    /// - Parameters:
+    ///   - name: the root's path element (default `root`).
+    ///   - logger: events are also logged here.
+    ///   - randomSeed: seeds backoff jitter (default: a random seed); fix it for reproducible runs.
+    /// - Throws: ``SupervisionError`` for the first invalid field, naming its path.
+    public convenience init(
+        _ spec: SupervisorSpec,
+        name: String = "root",
+        runtime: any SupervisorRuntime,
+        logger: Logger? = nil,
+        randomSeed: UInt64? = nil
+    ) throws(SupervisionError) {
+        if name.isEmpty || name.contains("/") {
+            throw SupervisionError(.invalidID, "supervisor name \"\(name)\" must be non-empty and contain no \"/\"")
+        }
+        try Validation.validate(spec, path: name)
+        var systemRandom = SystemRandomNumberGenerator()
+        self.init(validated: spec, path: name, runtime: runtime, events: EventSink(logger: logger),
+                  random: RandomSource(seed: randomSeed ?? systemRandom.next()))
+    }
+
+    init(validated spec: SupervisorSpec, path: String, runtime: any SupervisorRuntime, events: EventSink, random: RandomSource) {
+        self.spec = spec
+        self.path = path
+        self.runtime = runtime
+        self.events = events
+        self.random = random
+        self.intensity = IntensityWindow(spec.intensity)
+        records = spec.children.map { ChildRecord(spec: $0, path: path + "/" + $0.id, supervisor: self) }
+    }
+
+    var now: Int64 { runtime.nowNanoseconds }
+
+    // MARK: Starting
+
+    /// Starts the children in spec order. A child that fails to start is a failed child
+    /// (restarted with its backoff, counted toward intensity), never a tight loop.
+    public func start() {
+        guard case .idle = state else { return }
+        perform {
+            state = .running
+            for record in records {
+                guard case .running = state else { break }
+                startRecord(record, isRestart: false)
+            }
+            emitSupervisorEvent(.supervisorStarted)
+        }
+    }
+
+    func startRecord(_ record: ChildRecord, isRestart: Bool) {
+        record.generation &+= 1
+        record.stopRequested = false
+        record.killSent = false
+        record.stopPurpose = nil
+        if isRestart { record.restartCount += 1 }
+        record.startedAt = now
+        record.state = .running
+        let generation = record.generation
+        switch record.spec.kind {
+        case .process(let process):
+            do {
+                let worker = try runtime.startProcess(process, path: record.path, events: events) { [weak record] termination in
+                    record?.workerEnded(generation: generation, termination)
+                }
+                record.worker = .runtime(worker)
+                emit(record, .started(pid: worker.pid))
+            } catch {
+                startFailed(record, generation: generation, message: error.message)
+            }
+        case .asyncTask(let body):
+            do {
+                let worker = try runtime.startAsyncTask(body, path: record.path) { [weak record] termination in
+                    record?.workerEnded(generation: generation, termination)
+                }
+                record.worker = .runtime(worker)
+                emit(record, .started(pid: nil))
+            } catch {
+                startFailed(record, generation: generation, message: error.message)
+            }
+        case .loopTask(let startTask):
+            let context = LoopTaskContext(path: record.path, restartCount: record.restartCount, record: record, generation: generation)
+            record.worker = .loopTask(context)
+            emit(record, .started(pid: nil))
+            startTask(context)
+        case .supervisor(let nestedSpec):
+            let nested = Supervisor(validated: nestedSpec, path: record.path, runtime: runtime, events: events, random: random)
+            nested.parentRecord = record
+            nested.parentGeneration = generation
+            record.worker = .supervisor(nested)
+            emit(record, .started(pid: nil))
+            nested.start()
+        }
+    }
+
+    private func startFailed(_ record: ChildRecord, generation: UInt64, message: String) {
+        emit(record, .startFailed(message))
+        enqueueEnding(record, generation: generation, .startFailed(message))
+    }
+
+    // MARK: Mailbox
+
+    /// Runs `body`, then every end reported meanwhile, one at a time.
+    func perform(_ body: () -> Void) {
+        if processing {
+            body()
+            return
+        }
+        processing = true
+        body()
+        while mailboxHead < mailbox.count {
+            let entry = mailbox[mailboxHead]
+            mailboxHead += 1
+            handleEnding(entry.record, generation: entry.generation, entry.ending)
+        }
+        mailbox.removeAll(keepingCapacity: true)
+        mailboxHead = 0
+        processing = false
+    }
+
+    func enqueueEnding(_ record: ChildRecord, generation: UInt64, _ ending: Ending) {
+        mailbox.append((record, generation, ending))
+        if !processing { perform {} }
+    }
+
+    private func handleEnding(_ record: ChildRecord, generation: UInt64, _ ending: Ending) {
+        guard !record.removed, generation == record.generation, record.isActive else { return }
+        let reason = record.exitReason(for: ending)
+        let wasStopping = record.state == .stopping
+        if case .loopTask(let context) = record.worker { context.abandon() }
+        record.worker = nil
+        record.timer?.disarm()
+        record.lastExit = reason
+        record.state = .idle
+        emit(record, .exited(reason))
+        if wasStopping {
+            let purpose = record.stopPurpose ?? .shutdown
+            record.stopPurpose = nil
+            if currentStop === record { currentStop = nil }
+            settle(record, purpose: purpose, reason: reason)
+            pumpStops()
+            return
+        }
+        guard case .running = state else { return }
+        decideRestart(record, reason: reason)
+    }
+
+    // MARK: Restart decisions
+
+    private func decideRestart(_ record: ChildRecord, reason: ExitReason) {
+        let restart: Bool
+        switch record.spec.restart {
+        case .permanent: restart = true
+        case .transient: restart = reason.isAbnormal
+        case .temporary: restart = false
+        }
+        if !restart {
+            emit(record, .notRestarted(why: record.spec.restart == .temporary
+                ? "temporary" : "transient child ended with \(reason)"))
+            if record.spec.restart == .temporary || spec.isDynamic { remove(record) }
+            if record.spec.significant { checkAutoShutdown() }
+            return
+        }
+        let now = self.now
+        if !intensity.recordRestart(at: now) {
+            emitSupervisorEvent(.intensityExceeded(maxRestarts: spec.intensity.maxRestarts, period: spec.intensity.period))
+            beginShutdown(.intensityExceeded)
+            return
+        }
+        let backoff = record.spec.backoff
+        if now - record.startedAt >= backoff.resetAfter.nanosecondsClamped { record.consecutiveRestarts = 0 }
+        record.consecutiveRestarts += 1
+        let delay = backoff.delay(forAttempt: record.consecutiveRestarts, using: &random.generator)
+        let due = now + delay
+        let why = backoff.isNone ? "immediate" : "backoff step \(record.consecutiveRestarts)"
+        markRestarting(record, due: due, why: why)
+        switch spec.strategy {
+        case .oneForOne:
+            break
+        case .oneForAll, .restForOne:
+            let group: ArraySlice<ChildRecord>
+            if spec.strategy == .oneForAll {
+                group = records[...]
+            } else {
+                let index = records.firstIndex { $0 === record } ?? records.count - 1
+                group = records[(index + 1)...]
+            }
+            let why = "\(spec.strategy == .oneForAll ? "oneForAll" : "restForOne") with \(record.id)"
+            var stops: [(record: ChildRecord, purpose: StopPurpose)] = []
+            for sibling in group.reversed() where sibling !== record {
+                switch sibling.state {
+                case .running:
+                    stops.append((sibling, .groupRestart(due: due)))
+                    if sibling.spec.restart != .temporary { emitDelay(sibling, due: due, why: why) }
+                case .stopping:
+                    if case .groupRestart(let existing) = sibling.stopPurpose {
+                        sibling.stopPurpose = .groupRestart(due: max(existing, due))
+                    }
+                case .restarting:
+                    sibling.restartDue = max(sibling.restartDue, due)
+                case .idle, .terminated:
+                    if sibling.spec.restart == .temporary {
+                        remove(sibling)
+                    } else {
+                        markRestarting(sibling, due: due, why: why)
+                    }
+                }
+            }
+            enqueueStops(stops)
+        }
+        armRestartPass()
+    }
+
+    private func markRestarting(_ record: ChildRecord, due: Int64, why: String) {
+        record.state = .restarting
+        record.restartDue = due
+        awaiting.append(record)
+        emitDelay(record, due: due, why: why)
+    }
+
+    private func emitDelay(_ record: ChildRecord, due: Int64, why: String) {
+        if events.isActive {
+            emit(record, .restartScheduled(delay: .nanoseconds(max(0, due - now)), why: why))
+        }
+    }
+
+    private func checkAutoShutdown() {
+        switch spec.autoShutdown {
+        case .never:
+            return
+        case .anySignificant:
+            beginShutdown(.shutdown)
+        case .allSignificant:
+            let remaining = records.contains { $0.spec.significant && ($0.isActive || $0.state == .restarting) }
+            if !remaining { beginShutdown(.shutdown) }
+        }
+    }
+
+    /// Schedules the next restart pass: on the next turn if one is due, else at the earliest due time.
+    private func armRestartPass() {
+        guard !awaiting.isEmpty, case .running = state else { return }
+        var earliest = Int64.max
+        for record in awaiting where record.restartDue < earliest { earliest = record.restartDue }
+        let wait = earliest - now
+        if wait <= 0 {
+            restartTimer?.disarm()
+            if !restartPassQueued {
+                restartPassQueued = true
+                runtime.runSoon(self)
+            }
+        } else {
+            if restartTimer == nil {
+                restartTimer = runtime.makeTimer { [weak self] in
+                    guard let self else { return }
+                    self.perform { self.runDueRestarts() }
+                }
+            }
+            restartTimer?.arm(afterNanoseconds: wait)
+        }
+    }
+
+    /// Run-soon entry: a restart pass.
+    public func runSoonJob() {
+        perform {
+            restartPassQueued = false
+            runDueRestarts()
+        }
+    }
+
+    private func runDueRestarts() {
+        guard case .running = state, currentStop == nil, stopHead >= stopQueue.count else { return }
+        let now = self.now
+        if awaiting.count == 1 {
+            // The common case (one child crash-looping): no scans, no allocation.
+            let record = awaiting[0]
+            if record.restartDue <= now {
+                awaiting.removeAll(keepingCapacity: true)
+                if record.state == .restarting && !record.removed { startRecord(record, isRestart: true) }
+            }
+        } else if !awaiting.isEmpty {
+            let due = records.filter { $0.state == .restarting && $0.restartDue <= now }
+            if !due.isEmpty {
+                awaiting.removeAll { $0.restartDue <= now || $0.state != .restarting }
+                for record in due {
+                    guard case .running = state else { break }
+                    if record.state == .restarting && !record.removed { startRecord(record, isRestart: true) }
+                }
+            }
+        }
+        armRestartPass()
+    }
+
+    // MARK: Stopping
+
+    private func enqueueStops(_ stops: [(record: ChildRecord, purpose: StopPurpose)]) {
+        stopQueue.append(contentsOf: stops)
+        pumpStops()
+    }
+
+    /// Stops queued children one at a time.
+    private func pumpStops() {
+        while currentStop == nil && stopHead < stopQueue.count {
+            let (record, purpose) = stopQueue[stopHead]
+            stopHead += 1
+            if record.removed { continue }
+            switch record.state {
+            case .running:
+                beginStop(record, purpose: purpose)
+                if record.state == .stopping { currentStop = record }
+            case .stopping:
+                currentStop = record
+            case .restarting, .idle, .terminated:
+                settle(record, purpose: purpose, reason: nil)
+            }
+        }
+        if currentStop == nil && stopHead >= stopQueue.count {
+            stopQueue.removeAll(keepingCapacity: true)
+            stopHead = 0
+            if case .shuttingDown(let reason) = state {
+                finishShutdown(reason)
+            } else {
+                armRestartPass()
+            }
+        }
+    }
+
+    private func beginStop(_ record: ChildRecord, purpose: StopPurpose) {
+        record.state = .stopping
+        record.stopPurpose = purpose
+        record.stopRequested = true
+        emit(record, .stopping)
+        var timeout: Int64?
+        switch record.spec.effectiveShutdown {
+        case .brutalKill: timeout = 0
+        case .timeout(let duration): timeout = duration.nanosecondsClamped
+        case .infinity: timeout = nil
+        }
+        if let deadline = shutdownDeadline {
+            let left = max(0, deadline - now)
+            timeout = min(timeout ?? left, left)
+        }
+        if timeout == 0 {
+            kill(record)
+            return
+        }
+        switch record.worker {
+        case .runtime(let worker): worker.requestStop()
+        case .loopTask(let context): context.requestStop()
+        case .supervisor(let nested): nested.requestShutdown(deadline: shutdownDeadline)
+        case nil: break
+        }
+        if let timeout, record.state == .stopping {
+            armStopTimer(record, after: timeout)
+        }
+    }
+
+    private func armStopTimer(_ record: ChildRecord, after nanoseconds: Int64) {
+        if record.timer == nil {
+            record.timer = runtime.makeTimer { [weak self, weak record] in
+                guard let self, let record else { return }
+                self.perform {
+                    if record.state == .stopping && !record.killSent { self.kill(record) }
+                }
+            }
+        }
+        record.timer?.arm(afterNanoseconds: nanoseconds)
+    }
+
+    /// Kills a stopping child: SIGKILL for processes, brutal stop for supervisors; tasks cannot
+    /// be killed, so they are abandoned (reported, and no longer supervised).
+    private func kill(_ record: ChildRecord) {
+        record.killSent = true
+        let generation = record.generation
+        switch record.worker {
+        case .runtime(let worker):
+            if worker.kill() {
+                emit(record, .killed)
+            } else {
+                emit(record, .abandoned)
+                enqueueEnding(record, generation: generation, .abandoned)
+            }
+        case .loopTask(let context):
+            context.abandon()
+            emit(record, .abandoned)
+            enqueueEnding(record, generation: generation, .abandoned)
+        case .supervisor(let nested):
+            emit(record, .killed)
+            nested.forceStop()
+        case nil:
+            enqueueEnding(record, generation: generation, .abandoned)
+        }
+    }
+
+    /// What a child becomes once stopped (or when a stop finds it not running).
+    private func settle(_ record: ChildRecord, purpose: StopPurpose, reason: ExitReason?) {
+        let completions = record.stopCompletions
+        record.stopCompletions = []
+        if case .shuttingDown = state {
+            if record.state == .restarting { awaiting.removeAll { $0 === record } }
+            record.state = .idle
+        } else {
+            switch purpose {
+            case .shutdown:
+                record.state = .idle
+            case .groupRestart(let due):
+                if record.spec.restart == .temporary {
+                    remove(record)
+                } else if record.state != .restarting {
+                    record.state = .restarting
+                    record.restartDue = due
+                    awaiting.append(record)
+                }
+            case .terminate:
+                if record.state == .restarting { awaiting.removeAll { $0 === record } }
+                if record.spec.restart == .temporary || spec.isDynamic {
+                    remove(record)
+                } else {
+                    record.state = .terminated
+                }
+            }
+        }
+        for completion in completions { completion(reason ?? record.lastExit ?? .shutdown) }
+    }
+
+    private func remove(_ record: ChildRecord) {
+        guard !record.removed else { return }
+        record.removed = true
+        record.state = .idle
+        record.timer?.close()
+        record.timer = nil
+        records.removeAll { $0 === record }
+        awaiting.removeAll { $0 === record }
+        emit(record, .removed)
+    }
+
+    /// Begins the supervisor's own end: stop everything in reverse start order, then report.
+    func beginShutdown(_ reason: ExitReason) {
+        switch state {
+        case .running:
+            break
+        case .idle:
+            state = .shuttingDown(reason)
+            finishShutdown(reason)
+            return
+        case .shuttingDown, .stopped:
+            return
+        }
+        state = .shuttingDown(reason)
+        emitSupervisorEvent(.supervisorStopping(reason))
+        restartTimer?.disarm()
+        for record in awaiting where record.state == .restarting { record.state = .idle }
+        awaiting.removeAll()
+        // A stop in progress finishes first; then every child, last started first.
+        stopQueue.removeAll(keepingCapacity: true)
+        stopHead = 0
+        for record in records.reversed() { stopQueue.append((record, .shutdown)) }
+        pumpStops()
+    }
+
+    /// Stop request from a parent (or the user), with an optional absolute deadline.
+    func requestShutdown(deadline: Int64?) {
+        perform {
+            if let deadline { shutdownDeadline = min(shutdownDeadline ?? deadline, deadline) }
+            if case .shuttingDown = state, let deadline, let current = currentStop, !current.killSent {
+                // A tighter deadline applies to the child being stopped now as well.
+                let left = max(0, deadline - now)
+                if left == 0 { kill(current) } else { armStopTimer(current, after: left) }
+            }
+            beginShutdown(.shutdown)
+        }
+    }
+
+    /// Ends at once: every child is killed (tasks abandoned) in reverse order without waiting
+    /// for stop requests. Used when this supervisor itself is killed by its parent.
+    func forceStop() {
+        requestShutdown(deadline: now)
+    }
+
+    private func finishShutdown(_ reason: ExitReason) {
+        state = .stopped(reason)
+        restartTimer?.close()
+        restartTimer = nil
+        for record in records {
+            record.timer?.close()
+            record.timer = nil
+        }
+        emitSupervisorEvent(.supervisorStopped(reason))
+        if let parentRecord {
+            parentRecord.supervisor.enqueueEnding(parentRecord, generation: parentGeneration, .supervisor(reason))
+        } else {
+            events.finishStreams()
+        }
+        let handlers = terminationHandlers
+        terminationHandlers = []
+        for handler in handlers { handler(reason) }
+    }
+
+    // MARK: Events
+
+    @inline(__always)
+    func emit(_ record: ChildRecord, _ kind: SupervisorEvent.Kind) {
+        guard events.isActive else { return }
+        events.emit(SupervisorEvent(path: record.path, time: now, kind: kind, restartCount: record.restartCount))
+    }
+
+    func emitSupervisorEvent(_ kind: SupervisorEvent.Kind) {
+        guard events.isActive else { return }
+        events.emit(SupervisorEvent(path: path, time: now, kind: kind, restartCount: parentRecord?.restartCount ?? 0))
+    }
+
+    // MARK: Internal access for the run-time API
+
+    func record(_ id: String) throws(SupervisionError) -> ChildRecord {
+        guard let record = records.first(where: { $0.id == id }) else {
+            throw SupervisionError(.unknownID, "\(path): no child has the id \"\(id)\"")
+        }
+        return record
+    }
+
+    func addRecord(_ spec: ChildSpec) -> ChildRecord {
+        let record = ChildRecord(spec: spec, path: path + "/" + spec.id, supervisor: self)
+        records.append(record)
+        return record
+    }
+
+    func nextDynamicID(_ base: String) -> String {
+        dynamicCounter += 1
+        return "\(base)-\(dynamicCounter)"
+    }
+
+    func terminate(_ record: ChildRecord, completion: ((ExitReason) -> Void)?) {
+        if let completion { record.stopCompletions.append(completion) }
+        enqueueStops([(record, .terminate)])
+    }
+
+    func addTerminationHandler(_ handler: @escaping (ExitReason) -> Void) {
+        terminationHandlers.append(handler)
+    }
+
+    var isAcceptingWork: Bool {
+        if case .running = state { return true }
+        return false
+    }
+
+    func removeRecordForDelete(_ record: ChildRecord) { remove(record) }
+}
+
+/// The tree's shared jitter generator (one per root, so a seed fixes the whole tree).
+final class RandomSource {
+    var generator: SplitMix64
+    init(seed: UInt64) { generator = SplitMix64(seed: seed) }
+}

@@ -1,0 +1,171 @@
+/// A child as its supervisor sees it at one moment.
+public struct ChildStatus: Sendable, Equatable {
+    /// The child's id.
+    public var id: String
+    /// `root/db/worker-2`.
+    public var path: String
+    /// `process`, `loopTask`, `asyncTask` or `supervisor`.
+    public var kind: String
+    /// Its state.
+    public var state: ChildState
+    /// The process id while a process runs.
+    public var pid: Int32?
+    /// How many times it was restarted.
+    public var restartCount: Int
+    /// Why it last ended.
+    public var lastExit: ExitReason?
+    /// How long it has been running (while running).
+    public var uptime: Duration?
+    /// A nested supervisor's children (empty for workers).
+    public var children: [ChildStatus]
+}
+
+/// Child counts, as OTP's `count_children`.
+public struct ChildCounts: Sendable, Equatable {
+    /// All child specs.
+    public var specs: Int
+    /// Children running (or stopping).
+    public var active: Int
+    /// Children that are supervisors.
+    public var supervisors: Int
+    /// Children that are workers.
+    public var workers: Int
+}
+
+extension Supervisor {
+    /// Stops the tree: every child in reverse start order (nested supervisors stop theirs
+    /// first), each asked to stop and killed at its shutdown timeout. With `within`, the whole
+    /// tree ends within that time: children still running at the deadline are killed (tasks
+    /// abandoned). `completion` receives the final reason.
+    public func shutdown(within deadline: Duration? = nil, completion: ((ExitReason) -> Void)? = nil) {
+        if let completion {
+            if case .stopped(let reason) = state { completion(reason) } else { addTerminationHandler(completion) }
+        }
+        requestShutdown(deadline: deadline.map { now + $0.nanosecondsClamped })
+    }
+
+    /// Calls `handler` once with the final reason when the supervisor has stopped.
+    public func onTermination(_ handler: @escaping (ExitReason) -> Void) {
+        if case .stopped(let reason) = state { handler(reason) } else { addTerminationHandler(handler) }
+    }
+
+    /// The final reason, once stopped.
+    public var finalReason: ExitReason? {
+        if case .stopped(let reason) = state { return reason }
+        return nil
+    }
+
+    /// Adds an event handler for the whole tree (called on the runtime's thread).
+    public func onEvent(_ handler: @escaping (SupervisorEvent) -> Void) {
+        events.addHandler(handler)
+    }
+
+    /// A stream of the whole tree's events from now on; it finishes when the root stops.
+    public func eventStream() -> AsyncStream<SupervisorEvent> {
+        events.makeStream()
+    }
+
+    /// Adds `spec` as a new child (after the existing ones) and starts it.
+    /// - Throws: ``SupervisionError`` for an invalid spec, a duplicate id, a dynamic supervisor
+    ///   at its ``SupervisorSpec/maxChildren``, or a supervisor that is not running.
+    public func startChild(_ spec: ChildSpec) throws(SupervisionError) {
+        guard isAcceptingWork else {
+            throw SupervisionError(.supervisorStopped, "\(path): not running, cannot start \"\(spec.id)\"")
+        }
+        try Validation.validate(spec, parentPath: path)
+        if records.contains(where: { $0.id == spec.id }) {
+            throw SupervisionError(.duplicateID, "\(path): a child with the id \"\(spec.id)\" exists")
+        }
+        if let maxChildren = self.spec.maxChildren, records.count >= maxChildren {
+            throw SupervisionError(.maxChildren, "\(path): already has \(records.count) children (maxChildren \(maxChildren))")
+        }
+        let record = addRecord(spec)
+        perform { startRecord(record, isRestart: false) }
+    }
+
+    /// Starts a child from `template` with a generated id (`template.id-1`, `-2`, ...), as
+    /// Elixir's `DynamicSupervisor`. Returns the new id.
+    @discardableResult
+    public func startChild(from template: ChildSpec) throws(SupervisionError) -> String {
+        var spec = template
+        repeat { spec.id = nextDynamicID(template.id) } while records.contains { $0.id == spec.id }
+        try startChild(spec)
+        return spec.id
+    }
+
+    /// Stops a child by its shutdown policy and keeps its spec (``ChildState/terminated``),
+    /// except temporary children and a dynamic supervisor's children, which are removed. It is
+    /// not restarted. `completion` receives its exit reason once stopped.
+    /// - Throws: ``SupervisionError/Code/unknownID``.
+    public func terminateChild(_ id: String, completion: ((ExitReason) -> Void)? = nil) throws(SupervisionError) {
+        let record = try self.record(id)
+        guard isAcceptingWork else {
+            throw SupervisionError(.supervisorStopped, "\(path): not running, cannot terminate \"\(id)\"")
+        }
+        perform { terminate(record, completion: completion) }
+    }
+
+    /// Starts a terminated (or ended, not restarted) child again.
+    /// - Throws: ``SupervisionError/Code/unknownID``; ``SupervisionError/Code/childRunning``
+    ///   when it is running, stopping or waiting for a restart.
+    public func restartChild(_ id: String) throws(SupervisionError) {
+        let record = try self.record(id)
+        guard isAcceptingWork else {
+            throw SupervisionError(.supervisorStopped, "\(path): not running, cannot restart \"\(id)\"")
+        }
+        guard record.state == .terminated || record.state == .idle else {
+            throw SupervisionError(.childRunning, "\(record.path) is \(record.state); terminate it first")
+        }
+        perform { startRecord(record, isRestart: true) }
+    }
+
+    /// Removes a stopped child's spec.
+    /// - Throws: ``SupervisionError/Code/unknownID``; ``SupervisionError/Code/childRunning``
+    ///   when it is running, stopping or waiting for a restart.
+    public func deleteChild(_ id: String) throws(SupervisionError) {
+        let record = try self.record(id)
+        guard record.state == .terminated || record.state == .idle else {
+            throw SupervisionError(.childRunning, "\(record.path) is \(record.state); terminate it first")
+        }
+        perform { removeRecordForDelete(record) }
+    }
+
+    /// A snapshot of the children, nested supervisors included.
+    public func children() -> [ChildStatus] {
+        let now = self.now
+        return records.map { record in
+            var nested: [ChildStatus] = []
+            if case .supervisor(let supervisor) = record.worker { nested = supervisor.children() }
+            return ChildStatus(
+                id: record.id, path: record.path, kind: record.spec.kind.name, state: record.state,
+                pid: record.state == .running || record.state == .stopping ? record.pid : nil,
+                restartCount: record.restartCount, lastExit: record.lastExit,
+                uptime: record.isActive ? .nanoseconds(now - record.startedAt) : nil,
+                children: nested)
+        }
+    }
+
+    /// Child counts (OTP's `count_children`).
+    public func countChildren() -> ChildCounts {
+        var counts = ChildCounts(specs: records.count, active: 0, supervisors: 0, workers: 0)
+        for record in records {
+            if record.isActive { counts.active += 1 }
+            if record.spec.kind.isSupervisor { counts.supervisors += 1 } else { counts.workers += 1 }
+        }
+        return counts
+    }
+
+    /// The running nested supervisor at `relativePath` (`db` or `db/pool`), if any.
+    public func supervisor(at relativePath: String) -> Supervisor? {
+        var current: Supervisor = self
+        for component in relativePath.split(separator: "/") {
+            guard let record = current.records.first(where: { $0.id == component }),
+                  case .supervisor(let nested) = record.worker else { return nil }
+            current = nested
+        }
+        return current
+    }
+
+    /// The ids of the children, in start order.
+    public var childIDs: [String] { records.map(\.id) }
+}

@@ -1,0 +1,88 @@
+/// Spec validation: every rule is checked before anything starts or changes.
+enum Validation {
+    static func validate(_ spec: SupervisorSpec, path: String) throws(SupervisionError) {
+        if spec.intensity.maxRestarts < 0 {
+            throw SupervisionError(.invalidIntensity, "\(path): maxRestarts must be 0 or more, not \(spec.intensity.maxRestarts)")
+        }
+        if spec.intensity.period <= .zero {
+            throw SupervisionError(.invalidDuration, "\(path): the intensity period must be positive, not \(spec.intensity.period)")
+        }
+        if let maxChildren = spec.maxChildren, maxChildren < 0 {
+            throw SupervisionError(.invalidSpec, "\(path): maxChildren must be 0 or more")
+        }
+        if spec.isDynamic && spec.strategy != .oneForOne {
+            throw SupervisionError(.invalidSpec, "\(path): a dynamic supervisor is one-for-one")
+        }
+        if spec.isDynamic && !spec.children.isEmpty {
+            throw SupervisionError(.invalidSpec, "\(path): a dynamic supervisor starts without children")
+        }
+        var seen = Set<String>()
+        for child in spec.children {
+            try validate(child, parentPath: path)
+            if !seen.insert(child.id).inserted {
+                throw SupervisionError(.duplicateID, "\(path): two children have the id \"\(child.id)\"")
+            }
+        }
+    }
+
+    static func validate(_ child: ChildSpec, parentPath: String) throws(SupervisionError) {
+        if child.id.isEmpty {
+            throw SupervisionError(.invalidID, "\(parentPath): a child has an empty id")
+        }
+        if child.id.contains("/") {
+            throw SupervisionError(.invalidID, "\(parentPath): child id \"\(child.id)\" contains \"/\"")
+        }
+        let path = parentPath + "/" + child.id
+        if case .timeout(let duration) = child.effectiveShutdown, duration <= .zero {
+            throw SupervisionError(.invalidDuration, "\(path): the shutdown timeout must be positive, not \(duration)")
+        }
+        try validate(child.backoff, path: path)
+        if child.significant && child.restart == .permanent {
+            throw SupervisionError(.invalidSpec, "\(path): a significant child must be transient or temporary")
+        }
+        switch child.kind {
+        case .process(let process):
+            try validate(process, path: path)
+        case .supervisor(let nested):
+            try validate(nested, path: path)
+        case .loopTask, .asyncTask:
+            break
+        }
+    }
+
+    static func validate(_ backoff: Backoff, path: String) throws(SupervisionError) {
+        if backoff.initial < .zero || backoff.maximum < .zero {
+            throw SupervisionError(.invalidDuration, "\(path): backoff delays must not be negative")
+        }
+        if backoff.maximum < backoff.initial {
+            throw SupervisionError(.invalidBackoff, "\(path): the backoff maximum (\(backoff.maximum)) is below its initial delay (\(backoff.initial))")
+        }
+        if !(backoff.multiplier >= 1) || !backoff.multiplier.isFinite {
+            throw SupervisionError(.invalidBackoff, "\(path): the backoff multiplier must be at least 1, not \(backoff.multiplier)")
+        }
+        if !(backoff.jitter >= 0 && backoff.jitter <= 1) {
+            throw SupervisionError(.invalidBackoff, "\(path): the backoff jitter must be within 0...1, not \(backoff.jitter)")
+        }
+        if backoff.resetAfter <= .zero {
+            throw SupervisionError(.invalidDuration, "\(path): backoff resetAfter must be positive")
+        }
+    }
+
+    static func validate(_ process: ProcessSpec, path: String) throws(SupervisionError) {
+        guard let program = process.argv.first, !program.isEmpty else {
+            throw SupervisionError(.invalidSpec, "\(path): argv is empty")
+        }
+        if process.argv.contains(where: { $0.utf8.contains(0) }) {
+            throw SupervisionError(.invalidSpec, "\(path): an argument contains a NUL byte")
+        }
+        if process.stopSignal <= 0 || process.stopSignal >= 65 {
+            throw SupervisionError(.invalidSpec, "\(path): stop signal \(process.stopSignal) is out of range")
+        }
+        if process.stdin == .capture {
+            throw SupervisionError(.invalidSpec, "\(path): stdin cannot be captured")
+        }
+        if let directory = process.workingDirectory, directory.isEmpty {
+            throw SupervisionError(.invalidSpec, "\(path): the working directory is an empty string")
+        }
+    }
+}

@@ -1,0 +1,263 @@
+import Supervision
+
+/// A runtime for deterministic tests of supervision trees: a virtual clock the test advances,
+/// timers that fire only when it does, and workers that exist only on paper, whose exits the
+/// test scripts.
+///
+/// Loop tasks run for real (they are plain callbacks); process and async-task workers are
+/// simulated: ``start(path:)`` is recorded, ``exit(_:_:)`` ends one, and a stop request ends it
+/// on the next turn as the ``StopBehaviour`` of that path says.
+///
+/// ```swift
+/// let runtime = ManualRuntime()
+/// let root = try Supervisor(spec, runtime: runtime, randomSeed: 1)
+/// root.start(); runtime.runUntilIdle()
+/// runtime.exit("root/web", .exited(1))      // the process crashed
+/// runtime.advance(by: .milliseconds(100))   // its backoff elapses; it restarts
+/// ```
+public final class ManualRuntime: SupervisorRuntime {
+    /// How a simulated worker answers a stop request.
+    public enum StopBehaviour: Sendable, Equatable {
+        /// It ends on the next turn (a process with the stop signal, a task by returning).
+        case exitsPromptly
+        /// It ends after this long.
+        case exitsAfter(Duration)
+        /// It ignores the request; only a kill ends it (a task can then only be abandoned).
+        case ignores
+    }
+
+    /// Something the runtime was asked to do, in order.
+    public enum Action: Sendable, Equatable {
+        /// A process or async task was started at this path.
+        case start(String)
+        /// A stop request was sent.
+        case requestStop(String)
+        /// A kill was sent.
+        case kill(String)
+    }
+
+    /// The virtual time in nanoseconds.
+    public private(set) var nowNanoseconds: Int64 = 0
+    /// Every start, stop request and kill, in order.
+    public private(set) var actions: [Action] = []
+    /// How each path answers stop requests (default: ``StopBehaviour/exitsPromptly``).
+    public var stopBehaviour: [String: StopBehaviour] = [:]
+    /// Paths whose next starts fail with this message (cleared by setting `nil`).
+    public var startFailures: [String: String] = [:]
+
+    private var soon: [() -> Void] = []
+    private var timers: [ManualTimer] = []
+    private var timerSequence = 0
+    private var nextPid: Int32 = 1000
+    private var running: [String: ManualWorker] = [:]
+
+    /// A fresh runtime at time zero.
+    public init() {}
+
+    /// The simulated workers currently running, by path.
+    public var runningPaths: [String] { running.keys.sorted() }
+
+    /// The simulated worker at `path`, if running.
+    public func worker(at path: String) -> ManualWorker? { running[path] }
+
+    // MARK: Driving
+
+    /// Runs run-soon jobs until none is left (bounded: traps after a million, which means a
+    /// job keeps re-enqueueing itself).
+    public func runUntilIdle() {
+        var budget = 1_000_000
+        while !soon.isEmpty {
+            let batch = soon
+            soon.removeAll()
+            for job in batch { job() }
+            budget -= batch.count
+            precondition(budget > 0, "run-soon jobs never settle")
+        }
+    }
+
+    /// Advances the clock by `duration`, firing due timers in deadline order (ties in arming
+    /// order) and running run-soon jobs after each.
+    public func advance(by duration: Duration) {
+        let target = nowNanoseconds + duration.nanosecondsClamped
+        runUntilIdle()
+        while let next = nextDueTimer(before: target) {
+            nowNanoseconds = max(nowNanoseconds, next.deadline)
+            next.deadline = .max
+            next.fire()
+            runUntilIdle()
+        }
+        nowNanoseconds = target
+        runUntilIdle()
+    }
+
+    /// Ends the simulated worker at `path` as if it had exited so (delivered on this turn).
+    /// - Returns: whether such a worker was running.
+    @discardableResult
+    public func exit(_ path: String, _ termination: WorkerTermination) -> Bool {
+        guard let worker = running.removeValue(forKey: path) else { return false }
+        worker.end(termination)
+        runUntilIdle()
+        return true
+    }
+
+    /// The time of the earliest armed timer, if any.
+    public var nextTimerDeadline: Int64? {
+        timers.filter { $0.deadline != .max }.map(\.deadline).min()
+    }
+
+    private func nextDueTimer(before target: Int64) -> ManualTimer? {
+        var best: ManualTimer?
+        for timer in timers where timer.deadline != .max && timer.deadline <= target {
+            if best == nil || (timer.deadline, timer.sequence) < (best!.deadline, best!.sequence) { best = timer }
+        }
+        return best
+    }
+
+    // MARK: SupervisorRuntime
+
+    public func runSoon(_ job: any RunSoonJob) {
+        soon.append { job.runSoonJob() }
+    }
+
+    public func makeTimer(_ fire: @escaping () -> Void) -> any RuntimeTimer {
+        let timer = ManualTimer(runtime: self, fire: fire)
+        timers.append(timer)
+        return timer
+    }
+
+    public func startProcess(_ spec: ProcessSpec, path: String, events: EventSink,
+                             onExit: @escaping (WorkerTermination) -> Void) throws(SupervisionError) -> any RunningWorker {
+        try start(path: path, pid: true, stopSignal: spec.stopSignal, onExit: onExit)
+    }
+
+    public func startAsyncTask(_ body: @escaping @Sendable () async throws -> Void, path: String,
+                               onExit: @escaping (WorkerTermination) -> Void) throws(SupervisionError) -> any RunningWorker {
+        try start(path: path, pid: false, stopSignal: 0, onExit: onExit)
+    }
+
+    private func start(path: String, pid: Bool, stopSignal: Int32,
+                       onExit: @escaping (WorkerTermination) -> Void) throws(SupervisionError) -> ManualWorker {
+        if let message = startFailures[path] {
+            throw SupervisionError(.startFailed, message)
+        }
+        actions.append(.start(path))
+        var workerPid: Int32?
+        if pid {
+            nextPid += 1
+            workerPid = nextPid
+        }
+        let worker = ManualWorker(runtime: self, path: path, pid: workerPid, stopSignal: stopSignal, onExit: onExit)
+        running[path] = worker
+        return worker
+    }
+
+    func enqueue(_ job: @escaping () -> Void) { soon.append(job) }
+
+    func record(_ action: Action) { actions.append(action) }
+
+    func removeRunning(_ worker: ManualWorker) {
+        if running[worker.path] === worker { running[worker.path] = nil }
+    }
+
+    func nextSequence() -> Int {
+        timerSequence += 1
+        return timerSequence
+    }
+
+    func scheduleEnd(of worker: ManualWorker, after nanoseconds: Int64, _ termination: WorkerTermination) {
+        let timer = ManualTimer(runtime: self) { [weak self, weak worker] in
+            guard let self, let worker, self.running[worker.path] === worker else { return }
+            self.running[worker.path] = nil
+            worker.end(termination)
+        }
+        timers.append(timer)
+        timer.arm(afterNanoseconds: nanoseconds)
+    }
+}
+
+/// A simulated process or async task.
+public final class ManualWorker: RunningWorker {
+    /// Its path.
+    public let path: String
+    /// A fake pid for processes (1001, 1002, ...), `nil` for tasks.
+    public let pid: Int32?
+    /// Whether a stop was requested.
+    public private(set) var stopRequested = false
+    /// Whether it was killed.
+    public private(set) var killed = false
+    private let stopSignal: Int32
+    private var onExit: ((WorkerTermination) -> Void)?
+    private unowned let runtime: ManualRuntime
+
+    init(runtime: ManualRuntime, path: String, pid: Int32?, stopSignal: Int32, onExit: @escaping (WorkerTermination) -> Void) {
+        self.runtime = runtime
+        self.path = path
+        self.pid = pid
+        self.stopSignal = stopSignal
+        self.onExit = onExit
+    }
+
+    func end(_ termination: WorkerTermination) {
+        guard let onExit else { return }
+        self.onExit = nil
+        onExit(termination)
+    }
+
+    public func requestStop() {
+        runtime.record(.requestStop(path))
+        stopRequested = true
+        let termination: WorkerTermination = pid != nil ? .signaled(stopSignal) : .threw("CancellationError()")
+        switch runtime.stopBehaviour[path] ?? .exitsPromptly {
+        case .exitsPromptly:
+            runtime.enqueue { [weak self] in
+                guard let self, self.onExit != nil else { return }
+                self.runtime.removeRunning(self)
+                self.end(termination)
+            }
+        case .exitsAfter(let duration):
+            runtime.scheduleEnd(of: self, after: duration.nanosecondsClamped, termination)
+        case .ignores:
+            break
+        }
+    }
+
+    public func kill() -> Bool {
+        guard pid != nil else { return false }   // tasks cannot be killed
+        runtime.record(.kill(path))
+        killed = true
+        runtime.enqueue { [weak self] in
+            guard let self, self.onExit != nil else { return }
+            self.runtime.removeRunning(self)
+            self.end(.signaled(9))
+        }
+        return true
+    }
+}
+
+final class ManualTimer: RuntimeTimer {
+    var deadline: Int64 = .max
+    var sequence = 0
+    private let fireHandler: () -> Void
+    private unowned let runtime: ManualRuntime
+    private var closed = false
+
+    init(runtime: ManualRuntime, fire: @escaping () -> Void) {
+        self.runtime = runtime
+        self.fireHandler = fire
+    }
+
+    func fire() { if !closed { fireHandler() } }
+
+    func arm(afterNanoseconds nanoseconds: Int64) {
+        guard !closed else { return }
+        deadline = runtime.nowNanoseconds + max(0, nanoseconds)
+        sequence = runtime.nextSequence()
+    }
+
+    func disarm() { deadline = .max }
+
+    func close() {
+        closed = true
+        deadline = .max
+    }
+}
