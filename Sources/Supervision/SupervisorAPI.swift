@@ -30,6 +30,14 @@ public struct ChildCounts: Sendable, Equatable {
     public var supervisors: Int
     /// Children that are workers.
     public var workers: Int
+
+    /// Counts with every field given.
+    public init(specs: Int, active: Int, supervisors: Int, workers: Int) {
+        self.specs = specs
+        self.active = active
+        self.supervisors = supervisors
+        self.workers = workers
+    }
 }
 
 extension Supervisor {
@@ -87,6 +95,9 @@ extension Supervisor {
     /// Elixir's `DynamicSupervisor`. Returns the new id.
     @discardableResult
     public func startChild(from template: ChildSpec) throws(SupervisionError) -> String {
+        if let maxChildren = self.spec.maxChildren, childIDs.count >= maxChildren {
+            throw SupervisionError(.maxChildren, "\(path): already has \(childIDs.count) children (maxChildren \(maxChildren))")
+        }
         var spec = template
         repeat { spec.id = nextDynamicID(template.id) } while records.contains { $0.id == spec.id }
         try startChild(spec)
