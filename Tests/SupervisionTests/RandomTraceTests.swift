@@ -36,9 +36,10 @@ private struct TreeBuilder {
                 kind = .supervisor(supervisor(path: childPath, depth: depth + 1))
             } else if roll < 4 {
                 let registry = self.registry
+                let honoursStop = int(0...1) == 0
                 kind = .loopTask { context in
                     registry.live[context.path] = context
-                    if Bool.random() { context.onStop = { context.finish() } }
+                    if honoursStop { context.onStop = { context.finish() } }
                 }
             } else {
                 kind = .process(ProcessSpec(argv: ["/bin/true"]))
@@ -181,7 +182,7 @@ struct RandomTraceTests {
                     runtime.exit(path, terminations.randomElement(using: &random)!)
                 }
             case 4, 5:
-                let live = registry.live.filter { !$0.value.stopRequested }
+                let live = registry.live.filter { !$0.value.stopRequested }.sorted { $0.key < $1.key }
                 if let (_, context) = live.randomElement(using: &random) {
                     registry.live[context.path] = nil
                     if Bool.random(using: &random) { context.fail("random failure") } else { context.finish() }
