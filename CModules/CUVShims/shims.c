@@ -92,22 +92,28 @@ static void spawn_child(const cuvs_spawn_options *o, pid_t parent, volatile int 
         // The parent may have died before prctl took effect.
         if (getppid() != parent) { *child_errno = ESRCH; _exit(127); }
     }
-    // Move the stdio sources above 2 first so that installing one cannot clobber another.
-    int sources[3];
-    for (int i = 0; i < 3; i++) {
-        int fd = o->stdio_fds[i];
+    // Install 0, 1, 2 and the extra descriptors at 3.. . Every source is first copied above
+    // the target range, so installing one target cannot clobber another source.
+    int total = 3 + o->extra_count;
+    int sources[3 + 64];
+    if (o->extra_count < 0 || o->extra_count > 64) { *child_errno = EINVAL; _exit(127); }
+    for (int i = 0; i < total; i++) {
+        int fd = i < 3 ? o->stdio_fds[i] : o->extra_fds[i - 3];
         if (fd < 0) {
             fd = open("/dev/null", i == 0 ? O_RDONLY : O_RDWR);
             if (fd < 0) goto fail;
         }
-        if (fd <= 2) {
-            fd = fcntl(fd, F_DUPFD, 3);
-            if (fd < 0) goto fail;
-        }
-        sources[i] = fd;
+        int moved = fcntl(fd, F_DUPFD_CLOEXEC, total);
+        if (moved < 0) goto fail;
+        sources[i] = moved;
     }
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < total; i++) {
         if (dup2(sources[i], i) < 0) goto fail; // dup2 clears FD_CLOEXEC on the target
+    }
+    // Nothing else reaches the program, not even a descriptor another thread opened without
+    // O_CLOEXEC a moment ago (the copies above are closed here too).
+    if (syscall(SYS_close_range, (unsigned)total, ~0U, 0) != 0) {
+        for (int fd = total; fd < 1024; fd++) close(fd);
     }
     if (o->cwd != NULL && chdir(o->cwd) != 0) goto fail;
     if (o->set_gid && setgid((gid_t)o->gid) != 0) goto fail;

@@ -6,11 +6,13 @@
 import CLibUV
 import CUVShims
 
-/// A child process started with `uv_spawn`, watched on the loop.
+/// A child process watched on the loop, started with `uv_spawn` or the Linux pidfd fast path
+/// (see ``SpawnMethod``).
 ///
-/// Lifetime: the `uv_process_t` is closed right after its exit callback (closing it earlier
-/// would leave a zombie libuv never reaps). After the exit was reported the pid may belong to
-/// another process, so ``signal(_:)`` refuses with `ESRCH` instead of signalling it.
+/// Lifetime: the handle (`uv_process_t`, or the `uv_poll_t` on the pidfd) is closed right after
+/// the exit was reported; closing a `uv_process_t` earlier would leave a zombie libuv never
+/// reaps. After the exit was reported the pid may belong to another process, so ``signal(_:)``
+/// refuses with `ESRCH` instead of signalling it.
 ///
 /// ```swift
 /// let child = try ChildProcess.spawn(on: loop, ProcessOptions(argv: ["/bin/sh", "-c", "exit 3"])) { exit in
@@ -21,28 +23,37 @@ public final class ChildProcess: LoopHandle {
     /// Lines longer than this many bytes are delivered in pieces, so memory stays bounded.
     public static let maxLineLength = 64 * 1024
 
+    /// Whether this kernel supports pidfds (probed once).
+    public static let pidfdSupported: Bool = {
+        let fd = cuvs_pidfd_open(getpid())
+        if fd < 0 { return false }
+        Glibc.close(fd)
+        return true
+    }()
+
     /// The child's process id (also its process group id when it has its own group).
     public let pid: Int32
     /// Whether the child leads its own process group (``ProcessOptions/newProcessGroup``).
     public let hasOwnProcessGroup: Bool
+    /// How it was started.
+    public let spawnMethod: SpawnMethod
     /// How the child ended, once the exit was reported.
     public private(set) var exit: ProcessExit?
 
     private let killGroupOnExit: Bool
     private var onExit: ((ProcessExit) -> Void)?
-    private var pipes: [OutputPipe] = []
+    /// The pidfd (pidfd method), closed after the poll handle's close callback.
+    private var pidfd: Int32
 
-    private var processPointer: UnsafeMutablePointer<uv_process_t> {
-        UnsafeMutableRawPointer(rawHandle).assumingMemoryBound(to: uv_process_t.self)
-    }
-
-    private init(loop: EventLoop, memory: UnsafeMutableRawPointer, options: ProcessOptions, onExit: @escaping (ProcessExit) -> Void) {
-        let process = memory.assumingMemoryBound(to: uv_process_t.self)
-        pid = process.pointee.pid
+    init(loop: EventLoop, memory: UnsafeMutableRawPointer, byteCount: Int, pid: Int32, pidfd: Int32,
+         method: SpawnMethod, options: ProcessOptions, onExit: @escaping (ProcessExit) -> Void) {
+        self.pid = pid
+        self.pidfd = pidfd
+        spawnMethod = method
         hasOwnProcessGroup = options.newProcessGroup
         killGroupOnExit = options.newProcessGroup && options.killGroupOnExit
         self.onExit = onExit
-        super.init(loop: loop, initialisedHandle: memory, byteCount: MemoryLayout<uv_process_t>.size)
+        super.init(loop: loop, initialisedHandle: memory, byteCount: byteCount)
     }
 
     /// Starts a child process on `loop`.
@@ -68,95 +79,26 @@ public final class ChildProcess: LoopHandle {
         if (options.stdout == .pipe || options.stderr == .pipe) && onOutput == nil {
             throw UVError(code: UV_EINVAL.rawValue, operation: "\(description): a piped stream needs an onOutput handler")
         }
-
-        // Descriptors opened here are close-on-exec and closed again after the spawn.
-        var openedFiles: [Int32] = []
-        defer { for fd in openedFiles { Glibc.close(fd) } }
-        var pipes: [OutputPipe] = []
-        var containers = [uv_stdio_container_t](repeating: uv_stdio_container_t(), count: 3 + options.extraDescriptors.count)
-        let policies = [options.stdin, options.stdout, options.stderr]
-        for (fd, policy) in policies.enumerated() {
-            switch policy {
-            case .inherit:
-                containers[fd].flags = UV_INHERIT_FD
-                containers[fd].data.fd = Int32(fd)
-            case .null:
-                containers[fd].flags = UV_IGNORE
-            case .file(let path, let append):
-                let opened: Int32
-                do {
-                    opened = try openStdioFile(path: path, append: append, forInput: fd == 0, description: description)
-                } catch {
-                    for pipe in pipes { pipe.close() }
-                    throw error
-                }
-                openedFiles.append(opened)
-                containers[fd].flags = UV_INHERIT_FD
-                containers[fd].data.fd = opened
-            case .pipe:
-                let stream: OutputStream = fd == 1 ? .standardOutput : .standardError
-                let pipe = OutputPipe(loop: loop, stream: stream, maxLineLength: maxLineLength, handler: onOutput ?? { _ in })
-                pipes.append(pipe)
-                containers[fd].flags = uv_stdio_flags(rawValue: UV_CREATE_PIPE.rawValue | UV_WRITABLE_PIPE.rawValue)
-                containers[fd].data.stream = pipe.streamPointer
+        if let signal = options.parentDeathSignal {
+            try validate(signal: signal, operation: "\(description): parent-death signal")
+            if options.spawnMethod != .pidfd {
+                throw UVError(code: UV_EINVAL.rawValue, operation: "\(description): a parent-death signal needs the pidfd spawn method")
             }
         }
-        for (index, fd) in options.extraDescriptors.enumerated() {
-            containers[3 + index].flags = UV_INHERIT_FD
-            containers[3 + index].data.fd = fd
+        if options.extraDescriptors.count > 64 {
+            throw UVError(code: UV_EINVAL.rawValue, operation: "\(description): at most 64 extra descriptors")
         }
-
-        var flags: UInt32 = 0
-        if options.newProcessGroup { flags |= UV_PROCESS_DETACHED.rawValue }
-        if options.userID != nil { flags |= UV_PROCESS_SETUID.rawValue }
-        if options.groupID != nil { flags |= UV_PROCESS_SETGID.rawValue }
-
         // libuv closes nothing in the child: any descriptor without FD_CLOEXEC would leak into
         // it, including ones this process inherited from its own parent. A supervisor's children
         // get 0-2 and what was configured, so mark every descriptor >= 3 close-on-exec first
-        // (one close_range call). A descriptor another thread opens without O_CLOEXEC between
-        // this call and the fork can still leak; the fast-path spawn closes them in the child.
+        // (one close_range call). The pidfd method also closes strays in the child itself.
         _ = cuvs_cloexec_from(3)
-
-        let memory = LoopHandle.allocate(uv_process_t.self)
-        let process = memory.assumingMemoryBound(to: uv_process_t.self)
-        let result: Int32 = prepared.resolvedPath.withCString { file in
-            let directory = prepared.workingDirectory.map { strdup($0) } ?? nil
-            defer { free(directory) }
-            return containers.withUnsafeMutableBufferPointer { stdio in
-                var uvOptions = uv_process_options_t()
-                uvOptions.exit_cb = { process, status, signal in
-                    guard let data = process?.pointee.data else { return }
-                    Unmanaged<ChildProcess>.fromOpaque(data).takeUnretainedValue()
-                        .didExit(status: status, signal: signal)
-                }
-                uvOptions.file = file
-                uvOptions.args = prepared.argv.pointer
-                uvOptions.env = prepared.envp.pointer
-                uvOptions.cwd = UnsafePointer(directory)
-                uvOptions.flags = flags
-                uvOptions.stdio_count = Int32(stdio.count)
-                uvOptions.stdio = stdio.baseAddress
-                uvOptions.uid = options.userID ?? 0
-                uvOptions.gid = options.groupID ?? 0
-                return uv_spawn(loop.rawLoop, process, &uvOptions)
-            }
+        switch options.spawnMethod {
+        case .libuv:
+            return try spawnWithLibUV(on: loop, options, prepared: prepared, onOutput: onOutput, onExit: onExit)
+        case .pidfd:
+            return try spawnWithPidfd(on: loop, options, prepared: prepared, onOutput: onOutput, onExit: onExit)
         }
-        let child = ChildProcess(loop: loop, memory: memory, options: options, onExit: onExit)
-        if result < 0 {
-            // uv_spawn initialised the handle even though it failed: close it, and the pipes.
-            child.exit = .exited(127)
-            child.onExit = nil
-            child.close()
-            for pipe in pipes { pipe.close() }
-            throw UVError(code: result, operation: description)
-        }
-        child.pipes = pipes
-        loop.liveProcesses[ObjectIdentifier(child)] = child
-        for pipe in pipes {
-            do { try pipe.startReading() } catch { pipe.close() }
-        }
-        return child
     }
 
     /// Whether the child is still running (its exit has not been reported).
@@ -170,7 +112,15 @@ public final class ChildProcess: LoopHandle {
         guard exit == nil, isOpen else {
             throw UVError(errno: ESRCH, operation: "signal pid \(pid): the process has exited")
         }
-        try UVError.check(uv_process_kill(processPointer, signal), "signal \(signal) to pid \(pid)")
+        switch spawnMethod {
+        case .libuv:
+            let process = UnsafeMutableRawPointer(rawHandle).assumingMemoryBound(to: uv_process_t.self)
+            try UVError.check(uv_process_kill(process, signal), "signal \(signal) to pid \(pid)")
+        case .pidfd:
+            if cuvs_pidfd_send_signal(pidfd, signal) != 0 {
+                throw UVError(errno: cuvs_errno(), operation: "signal \(signal) to pid \(pid)")
+            }
+        }
     }
 
     /// Sends `signal` to the child's whole process group (or to the child alone when it shares
@@ -183,6 +133,7 @@ public final class ChildProcess: LoopHandle {
         guard exit == nil else {
             throw UVError(errno: ESRCH, operation: "signal group \(pid): the process has exited")
         }
+        // The leader has not been reaped, so the group id cannot have been reused.
         if Glibc.kill(-pid, signal) != 0 {
             throw UVError(errno: cuvs_errno(), operation: "signal \(signal) to process group \(pid)")
         }
@@ -194,8 +145,7 @@ public final class ChildProcess: LoopHandle {
         }
     }
 
-    private func didExit(status: Int64, signal: Int32) {
-        let reason: ProcessExit = signal != 0 ? .signaled(signal) : .exited(Int32(truncatingIfNeeded: status))
+    func didExit(_ reason: ProcessExit) {
         exit = reason
         // The group outlives its leader while grandchildren live, so -pid cannot be reused yet.
         if killGroupOnExit { _ = Glibc.kill(-pid, SIGKILL) }
@@ -228,5 +178,30 @@ public final class ChildProcess: LoopHandle {
 
     override func closeForTeardown() {
         if exit == nil { abandonForTeardown() } else { super.close() }
+    }
+
+    override func didFinishClosing() {
+        if pidfd >= 0 {
+            Glibc.close(pidfd)
+            pidfd = -1
+        }
+    }
+
+    /// Marks a handle whose spawn failed so that closing it does not try to kill anything.
+    func markSpawnFailed() {
+        exit = .exited(127)
+        onExit = nil
+    }
+
+    /// The pidfd method's poll callback: the pidfd became readable, the child has exited.
+    func pidfdReadable() {
+        guard exit == nil else { return }
+        var code: Int32 = 0
+        var signal: Int32 = 0
+        let reaped = cuvs_pidfd_reap(pidfd, &code, &signal)
+        guard reaped == 1 else { return }
+        let poll = UnsafeMutableRawPointer(rawHandle).assumingMemoryBound(to: uv_poll_t.self)
+        uv_poll_stop(poll)
+        didExit(signal != 0 ? .signaled(signal) : .exited(code))
     }
 }

@@ -85,6 +85,12 @@ public struct ProcessOptions: Sendable, Equatable {
     /// When the child (the group leader) exits, SIGKILL whatever is left in its group.
     /// Only with ``newProcessGroup``. Default: `true`.
     public var killGroupOnExit: Bool = true
+    /// How to start the child. Default: ``SpawnMethod/pidfd`` where the kernel supports it
+    /// (Linux 5.4+), else ``SpawnMethod/libuv``.
+    public var spawnMethod: SpawnMethod = .preferred
+    /// A signal the kernel sends the child when the thread that spawned it (the loop thread)
+    /// ends, even by SIGKILL (`PR_SET_PDEATHSIG`). Only with ``SpawnMethod/pidfd``; `nil` for none.
+    public var parentDeathSignal: Int32? = nil
     /// Run the child as this user id (requires privileges).
     public var userID: UInt32? = nil
     /// Run the child as this group id (requires privileges).
@@ -94,4 +100,19 @@ public struct ProcessOptions: Sendable, Equatable {
     public init(argv: [String]) {
         self.argv = argv
     }
+}
+
+/// How a child process is started and watched.
+public enum SpawnMethod: Sendable, Equatable {
+    /// `uv_spawn` and libuv's SIGCHLD handling: portable, but no hook between fork and exec
+    /// (so no parent-death signal), and signals go by pid.
+    case libuv
+    /// Linux: a `vfork`-style spawn in the C shim that sets the session, the parent-death signal
+    /// and the descriptors in the child and closes every other descriptor; the exit is watched
+    /// through a pidfd (`uv_poll_t`) and reaped with `waitid(P_PIDFD)`; signals to the child go
+    /// through `pidfd_send_signal`, immune to pid reuse.
+    case pidfd
+
+    /// ``pidfd`` when the kernel supports pidfds, else ``libuv``.
+    public static var preferred: SpawnMethod { ChildProcess.pidfdSupported ? .pidfd : .libuv }
 }

@@ -24,26 +24,33 @@ private func runToCompletion(_ loop: EventLoop, _ options: ProcessOptions) throw
     return (exit, stdout, stderr)
 }
 
+extension ProcessOptions {
+    init(_ method: SpawnMethod, argv: [String]) {
+        self.init(argv: argv)
+        spawnMethod = method
+    }
+}
+
 @Suite("Child processes")
 struct ChildProcessTests {
-    @Test("exit codes and terminating signals are reported")
-    func exitCodeAndSignal() async throws {
+    @Test("exit codes and terminating signals are reported", arguments: [SpawnMethod.libuv, .pidfd])
+    func exitCodeAndSignal(method: SpawnMethod) async throws {
         let report = try await withCheckedLoop { loop in
-            let three = try runToCompletion(loop, ProcessOptions(argv: ["/bin/sh", "-c", "exit 3"]))
+            let three = try runToCompletion(loop, ProcessOptions(method, argv: ["/bin/sh", "-c", "exit 3"]))
             #expect(three.exit == .exited(3))
-            let killed = try runToCompletion(loop, ProcessOptions(argv: ["/bin/sh", "-c", "kill -9 $$"]))
+            let killed = try runToCompletion(loop, ProcessOptions(method, argv: ["/bin/sh", "-c", "kill -9 $$"]))
             #expect(killed.exit == .signaled(9))
-            let aborted = try runToCompletion(loop, ProcessOptions(argv: ["/bin/sh", "-c", "kill -ABRT $$"]))
+            let aborted = try runToCompletion(loop, ProcessOptions(method, argv: ["/bin/sh", "-c", "kill -ABRT $$"]))
             #expect(aborted.exit == .signaled(SIGABRT))
         }
         #expect(report == .clean)
     }
 
-    @Test("a missing executable is ENOENT naming the path, with nothing left behind")
-    func missingExecutable() async throws {
+    @Test("a missing executable is ENOENT naming the path, with nothing left behind", arguments: [SpawnMethod.libuv, .pidfd])
+    func missingExecutable(method: SpawnMethod) async throws {
         let report = try await withCheckedLoop { loop in
             let handlesBefore = loop.liveHandleCount
-            var options = ProcessOptions(argv: ["/usr/bin/uvs-no-such-program"])
+            var options = ProcessOptions(method, argv: ["/usr/bin/uvs-no-such-program"])
             options.stdout = .pipe
             let error = #expect(throws: UVError.self) {
                 _ = try ChildProcess.spawn(on: loop, options, onOutput: { _ in }, onExit: { _ in })
@@ -51,7 +58,7 @@ struct ChildProcessTests {
             #expect(error?.name == "ENOENT")
             #expect(error?.description.contains("/usr/bin/uvs-no-such-program") == true)
             let bare = #expect(throws: UVError.self) {
-                _ = try ChildProcess.spawn(on: loop, ProcessOptions(argv: ["uvs-no-such-program"]), onExit: { _ in })
+                _ = try ChildProcess.spawn(on: loop, ProcessOptions(method, argv: ["uvs-no-such-program"]), onExit: { _ in })
             }
             #expect(bare?.name == "ENOENT")
             loop.run(.noWait)
@@ -60,8 +67,8 @@ struct ChildProcessTests {
         #expect(report == .clean)
     }
 
-    @Test("a failure inside uv_spawn (bad interpreter) closes the process handle and the pipes")
-    func failureInsideUVSpawn() async throws {
+    @Test("a failure inside uv_spawn (bad interpreter) closes the process handle and the pipes", arguments: [SpawnMethod.libuv, .pidfd])
+    func failureInsideUVSpawn(method: SpawnMethod) async throws {
         let directory = makeTemporaryDirectory()
         let script = directory + "/bad-interpreter"
         let fd = open(script, O_WRONLY | O_CREAT | O_CLOEXEC, 0o755)
@@ -69,7 +76,7 @@ struct ChildProcessTests {
         close(fd)
         let report = try await withCheckedLoop { loop in
             let handlesBefore = loop.liveHandleCount
-            var options = ProcessOptions(argv: [script])
+            var options = ProcessOptions(method, argv: [script])
             options.stdout = .pipe
             options.stderr = .pipe
             let error = #expect(throws: UVError.self) {
@@ -84,11 +91,11 @@ struct ChildProcessTests {
         #expect(report == .clean)
     }
 
-    @Test("stopping a child through its group leaves no grandchild alive")
-    func groupStopKillsGrandchildren() async throws {
+    @Test("stopping a child through its group leaves no grandchild alive", arguments: [SpawnMethod.libuv, .pidfd])
+    func groupStopKillsGrandchildren(method: SpawnMethod) async throws {
         let report = try await withCheckedLoop { loop in
             var exit: ProcessExit?
-            var options = ProcessOptions(argv: ["/bin/sh", "-c", "sleep 60 & sleep 60 & echo started; wait"])
+            var options = ProcessOptions(method, argv: ["/bin/sh", "-c", "sleep 60 & sleep 60 & echo started; wait"])
             options.stdout = .pipe
             var started = false
             let child = try ChildProcess.spawn(on: loop, options, onOutput: { output in
@@ -105,10 +112,10 @@ struct ChildProcessTests {
         #expect(report == .clean)
     }
 
-    @Test("a child sees only fds 0, 1, 2 and the descriptors passed to it")
-    func onlyExpectedDescriptors() async throws {
+    @Test("a child sees only fds 0, 1, 2 and the descriptors passed to it", arguments: [SpawnMethod.libuv, .pidfd])
+    func onlyExpectedDescriptors(method: SpawnMethod) async throws {
         let report = try await withCheckedLoop { loop in
-            var options = ProcessOptions(argv: [childHelperPath, "fds"])
+            var options = ProcessOptions(method, argv: [childHelperPath, "fds"])
             options.stdout = .pipe
             let plain = try runToCompletion(loop, options)
             #expect(plain.stdout.sorted() == ["0", "1", "2"])
@@ -122,10 +129,10 @@ struct ChildProcessTests {
         #expect(report == .clean)
     }
 
-    @Test("piped output arrives as ordered lines, the final partial line included")
-    func pipedLines() async throws {
+    @Test("piped output arrives as ordered lines, the final partial line included", arguments: [SpawnMethod.libuv, .pidfd])
+    func pipedLines(method: SpawnMethod) async throws {
         let report = try await withCheckedLoop { loop in
-            var options = ProcessOptions(argv: ["/bin/sh", "-c", "echo one; echo two >&2; echo three; printf 'four'"])
+            var options = ProcessOptions(method, argv: ["/bin/sh", "-c", "echo one; echo two >&2; echo three; printf 'four'"])
             options.stdout = .pipe
             options.stderr = .pipe
             let result = try runToCompletion(loop, options)
@@ -134,7 +141,7 @@ struct ChildProcessTests {
             #expect(result.exit == .exited(0))
 
             // Megabytes without a newline arrive in bounded pieces, nothing lost.
-            var flood = ProcessOptions(argv: [childHelperPath, "flood", "300000"])
+            var flood = ProcessOptions(method, argv: [childHelperPath, "flood", "300000"])
             flood.stdout = .pipe
             let flooded = try runToCompletion(loop, flood)
             #expect(flooded.stdout.reduce(0) { $0 + $1.utf8.count } == 300_000)
@@ -143,11 +150,11 @@ struct ChildProcessTests {
         #expect(report == .clean)
     }
 
-    @Test("environment policies and the working directory hold")
-    func environmentAndDirectory() async throws {
+    @Test("environment policies and the working directory hold", arguments: [SpawnMethod.libuv, .pidfd])
+    func environmentAndDirectory(method: SpawnMethod) async throws {
         let report = try await withCheckedLoop { loop in
             func env(_ name: String, _ policy: EnvironmentPolicy) throws -> [String] {
-                var options = ProcessOptions(argv: [childHelperPath, "env", name])
+                var options = ProcessOptions(method, argv: [childHelperPath, "env", name])
                 options.environment = policy
                 options.stdout = .pipe
                 return try runToCompletion(loop, options).stdout
@@ -164,7 +171,7 @@ struct ChildProcessTests {
             let value5 = try env("EXTRA", .inheritWithOverrides(["EXTRA": "yes"]))
             #expect(value5 == ["yes"])
 
-            var options = ProcessOptions(argv: [childHelperPath, "cwd"])
+            var options = ProcessOptions(method, argv: [childHelperPath, "cwd"])
             options.workingDirectory = "/usr/lib"
             options.stdout = .pipe
             let value6 = try runToCompletion(loop, options).stdout
@@ -172,7 +179,7 @@ struct ChildProcessTests {
 
             // stdout to a file
             let directory = makeTemporaryDirectory()
-            var toFile = ProcessOptions(argv: ["/bin/sh", "-c", "echo logged"])
+            var toFile = ProcessOptions(method, argv: ["/bin/sh", "-c", "echo logged"])
             toFile.stdout = .file(path: directory + "/out.log", append: false)
             let value7 = try runToCompletion(loop, toFile).exit
             #expect(value7 == .exited(0))
@@ -182,37 +189,37 @@ struct ChildProcessTests {
         #expect(report == .clean)
     }
 
-    @Test("bad input is refused with a clear error and leaves nothing behind")
-    func badInput() async throws {
+    @Test("bad input is refused with a clear error and leaves nothing behind", arguments: [SpawnMethod.libuv, .pidfd])
+    func badInput(method: SpawnMethod) async throws {
         let report = try await withCheckedLoop { loop in
             let handlesBefore = loop.liveHandleCount
-            let empty = #expect(throws: UVError.self) { _ = try ChildProcess.spawn(on: loop, ProcessOptions(argv: []), onExit: { _ in }) }
+            let empty = #expect(throws: UVError.self) { _ = try ChildProcess.spawn(on: loop, ProcessOptions(method, argv: []), onExit: { _ in }) }
             #expect(empty?.name == "EINVAL")
-            let blank = #expect(throws: UVError.self) { _ = try ChildProcess.spawn(on: loop, ProcessOptions(argv: [""]), onExit: { _ in }) }
+            let blank = #expect(throws: UVError.self) { _ = try ChildProcess.spawn(on: loop, ProcessOptions(method, argv: [""]), onExit: { _ in }) }
             #expect(blank?.name == "EINVAL")
-            let relative = #expect(throws: UVError.self) { _ = try ChildProcess.spawn(on: loop, ProcessOptions(argv: ["./uvs-not-here"]), onExit: { _ in }) }
+            let relative = #expect(throws: UVError.self) { _ = try ChildProcess.spawn(on: loop, ProcessOptions(method, argv: ["./uvs-not-here"]), onExit: { _ in }) }
             #expect(relative?.name == "ENOENT")
             #expect(relative?.description.contains("./uvs-not-here") == true)
-            var badDirectory = ProcessOptions(argv: ["/bin/true"])
+            var badDirectory = ProcessOptions(method, argv: ["/bin/true"])
             badDirectory.workingDirectory = "/uvs-no-such-directory"
             let directoryError = #expect(throws: UVError.self) { _ = try ChildProcess.spawn(on: loop, badDirectory, onExit: { _ in }) }
             #expect(directoryError?.name == "ENOENT")
             #expect(directoryError?.description.contains("working directory \"/uvs-no-such-directory\"") == true)
-            var pipeWithoutHandler = ProcessOptions(argv: ["/bin/true"])
+            var pipeWithoutHandler = ProcessOptions(method, argv: ["/bin/true"])
             pipeWithoutHandler.stdout = .pipe
             #expect(throws: UVError.self) { _ = try ChildProcess.spawn(on: loop, pipeWithoutHandler, onExit: { _ in }) }
-            var badFD = ProcessOptions(argv: ["/bin/true"])
+            var badFD = ProcessOptions(method, argv: ["/bin/true"])
             badFD.extraDescriptors = [9999]
             #expect((#expect(throws: UVError.self) { _ = try ChildProcess.spawn(on: loop, badFD, onExit: { _ in }) })?.name == "EBADF")
             let directory = makeTemporaryDirectory()
             let plainFile = directory + "/not-executable"
             close(open(plainFile, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644))
             defer { unlink(plainFile); rmdir(directory) }
-            let noExec = ProcessOptions(argv: [plainFile])
+            let noExec = ProcessOptions(method, argv: [plainFile])
             #expect((#expect(throws: UVError.self) { _ = try ChildProcess.spawn(on: loop, noExec, onExit: { _ in }) })?.name == "EACCES")
 
             var exit: ProcessExit?
-            let child = try ChildProcess.spawn(on: loop, ProcessOptions(argv: [childHelperPath, "sleep", "60"]), onExit: { exit = $0 })
+            let child = try ChildProcess.spawn(on: loop, ProcessOptions(method, argv: [childHelperPath, "sleep", "60"]), onExit: { exit = $0 })
             let outOfRange = #expect(throws: UVError.self) { try child.signal(999) }
             #expect(outOfRange?.name == "EINVAL")
             #expect(child.isRunning)

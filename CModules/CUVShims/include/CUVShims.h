@@ -41,6 +41,8 @@ typedef struct cuvs_spawn_options {
     char *const *envp;         // NULL-terminated
     const char *cwd;           // NULL: inherit
     int stdio_fds[3];          // descriptor to install as 0, 1, 2 (-1: /dev/null)
+    const int *extra_fds;      // descriptors to install as 3, 4, ... (may be NULL)
+    int extra_count;
     int new_session;           // setsid() in the child
     int parent_death_signal;   // 0: none; else prctl(PR_SET_PDEATHSIG, sig)
     int set_uid, uid;          // drop to uid when set_uid
@@ -48,7 +50,8 @@ typedef struct cuvs_spawn_options {
 } cuvs_spawn_options;
 
 /// Spawns a child with vfork semantics (CLONE_VM | CLONE_VFORK): the child sets up its
-/// session, parent-death signal, stdio and credentials, then execs. Returns the pid and
+/// session, parent-death signal, stdio, extra descriptors and credentials, closes every other
+/// descriptor, then execs. Returns the pid and
 /// stores a close-on-exec pidfd in *pidfd_out (or -1 when the kernel has no pidfd);
 /// on failure returns -errno (the exec error is reported synchronously).
 int cuvs_spawn(const cuvs_spawn_options *options, int *pidfd_out);

@@ -1,0 +1,247 @@
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#elseif canImport(Musl)
+@preconcurrency import Musl
+#endif
+import CLibUV
+import CUVShims
+
+extension ChildProcess {
+    /// `uv_spawn`: libuv forks, sets up the child and reports the exit from its SIGCHLD handler.
+    static func spawnWithLibUV(
+        on loop: EventLoop, _ options: ProcessOptions, prepared: borrowing SpawnPreparation,
+        onOutput: ((ProcessOutput) -> Void)?, onExit: @escaping (ProcessExit) -> Void
+    ) throws(UVError) -> ChildProcess {
+        let description = prepared.description
+        var stdio = try StdioSetup(loop: loop, options: options, onOutput: onOutput, description: description)
+        defer { stdio.closeParentCopies() }
+        var containers = [uv_stdio_container_t](repeating: uv_stdio_container_t(), count: 3 + options.extraDescriptors.count)
+        for fd in 0..<3 {
+            switch stdio.sources[fd] {
+            case .inherit(let source), .descriptor(let source):
+                containers[fd].flags = UV_INHERIT_FD
+                containers[fd].data.fd = source
+            case .null:
+                containers[fd].flags = UV_IGNORE
+            case .pipe(let pipe):
+                containers[fd].flags = uv_stdio_flags(rawValue: UV_CREATE_PIPE.rawValue | UV_WRITABLE_PIPE.rawValue)
+                containers[fd].data.stream = pipe.streamPointer
+            }
+        }
+        for (index, fd) in options.extraDescriptors.enumerated() {
+            containers[3 + index].flags = UV_INHERIT_FD
+            containers[3 + index].data.fd = fd
+        }
+        var flags: UInt32 = 0
+        if options.newProcessGroup { flags |= UV_PROCESS_DETACHED.rawValue }
+        if options.userID != nil { flags |= UV_PROCESS_SETUID.rawValue }
+        if options.groupID != nil { flags |= UV_PROCESS_SETGID.rawValue }
+
+        let memory = LoopHandle.allocate(uv_process_t.self)
+        let process = memory.assumingMemoryBound(to: uv_process_t.self)
+        let argv = prepared.argv.pointer
+        let envp = prepared.envp.pointer
+        let result: Int32 = prepared.resolvedPath.withCString { file in
+            let directory = prepared.workingDirectory.map { strdup($0) } ?? nil
+            defer { free(directory) }
+            return containers.withUnsafeMutableBufferPointer { stdio in
+                var uvOptions = uv_process_options_t()
+                uvOptions.exit_cb = { process, status, signal in
+                    guard let data = process?.pointee.data else { return }
+                    let child = Unmanaged<ChildProcess>.fromOpaque(data).takeUnretainedValue()
+                    child.didExit(signal != 0 ? .signaled(signal) : .exited(Int32(truncatingIfNeeded: status)))
+                }
+                uvOptions.file = file
+                uvOptions.args = argv
+                uvOptions.env = envp
+                uvOptions.cwd = UnsafePointer(directory)
+                uvOptions.flags = flags
+                uvOptions.stdio_count = Int32(stdio.count)
+                uvOptions.stdio = stdio.baseAddress
+                uvOptions.uid = options.userID ?? 0
+                uvOptions.gid = options.groupID ?? 0
+                return uv_spawn(loop.rawLoop, process, &uvOptions)
+            }
+        }
+        let child = ChildProcess(loop: loop, memory: memory, byteCount: MemoryLayout<uv_process_t>.size,
+                                 pid: process.pointee.pid, pidfd: -1, method: .libuv, options: options, onExit: onExit)
+        if result < 0 {
+            // uv_spawn initialised the handle even though it failed: close it, and the pipes.
+            child.markSpawnFailed()
+            child.close()
+            stdio.closePipes()
+            throw UVError(code: result, operation: description)
+        }
+        loop.liveProcesses[ObjectIdentifier(child)] = child
+        stdio.startReading()
+        return child
+    }
+
+    /// The Linux fast path: `cuvs_spawn` (vfork semantics, parent-death signal, descriptors
+    /// closed in the child), the exit watched through a pidfd.
+    static func spawnWithPidfd(
+        on loop: EventLoop, _ options: ProcessOptions, prepared: borrowing SpawnPreparation,
+        onOutput: ((ProcessOutput) -> Void)?, onExit: @escaping (ProcessExit) -> Void
+    ) throws(UVError) -> ChildProcess {
+        let description = prepared.description
+        var stdio = try StdioSetup(loop: loop, options: options, onOutput: onOutput, description: description)
+        defer { stdio.closeParentCopies() }
+        // Pipes: we make them (close-on-exec); the child gets the write end as its stdout/err.
+        for fd in 1..<3 {
+            if case .pipe(let pipe) = stdio.sources[fd] {
+                do {
+                    try stdio.makePipe(for: fd, pipe: pipe, description: description)
+                } catch {
+                    stdio.closePipes()
+                    throw error
+                }
+            }
+        }
+        var spawnOptions = cuvs_spawn_options()
+        spawnOptions.stdio_fds = (stdio.childDescriptor(0), stdio.childDescriptor(1), stdio.childDescriptor(2))
+        spawnOptions.new_session = options.newProcessGroup ? 1 : 0
+        spawnOptions.parent_death_signal = options.parentDeathSignal ?? 0
+        spawnOptions.set_uid = options.userID == nil ? 0 : 1
+        spawnOptions.uid = Int32(bitPattern: options.userID ?? 0)
+        spawnOptions.set_gid = options.groupID == nil ? 0 : 1
+        spawnOptions.gid = Int32(bitPattern: options.groupID ?? 0)
+        spawnOptions.argv = UnsafePointer(prepared.argv.pointer)
+        spawnOptions.envp = UnsafePointer(prepared.envp.pointer)
+        var pidfd: Int32 = -1
+        let extra = options.extraDescriptors
+        let result: Int32 = prepared.resolvedPath.withCString { file in
+            let directory = prepared.workingDirectory.map { strdup($0) } ?? nil
+            defer { free(directory) }
+            return extra.withUnsafeBufferPointer { extraFDs in
+                spawnOptions.file = file
+                spawnOptions.cwd = UnsafePointer(directory)
+                spawnOptions.extra_fds = extraFDs.baseAddress
+                spawnOptions.extra_count = Int32(extraFDs.count)
+                return cuvs_spawn(&spawnOptions, &pidfd)
+            }
+        }
+        stdio.closeChildEnds()
+        if result < 0 {
+            stdio.closePipes()
+            throw UVError(errno: -result, operation: description)
+        }
+        if pidfd < 0 {
+            // No pidfd: we cannot watch it, so do not leave it running unwatched.
+            Glibc.kill(result, SIGKILL)
+            var status: Int32 = 0
+            waitpid(result, &status, 0)
+            stdio.closePipes()
+            throw UVError(errno: ENOSYS, operation: "\(description): pidfd_open")
+        }
+        let memory = LoopHandle.allocate(uv_poll_t.self)
+        let poll = memory.assumingMemoryBound(to: uv_poll_t.self)
+        let initResult = uv_poll_init(loop.rawLoop, poll, pidfd)
+        if initResult < 0 {
+            memory.deallocate()
+            Glibc.kill(result, SIGKILL)
+            var info = siginfo_t()
+            _ = waitid(P_PID, id_t(result), &info, WEXITED)
+            Glibc.close(pidfd)
+            stdio.closePipes()
+            throw UVError(code: initResult, operation: "\(description): watch pidfd")
+        }
+        let child = ChildProcess(loop: loop, memory: memory, byteCount: MemoryLayout<uv_poll_t>.size,
+                                 pid: result, pidfd: pidfd, method: .pidfd, options: options, onExit: onExit)
+        loop.liveProcesses[ObjectIdentifier(child)] = child
+        uv_poll_start(poll, Int32(UV_READABLE.rawValue)) { handle, _, _ in
+            guard let data = handle?.pointee.data else { return }
+            Unmanaged<ChildProcess>.fromOpaque(data).takeUnretainedValue().pidfdReadable()
+        }
+        stdio.startReading()
+        return child
+    }
+}
+
+/// The stdio plumbing of one spawn: files opened, pipes created, what the child gets.
+struct StdioSetup {
+    enum Source {
+        case inherit(Int32)
+        case null
+        case descriptor(Int32)   // a file we opened (close-on-exec; closed after the spawn)
+        case pipe(OutputPipe)
+    }
+
+    var sources: [Source] = []
+    private var openedDescriptors: [Int32] = []
+    private var childEnds: [Int: Int32] = [:]
+    private var pipes: [OutputPipe] = []
+
+    init(loop: EventLoop, options: ProcessOptions, onOutput: ((ProcessOutput) -> Void)?, description: String) throws(UVError) {
+        let policies = [options.stdin, options.stdout, options.stderr]
+        for (fd, policy) in policies.enumerated() {
+            switch policy {
+            case .inherit:
+                sources.append(.inherit(Int32(fd)))
+            case .null:
+                sources.append(.null)
+            case .file(let path, let append):
+                do {
+                    let opened = try openStdioFile(path: path, append: append, forInput: fd == 0, description: description)
+                    openedDescriptors.append(opened)
+                    sources.append(.descriptor(opened))
+                } catch {
+                    closeParentCopies()
+                    closePipes()
+                    throw error
+                }
+            case .pipe:
+                let stream: OutputStream = fd == 1 ? .standardOutput : .standardError
+                let pipe = OutputPipe(loop: loop, stream: stream, maxLineLength: ChildProcess.maxLineLength,
+                                      handler: onOutput ?? { _ in })
+                pipes.append(pipe)
+                sources.append(.pipe(pipe))
+            }
+        }
+    }
+
+    /// pidfd method: creates the OS pipe for `fd`, gives its read end to the loop's pipe handle.
+    mutating func makePipe(for fd: Int, pipe: OutputPipe, description: String) throws(UVError) {
+        var ends: [Int32] = [-1, -1]
+        let made = uv_pipe(&ends, 0, 0)   // close-on-exec, blocking (the loop's end is set by uv_pipe_open)
+        if made < 0 {
+            throw UVError(code: made, operation: "\(description): pipe")
+        }
+        let result = uv_pipe_open(UnsafeMutableRawPointer(pipe.rawHandle).assumingMemoryBound(to: uv_pipe_t.self), ends[0])
+        if result < 0 {
+            Glibc.close(ends[0])
+            Glibc.close(ends[1])
+            throw UVError(code: result, operation: "\(description): open pipe")
+        }
+        childEnds[fd] = ends[1]
+    }
+
+    /// The descriptor the child installs as `fd` (-1: /dev/null).
+    func childDescriptor(_ fd: Int) -> Int32 {
+        switch sources[fd] {
+        case .inherit(let source), .descriptor(let source): return source
+        case .null: return -1
+        case .pipe: return childEnds[fd] ?? -1
+        }
+    }
+
+    mutating func closeChildEnds() {
+        for fd in childEnds.values { Glibc.close(fd) }
+        childEnds.removeAll()
+    }
+
+    mutating func closeParentCopies() {
+        for fd in openedDescriptors { Glibc.close(fd) }
+        openedDescriptors.removeAll()
+        closeChildEnds()
+    }
+
+    func closePipes() {
+        for pipe in pipes { pipe.close() }
+    }
+
+    func startReading() {
+        for pipe in pipes {
+            do { try pipe.startReading() } catch { pipe.close() }
+        }
+    }
+}
