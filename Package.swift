@@ -21,7 +21,7 @@ let package = Package(
             pkgConfig: "libuv",
             providers: [.apt(["libuv1-dev"])]
         ),
-        .target(name: "CUVShims", path: "CModules/CUVShims"),
+        .target(name: "CUVShims", dependencies: ["CLibUV"], path: "CModules/CUVShims"),
 
         // Swift over libuv: the loop, handles, processes, cross-thread entry, executors.
         .target(name: "UVLoop", dependencies: ["CLibUV", "CUVShims"]),

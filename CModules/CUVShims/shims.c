@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include "CUVShims.h"
+#include <uv.h>
 
 #include <dirent.h>
 #include <grp.h>
@@ -70,6 +71,10 @@ int cuvs_cloexec_from(int lowfd) {
 }
 
 int cuvs_errno(void) { return errno; }
+
+int cuvs_loop_configure_idle_time(void *loop) {
+    return uv_loop_configure((uv_loop_t *)loop, UV_METRICS_IDLE_TIME);
+}
 
 extern char **environ;
 char **cuvs_environ(void) { return environ; }

@@ -14,6 +14,10 @@ public protocol SupervisorRuntime: AnyObject {
     /// A re-armable one-shot timer that calls `fire` on the runtime's thread.
     func makeTimer(_ fire: @escaping () -> Void) -> any RuntimeTimer
 
+    /// Traps with a message naming `operation` when called off the runtime's thread. Called at
+    /// the supervisor's public entry points (a wrong-thread call would corrupt its state).
+    func preconditionOnRuntimeThread(_ operation: @autoclosure () -> String)
+
     /// Starts a process worker. `onExit` must be called exactly once, later, on the runtime's
     /// thread (never from inside this call).
     /// - Throws: ``SupervisionError`` with code ``SupervisionError/Code/startFailed`` and a

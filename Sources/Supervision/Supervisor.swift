@@ -106,6 +106,7 @@ public final class Supervisor: RunSoonJob {
     /// Starts the children in spec order. A child that fails to start is a failed child
     /// (restarted with its backoff, counted toward intensity), never a tight loop.
     public func start() {
+        runtime.preconditionOnRuntimeThread("Supervisor.start")
         guard case .idle = state else { return }
         perform {
             state = .running

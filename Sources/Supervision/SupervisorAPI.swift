@@ -46,6 +46,7 @@ extension Supervisor {
     /// tree ends within that time: children still running at the deadline are killed (tasks
     /// abandoned). `completion` receives the final reason.
     public func shutdown(within deadline: Duration? = nil, completion: ((ExitReason) -> Void)? = nil) {
+        runtime.preconditionOnRuntimeThread("Supervisor.shutdown")
         if let completion {
             if case .stopped(let reason) = state { completion(reason) } else { addTerminationHandler(completion) }
         }
@@ -77,6 +78,7 @@ extension Supervisor {
     /// - Throws: ``SupervisionError`` for an invalid spec, a duplicate id, a dynamic supervisor
     ///   at its ``SupervisorSpec/maxChildren``, or a supervisor that is not running.
     public func startChild(_ spec: ChildSpec) throws(SupervisionError) {
+        runtime.preconditionOnRuntimeThread("Supervisor.startChild")
         guard isAcceptingWork else {
             throw SupervisionError(.supervisorStopped, "\(path): not running, cannot start \"\(spec.id)\"")
         }
@@ -109,6 +111,7 @@ extension Supervisor {
     /// not restarted. `completion` receives its exit reason once stopped.
     /// - Throws: ``SupervisionError/Code/unknownID``.
     public func terminateChild(_ id: String, completion: ((ExitReason) -> Void)? = nil) throws(SupervisionError) {
+        runtime.preconditionOnRuntimeThread("Supervisor.terminateChild")
         let record = try self.record(id)
         guard isAcceptingWork else {
             throw SupervisionError(.supervisorStopped, "\(path): not running, cannot terminate \"\(id)\"")
@@ -120,6 +123,7 @@ extension Supervisor {
     /// - Throws: ``SupervisionError/Code/unknownID``; ``SupervisionError/Code/childRunning``
     ///   when it is running, stopping or waiting for a restart.
     public func restartChild(_ id: String) throws(SupervisionError) {
+        runtime.preconditionOnRuntimeThread("Supervisor.restartChild")
         let record = try self.record(id)
         guard isAcceptingWork else {
             throw SupervisionError(.supervisorStopped, "\(path): not running, cannot restart \"\(id)\"")
@@ -134,6 +138,7 @@ extension Supervisor {
     /// - Throws: ``SupervisionError/Code/unknownID``; ``SupervisionError/Code/childRunning``
     ///   when it is running, stopping or waiting for a restart.
     public func deleteChild(_ id: String) throws(SupervisionError) {
+        runtime.preconditionOnRuntimeThread("Supervisor.deleteChild")
         let record = try self.record(id)
         guard record.state == .terminated || record.state == .idle else {
             throw SupervisionError(.childRunning, "\(record.path) is \(record.state); terminate it first")
@@ -143,6 +148,7 @@ extension Supervisor {
 
     /// A snapshot of the children, nested supervisors included.
     public func children() -> [ChildStatus] {
+        runtime.preconditionOnRuntimeThread("Supervisor.children")
         let now = self.now
         return records.map { record in
             var nested: [ChildStatus] = []

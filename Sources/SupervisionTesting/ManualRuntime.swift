@@ -115,6 +115,9 @@ public final class ManualRuntime: SupervisorRuntime {
 
     // MARK: SupervisorRuntime
 
+    /// The manual runtime has no thread of its own: every thread is fine.
+    public func preconditionOnRuntimeThread(_ operation: @autoclosure () -> String) {}
+
     public func runSoon(_ job: any RunSoonJob) {
         soon.append { job.runSoonJob() }
     }

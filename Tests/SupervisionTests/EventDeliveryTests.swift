@@ -14,9 +14,9 @@ private final class CapturingLogHandler: LogHandler, @unchecked Sendable {
         get { metadata[key] }
         set { metadata[key] = newValue }
     }
-    func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String, function: String, line: UInt) {
-        let child: String? = if case .string(let value)? = metadata?["child"] { value } else { nil }
-        store.lines.append((level, message.description, child))
+    func log(event: LogEvent) {
+        let child: String? = if case .string(let value)? = event.metadata?["child"] { value } else { nil }
+        store.lines.append((event.level, event.message.description, child))
     }
 }
 

@@ -1,0 +1,199 @@
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#elseif canImport(Musl)
+@preconcurrency import Musl
+#endif
+import Supervision
+import UVLoop
+
+/// The libuv runtime: drives supervision trees on one ``EventLoop``.
+///
+/// Timers are `uv_timer_t`s (one per child that needs one, reused), zero-delay restarts go
+/// through the loop's run-soon queue (one loop turn, I/O polled in between), process workers
+/// are ``ChildProcess``es (own process group, stop signal to the group, SIGKILL at the
+/// timeout), async tasks run on the loop's task executor. Confined to the loop's thread.
+///
+/// ```swift
+/// let loop = try EventLoop()
+/// let runtime = UVRuntime(loop: loop)
+/// let root = try Supervisor(spec, runtime: runtime)
+/// root.start()
+/// loop.run()
+/// ```
+public final class UVRuntime: SupervisorRuntime, LoopRunnable {
+    /// The loop everything runs on.
+    public let loop: EventLoop
+    /// How process workers are spawned (default: the pidfd fast path where available).
+    public var spawnMethod: SpawnMethod
+    /// The signal a process worker receives when the supervisor dies, even by SIGKILL
+    /// (`PR_SET_PDEATHSIG`, pidfd method only). Default: SIGKILL; `nil` to let children outlive it.
+    public var parentDeathSignal: Int32?
+
+    private var pending: [any RunSoonJob] = []
+    private var draining: [any RunSoonJob] = []
+    private var scheduled = false
+
+    /// A runtime on `loop`. Call it on the loop's thread.
+    public init(loop: EventLoop, spawnMethod: SpawnMethod = .preferred, parentDeathSignal: Int32? = SIGKILL) {
+        loop.preconditionInLoop("UVRuntime.init")
+        self.loop = loop
+        self.spawnMethod = spawnMethod
+        self.parentDeathSignal = spawnMethod == .pidfd ? parentDeathSignal : nil
+    }
+
+    // MARK: Clock and scheduling
+
+    /// `uv_hrtime()`: monotonic nanoseconds.
+    public var nowNanoseconds: Int64 { Int64(bitPattern: EventLoop.hrtime()) }
+
+    /// Queues `job` for the next loop turn. All jobs share one run-soon entry, so a restart costs
+    /// no allocation here.
+    public func runSoon(_ job: any RunSoonJob) {
+        pending.append(job)
+        if !scheduled {
+            scheduled = true
+            loop.runSoon(self)
+        }
+    }
+
+    /// Runs the jobs queued before this turn.
+    public func runOnLoop() {
+        scheduled = false
+        swap(&pending, &draining)
+        for index in draining.indices { draining[index].runSoonJob() }
+        draining.removeAll(keepingCapacity: true)
+    }
+
+    /// Traps unless called on the loop's thread.
+    public func preconditionOnRuntimeThread(_ operation: @autoclosure () -> String) {
+        loop.preconditionInLoop(operation())
+    }
+
+    /// A `uv_timer_t`-backed timer.
+    public func makeTimer(_ fire: @escaping () -> Void) -> any RuntimeTimer {
+        UVRuntimeTimer(timer: LoopTimer(loop: loop, fire))
+    }
+
+    // MARK: Workers
+
+    /// Spawns a process worker. Spawn errors become ``SupervisionError/Code/startFailed`` with
+    /// libuv's error name and the program (`spawn "/usr/bin/nope": ENOENT (...)`).
+    public func startProcess(_ spec: ProcessSpec, path: String, events: EventSink,
+                             onExit: @escaping (WorkerTermination) -> Void) throws(SupervisionError) -> any RunningWorker {
+        var options = ProcessOptions(argv: spec.argv)
+        switch spec.environment {
+        case .inherit: options.environment = .inherit
+        case .replace(let values): options.environment = .replace(values)
+        case .inheritWithOverrides(let values): options.environment = .inheritWithOverrides(values)
+        }
+        options.workingDirectory = spec.workingDirectory
+        options.stdin = Self.stdio(spec.stdin)
+        options.stdout = Self.stdio(spec.stdout)
+        options.stderr = Self.stdio(spec.stderr)
+        options.newProcessGroup = spec.newProcessGroup
+        options.userID = spec.userID
+        options.groupID = spec.groupID
+        options.spawnMethod = spawnMethod
+        options.parentDeathSignal = spawnMethod == .pidfd ? parentDeathSignal : nil
+        let wantsOutput = spec.stdout == .capture || spec.stderr == .capture
+        let onOutput: ((ProcessOutput) -> Void)? = wantsOutput ? { [unowned self] output in
+            guard case .line(let stream, let line) = output, events.isActive else { return }
+            events.emit(SupervisorEvent(path: path, time: self.nowNanoseconds,
+                                        kind: .output(stream: stream == .standardOutput ? "stdout" : "stderr", line: line),
+                                        restartCount: 0))
+        } : nil
+        let worker = UVProcessWorker(stopSignal: spec.stopSignal)
+        do {
+            worker.process = try ChildProcess.spawn(on: loop, options, onOutput: onOutput) { exit in
+                switch exit {
+                case .exited(let code): onExit(.exited(code))
+                case .signaled(let signal): onExit(.signaled(signal))
+                }
+            }
+        } catch {
+            throw SupervisionError(.startFailed, error.description)
+        }
+        return worker
+    }
+
+    private static func stdio(_ policy: ProcessStdio) -> StdioPolicy {
+        switch policy {
+        case .inherit: return .inherit
+        case .null: return .null
+        case .file(let path, let append): return .file(path: path, append: append)
+        case .capture: return .pipe
+        }
+    }
+
+    /// Runs an async-task worker on the loop's task executor; cancellation is its stop request.
+    public func startAsyncTask(_ body: @escaping @Sendable () async throws -> Void, path: String,
+                               onExit: @escaping (WorkerTermination) -> Void) throws(SupervisionError) -> any RunningWorker {
+        let remote = loop.remote
+        let delivery = LoopConfined(onExit)
+        let task = Task(executorPreference: remote) {
+            let termination: WorkerTermination
+            do {
+                try await body()
+                termination = .returned
+            } catch {
+                termination = .threw(String(describing: error))
+            }
+            // Hop explicitly: the report must run on the loop thread, after this start returned.
+            try? remote.execute { delivery.value(termination) }
+        }
+        return UVAsyncTaskWorker(task: task)
+    }
+}
+
+/// Carries a loop-confined value through a `Sendable` closure that runs on the loop thread.
+final class LoopConfined<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
+}
+
+final class UVRuntimeTimer: RuntimeTimer {
+    let timer: LoopTimer
+
+    init(timer: LoopTimer) { self.timer = timer }
+
+    func arm(afterNanoseconds nanoseconds: Int64) {
+        let milliseconds = UInt64(max(0, nanoseconds) + 999_999) / 1_000_000
+        try? timer.start(afterMilliseconds: milliseconds)
+    }
+
+    func disarm() { timer.stop() }
+
+    func close() { timer.close() }
+}
+
+/// A supervised child process: stop requests and kills go to its whole process group.
+final class UVProcessWorker: RunningWorker {
+    var process: ChildProcess?
+    let stopSignal: Int32
+
+    init(stopSignal: Int32) { self.stopSignal = stopSignal }
+
+    var pid: Int32? { process?.pid }
+
+    func requestStop() {
+        try? process?.signalGroup(stopSignal)
+    }
+
+    func kill() -> Bool {
+        try? process?.signalGroup(SIGKILL)
+        return true
+    }
+}
+
+/// A supervised async task: cancellation is the only way to stop it.
+final class UVAsyncTaskWorker: RunningWorker {
+    let task: Task<Void, Never>
+
+    init(task: Task<Void, Never>) { self.task = task }
+
+    var pid: Int32? { nil }
+
+    func requestStop() { task.cancel() }
+
+    func kill() -> Bool { false }
+}
