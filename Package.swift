@@ -34,13 +34,15 @@ let package = Package(
 
         // A small C program the tests spawn (lists its fds, ignores SIGTERM, forks, ...).
         .executableTarget(name: "uvs-test-child", path: "TestHelpers/uvs-test-child"),
+        // A daemon on the one-call API, killed and signalled by the runtime tests.
+        .executableTarget(name: "uvs-test-daemon", dependencies: ["UVSupervisor"], path: "TestHelpers/uvs-test-daemon"),
 
         // Shared by the test targets: helper paths, fd and zombie checks, bounded waits.
         .target(name: "TestSupport", dependencies: ["UVLoop"], path: "Tests/TestSupport"),
 
         .testTarget(name: "UVLoopTests", dependencies: ["UVLoop", "CUVShims", "TestSupport", "uvs-test-child"]),
         .testTarget(name: "SupervisionTests", dependencies: ["Supervision", "SupervisionTesting"]),
-        .testTarget(name: "UVSupervisorTests", dependencies: ["UVSupervisor", "SupervisionTesting", "TestSupport", "uvs-test-child"]),
+        .testTarget(name: "UVSupervisorTests", dependencies: ["UVSupervisor", "SupervisionTesting", "TestSupport", "uvs-test-child", "uvs-test-daemon"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -243,7 +243,7 @@ public final class Supervisor: RunSoonJob {
         let delay = backoff.delay(forAttempt: record.consecutiveRestarts, using: &random.generator)
         let due = now + delay
         let why = backoff.isNone ? "immediate" : "backoff step \(record.consecutiveRestarts)"
-        markRestarting(record, due: due, why: why)
+        markRestarting(record, due: due, decidedAt: now, why: why)
         switch spec.strategy {
         case .oneForOne:
             break
@@ -261,7 +261,7 @@ public final class Supervisor: RunSoonJob {
                 switch sibling.state {
                 case .running:
                     stops.append((sibling, .groupRestart(due: due)))
-                    if sibling.spec.restart != .temporary { emitDelay(sibling, due: due, why: why) }
+                    if sibling.spec.restart != .temporary { emitDelay(sibling, due: due, decidedAt: now, why: why) }
                 case .stopping:
                     if case .groupRestart(let existing) = sibling.stopPurpose {
                         sibling.stopPurpose = .groupRestart(due: max(existing, due))
@@ -272,7 +272,7 @@ public final class Supervisor: RunSoonJob {
                     if sibling.spec.restart == .temporary {
                         remove(sibling)
                     } else {
-                        markRestarting(sibling, due: due, why: why)
+                        markRestarting(sibling, due: due, decidedAt: now, why: why)
                     }
                 }
             }
@@ -281,16 +281,16 @@ public final class Supervisor: RunSoonJob {
         armRestartPass()
     }
 
-    private func markRestarting(_ record: ChildRecord, due: Int64, why: String) {
+    private func markRestarting(_ record: ChildRecord, due: Int64, decidedAt: Int64, why: String) {
         record.state = .restarting
         record.restartDue = due
         awaiting.append(record)
-        emitDelay(record, due: due, why: why)
+        emitDelay(record, due: due, decidedAt: decidedAt, why: why)
     }
 
-    private func emitDelay(_ record: ChildRecord, due: Int64, why: String) {
+    private func emitDelay(_ record: ChildRecord, due: Int64, decidedAt: Int64, why: String) {
         if events.isActive {
-            emit(record, .restartScheduled(delay: .nanoseconds(max(0, due - now)), why: why))
+            emit(record, .restartScheduled(delay: .nanoseconds(max(0, due - decidedAt)), why: why))
         }
     }
 

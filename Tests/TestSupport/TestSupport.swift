@@ -224,3 +224,12 @@ let libuvGlobalsReady: Bool = {
     if let loop = try? EventLoop() { try? loop.close() }
     return true
 }()
+
+/// The daemon helper (`TestHelpers/uvs-test-daemon`).
+public let daemonHelperPath = buildDirectory + "/uvs-test-daemon"
+
+/// Whether a process exists and is not a zombie.
+public func isAlive(_ pid: Int32) -> Bool {
+    guard let state = processState(pid) else { return false }
+    return state != "Z"
+}
