@@ -13,6 +13,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <pthread.h>
+#include <sched.h>
+#include <sys/mman.h>
 
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
@@ -79,81 +81,109 @@ int cuvs_loop_configure_idle_time(void *loop) {
 extern char **environ;
 char **cuvs_environ(void) { return environ; }
 
-// The child half of cuvs_spawn. It runs on the parent's memory (vfork), so it may only
-// call async-signal-safe functions and write nothing but `*child_errno`.
-static void spawn_child(const cuvs_spawn_options *o, pid_t parent, volatile int *child_errno) {
-    // Handlers of the parent must not run in the child; reset every caught signal.
-    for (int sig = 1; sig < NSIG; sig++) {
-        struct sigaction old;
-        if (sigaction(sig, NULL, &old) == 0 && old.sa_handler != SIG_IGN && old.sa_handler != SIG_DFL) {
-            signal(sig, SIG_DFL);
-        }
+// The child half of cuvs_spawn. It runs in the parent's memory (CLONE_VM) on a stack of its
+// own until execve, so it makes raw system calls only: no libc wrapper that a sanitizer or the
+// dynamic linker might intercept, no allocation, no locks. It writes nothing but `*child_errno`.
+
+struct cuvs_kernel_sigaction {
+    void *handler;
+    unsigned long flags;
+    void *restorer;
+    unsigned long mask;
+};
+
+struct spawn_context {
+    const cuvs_spawn_options *options;
+    pid_t parent;
+    volatile int child_errno;
+};
+
+#define CHILD_FAIL(ctx, err) do { (ctx)->child_errno = (err); syscall(SYS_exit_group, 127); } while (0)
+
+
+__attribute__((no_sanitize("address", "thread", "undefined")))
+static int spawn_child(void *argument) {
+    struct spawn_context *ctx = argument;
+    const cuvs_spawn_options *o = ctx->options;
+    long r;
+    // The parent's handlers must not run here: reset every caught signal to the default,
+    // keep ignored ones ignored (except SIGPIPE, which a program expects at its default).
+    for (int sig = 1; sig < 65; sig++) {
+        if (sig == SIGKILL || sig == SIGSTOP) continue;
+        struct cuvs_kernel_sigaction old;
+        if (syscall(SYS_rt_sigaction, sig, NULL, &old, 8) != 0) continue;
+        if (old.handler == (void *)SIG_DFL) continue;
+        if (old.handler == (void *)SIG_IGN && sig != SIGPIPE) continue;
+        struct cuvs_kernel_sigaction dfl = { (void *)SIG_DFL, 0, NULL, 0 };
+        syscall(SYS_rt_sigaction, sig, &dfl, NULL, 8);
     }
-    // SIGPIPE is ignored by most servers; a child expects the default.
-    signal(SIGPIPE, SIG_DFL);
-    if (o->new_session && setsid() < 0) goto fail;
+    if (o->new_session && syscall(SYS_setsid) < 0) CHILD_FAIL(ctx, errno);
     if (o->parent_death_signal > 0) {
-        if (prctl(PR_SET_PDEATHSIG, o->parent_death_signal, 0, 0, 0) != 0) goto fail;
+        if (syscall(SYS_prctl, PR_SET_PDEATHSIG, o->parent_death_signal, 0, 0, 0) != 0) CHILD_FAIL(ctx, errno);
         // The parent may have died before prctl took effect.
-        if (getppid() != parent) { *child_errno = ESRCH; _exit(127); }
+        if (syscall(SYS_getppid) != ctx->parent) CHILD_FAIL(ctx, ESRCH);
     }
     // Install 0, 1, 2 and the extra descriptors at 3.. . Every source is first copied above
     // the target range, so installing one target cannot clobber another source.
     int total = 3 + o->extra_count;
     int sources[3 + 64];
-    if (o->extra_count < 0 || o->extra_count > 64) { *child_errno = EINVAL; _exit(127); }
+    if (o->extra_count < 0 || o->extra_count > 64) CHILD_FAIL(ctx, EINVAL);
     for (int i = 0; i < total; i++) {
         int fd = i < 3 ? o->stdio_fds[i] : o->extra_fds[i - 3];
         if (fd < 0) {
-            fd = open("/dev/null", i == 0 ? O_RDONLY : O_RDWR);
-            if (fd < 0) goto fail;
+            r = syscall(SYS_openat, AT_FDCWD, "/dev/null", i == 0 ? O_RDONLY : O_RDWR);
+            if (r < 0) CHILD_FAIL(ctx, errno);
+            fd = (int)r;
         }
-        int moved = fcntl(fd, F_DUPFD_CLOEXEC, total);
-        if (moved < 0) goto fail;
-        sources[i] = moved;
+        r = syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, total);
+        if (r < 0) CHILD_FAIL(ctx, errno);
+        sources[i] = (int)r;
     }
     for (int i = 0; i < total; i++) {
-        if (dup2(sources[i], i) < 0) goto fail; // dup2 clears FD_CLOEXEC on the target
+        // dup2 semantics (clears FD_CLOEXEC on the target); dup3 refuses equal descriptors,
+        // which cannot happen here since every source is >= total.
+        if (syscall(SYS_dup3, sources[i], i, 0) < 0) CHILD_FAIL(ctx, errno);
     }
     // Nothing else reaches the program, not even a descriptor another thread opened without
     // O_CLOEXEC a moment ago (the copies above are closed here too).
     if (syscall(SYS_close_range, (unsigned)total, ~0U, 0) != 0) {
-        for (int fd = total; fd < 1024; fd++) close(fd);
+        for (int fd = total; fd < 4096; fd++) syscall(SYS_close, fd);
     }
-    if (o->cwd != NULL && chdir(o->cwd) != 0) goto fail;
-    if (o->set_gid && setgid((gid_t)o->gid) != 0) goto fail;
-    if (o->set_gid && setgroups(0, NULL) != 0) goto fail;
-    if (o->set_uid && setuid((uid_t)o->uid) != 0) goto fail;
-    sigset_t empty;
-    sigemptyset(&empty);
-    sigprocmask(SIG_SETMASK, &empty, NULL);
-    execve(o->file, o->argv, o->envp);
-fail:
-    *child_errno = errno;
-    _exit(127);
+    if (o->cwd != NULL && syscall(SYS_chdir, o->cwd) != 0) CHILD_FAIL(ctx, errno);
+    if (o->set_gid) {
+        if (syscall(SYS_setgroups, 0, NULL) != 0) CHILD_FAIL(ctx, errno);
+        if (syscall(SYS_setgid, o->gid) != 0) CHILD_FAIL(ctx, errno);
+    }
+    if (o->set_uid && syscall(SYS_setuid, o->uid) != 0) CHILD_FAIL(ctx, errno);
+    unsigned long empty = 0;
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &empty, NULL, 8);
+    syscall(SYS_execve, o->file, o->argv, o->envp);
+    CHILD_FAIL(ctx, errno);
+    return 127;
 }
 
 int cuvs_spawn(const cuvs_spawn_options *options, int *pidfd_out) {
     *pidfd_out = -1;
-    volatile int child_errno = 0;
-    pid_t parent = getpid();
-    // Block every signal so that no handler of ours runs on the shared stack in the child.
+    struct spawn_context ctx = { options, getpid(), 0 };
+    // The child runs on its own stack (as glibc's posix_spawn does), never on ours.
+    const size_t stack_size = 64 * 1024;
+    void *stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED) return -errno;
+    // Block every signal so that no handler of ours runs in the child before it resets them.
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    pid_t pid = vfork();
-    if (pid == 0) {
-        spawn_child(options, parent, &child_errno);
-        _exit(127); // not reached
-    }
-    int fork_errno = errno;
+    // CLONE_VFORK: we resume once the child has exec'd (or exited), so ctx is still valid.
+    pid_t pid = clone(spawn_child, (char *)stack + stack_size, CLONE_VM | CLONE_VFORK | SIGCHLD, &ctx);
+    int clone_errno = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (pid < 0) return -fork_errno;
-    if (child_errno != 0) {
+    munmap(stack, stack_size);
+    if (pid < 0) return -clone_errno;
+    if (ctx.child_errno != 0) {
         // The child failed before exec and has exited: reap it here, nobody else will.
         int status;
         while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
-        return -child_errno;
+        return -ctx.child_errno;
     }
     *pidfd_out = cuvs_pidfd_open(pid);
     return pid;

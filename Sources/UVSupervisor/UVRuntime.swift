@@ -96,9 +96,11 @@ public final class UVRuntime: SupervisorRuntime, LoopRunnable {
         options.spawnMethod = spawnMethod
         options.parentDeathSignal = spawnMethod == .pidfd ? parentDeathSignal : nil
         let wantsOutput = spec.stdout == .capture || spec.stderr == .capture
-        let onOutput: ((ProcessOutput) -> Void)? = wantsOutput ? { [unowned self] output in
+        // Captures the sink, not the runtime: a pipe can deliver its last line during the loop's
+        // teardown, after the runtime is gone.
+        let onOutput: ((ProcessOutput) -> Void)? = wantsOutput ? { output in
             guard case .line(let stream, let line) = output, events.isActive else { return }
-            events.emit(SupervisorEvent(path: path, time: self.nowNanoseconds,
+            events.emit(SupervisorEvent(path: path, time: Int64(bitPattern: EventLoop.hrtime()),
                                         kind: .output(stream: stream == .standardOutput ? "stdout" : "stderr", line: line),
                                         restartCount: 0))
         } : nil
