@@ -5,6 +5,7 @@ let package = Package(
     name: "uv-supervisor",
     platforms: [.macOS(.v15)],
     products: [
+        .executable(name: "uv-supervisor-demo", targets: ["uv-supervisor-demo"]),
         .library(name: "UVSupervisor", targets: ["UVSupervisor"]),
         .library(name: "UVLoop", targets: ["UVLoop"]),
         .library(name: "Supervision", targets: ["Supervision"]),
@@ -31,6 +32,9 @@ let package = Package(
         .target(name: "SupervisionTesting", dependencies: ["Supervision"]),
         // The libuv runtime and the face most users import.
         .target(name: "UVSupervisor", dependencies: ["Supervision", "UVLoop", "CUVShims"]),
+
+        // The demo: `swift run uv-supervisor-demo`.
+        .executableTarget(name: "uv-supervisor-demo", dependencies: ["UVSupervisor"], path: "Examples/uv-supervisor-demo"),
 
         // A small C program the tests spawn (lists its fds, ignores SIGTERM, forks, ...).
         .executableTarget(name: "uvs-test-child", path: "TestHelpers/uvs-test-child"),

@@ -96,9 +96,22 @@ struct spawn_context {
     const cuvs_spawn_options *options;
     pid_t parent;
     volatile int child_errno;
+    int report_fd;   // fork fallback: the child writes its errno here (-1 with shared memory)
 };
 
-#define CHILD_FAIL(ctx, err) do { (ctx)->child_errno = (err); syscall(SYS_exit_group, 127); } while (0)
+static void child_fail(struct spawn_context *ctx, int err) {
+    ctx->child_errno = err;
+    if (ctx->report_fd >= 0) syscall(SYS_write, ctx->report_fd, &err, sizeof err);
+    syscall(SYS_exit_group, 127);
+}
+
+#define CHILD_FAIL(ctx, err) child_fail((ctx), (err))
+
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CUVS_FORK_FALLBACK 1
+#endif
+#endif
 
 
 __attribute__((no_sanitize("address", "thread", "undefined")))
@@ -162,9 +175,38 @@ static int spawn_child(void *argument) {
     return 127;
 }
 
+#ifdef CUVS_FORK_FALLBACK
+// ThreadSanitizer intercepts clone and vfork and cannot follow a child that shares its memory;
+// under TSan only, spawn with a plain fork and report exec errors through a close-on-exec pipe.
 int cuvs_spawn(const cuvs_spawn_options *options, int *pidfd_out) {
     *pidfd_out = -1;
-    struct spawn_context ctx = { options, getpid(), 0 };
+    int report[2];
+    if (pipe2(report, O_CLOEXEC) != 0) return -errno;
+    struct spawn_context ctx = { options, getpid(), 0, report[1] };
+    pid_t pid = fork();
+    if (pid == 0) {
+        spawn_child(&ctx);
+        _exit(127);
+    }
+    int fork_errno = errno;
+    close(report[1]);
+    if (pid < 0) { close(report[0]); return -fork_errno; }
+    int child_errno = 0;
+    ssize_t got;
+    while ((got = read(report[0], &child_errno, sizeof child_errno)) < 0 && errno == EINTR) {}
+    close(report[0]);
+    if (got == (ssize_t)sizeof child_errno) {
+        int status;
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+        return -child_errno;
+    }
+    *pidfd_out = cuvs_pidfd_open(pid);
+    return pid;
+}
+#else
+int cuvs_spawn(const cuvs_spawn_options *options, int *pidfd_out) {
+    *pidfd_out = -1;
+    struct spawn_context ctx = { options, getpid(), 0, -1 };
     // The child runs on its own stack (as glibc's posix_spawn does), never on ours.
     const size_t stack_size = 64 * 1024;
     void *stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
@@ -188,3 +230,4 @@ int cuvs_spawn(const cuvs_spawn_options *options, int *pidfd_out) {
     *pidfd_out = cuvs_pidfd_open(pid);
     return pid;
 }
+#endif

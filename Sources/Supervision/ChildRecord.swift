@@ -72,6 +72,8 @@ final class ChildRecord {
     var stopCompletions: [(ExitReason) -> Void] = []
     /// Its shutdown timer, made on first use and reused.
     var timer: (any RuntimeTimer)?
+    /// The latest nested supervisor (kept after it ended, for status snapshots).
+    var lastNestedSupervisor: Supervisor?
     /// Set once removed from its supervisor.
     var removed = false
 

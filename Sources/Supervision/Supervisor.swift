@@ -158,6 +158,7 @@ public final class Supervisor: RunSoonJob {
             nested.parentRecord = record
             nested.parentGeneration = generation
             record.worker = .supervisor(nested)
+            record.lastNestedSupervisor = nested
             emit(record, .started(pid: nil))
             nested.start()
         }

@@ -152,7 +152,7 @@ extension Supervisor {
         let now = self.now
         return records.map { record in
             var nested: [ChildStatus] = []
-            if case .supervisor(let supervisor) = record.worker { nested = supervisor.children() }
+            if let supervisor = record.lastNestedSupervisor { nested = supervisor.children() }
             return ChildStatus(
                 id: record.id, path: record.path, kind: record.spec.kind.name, state: record.state,
                 pid: record.state == .running || record.state == .stopping ? record.pid : nil,
