@@ -46,7 +46,7 @@ let package = Package(
 
         .testTarget(name: "UVLoopTests", dependencies: ["UVLoop", "CUVShims", "TestSupport", "uvs-test-child"]),
         .testTarget(name: "SupervisionTests", dependencies: ["Supervision", "SupervisionTesting"]),
-        .testTarget(name: "UVSupervisorTests", dependencies: ["UVSupervisor", "SupervisionTesting", "TestSupport", "uvs-test-child", "uvs-test-daemon"]),
+        .testTarget(name: "UVSupervisorTests", dependencies: ["UVSupervisor", "SupervisionTesting", "TestSupport", "uvs-test-child", "uvs-test-daemon", "uv-supervisor-demo"]),
     ],
     swiftLanguageModes: [.v6]
 )

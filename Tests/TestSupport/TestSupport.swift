@@ -233,3 +233,6 @@ public func isAlive(_ pid: Int32) -> Bool {
     guard let state = processState(pid) else { return false }
     return state != "Z"
 }
+
+/// The demo executable.
+public let demoPath = buildDirectory + "/uv-supervisor-demo"
