@@ -22,7 +22,7 @@ let package = Package(
             pkgConfig: "libuv",
             providers: [.apt(["libuv1-dev"])]
         ),
-        .target(name: "CUVShims", dependencies: ["CLibUV"], path: "CModules/CUVShims"),
+        .target(name: "CUVShims", path: "CModules/CUVShims"),
 
         // Swift over libuv: the loop, handles, processes, cross-thread entry, executors.
         .target(name: "UVLoop", dependencies: ["CLibUV", "CUVShims"]),
@@ -35,6 +35,11 @@ let package = Package(
 
         // The demo: `swift run uv-supervisor-demo`.
         .executableTarget(name: "uv-supervisor-demo", dependencies: ["UVSupervisor"], path: "Examples/uv-supervisor-demo"),
+
+        // The README's examples, compiled so that they stay true.
+        .target(name: "ReadmeSnippets", dependencies: ["UVSupervisor", "SupervisionTesting"], path: "Examples/ReadmeSnippets"),
+        .executableTarget(name: "example-daemon", dependencies: ["UVSupervisor", .product(name: "Logging", package: "swift-log")],
+                          path: "Examples/example-daemon"),
 
         // A small C program the tests spawn (lists its fds, ignores SIGTERM, forks, ...).
         .executableTarget(name: "uvs-test-child", path: "TestHelpers/uvs-test-child"),

@@ -1,6 +1,5 @@
 #define _GNU_SOURCE
 #include "CUVShims.h"
-#include <uv.h>
 
 #include <dirent.h>
 #include <grp.h>
@@ -74,10 +73,6 @@ int cuvs_cloexec_from(int lowfd) {
 
 int cuvs_errno(void) { return errno; }
 
-int cuvs_loop_configure_idle_time(void *loop) {
-    return uv_loop_configure((uv_loop_t *)loop, UV_METRICS_IDLE_TIME);
-}
-
 extern char **environ;
 char **cuvs_environ(void) { return environ; }
 
@@ -130,6 +125,11 @@ static int spawn_child(void *argument) {
         struct cuvs_kernel_sigaction dfl = { (void *)SIG_DFL, 0, NULL, 0 };
         syscall(SYS_rt_sigaction, sig, &dfl, NULL, 8);
     }
+    if (ctx->report_fd >= 0 && ctx->report_fd < 3 + 64) {
+        // Keep the report descriptor out of the range the targets are installed into.
+        long moved = syscall(SYS_fcntl, ctx->report_fd, F_DUPFD_CLOEXEC, 3 + 64);
+        if (moved >= 0) ctx->report_fd = (int)moved;
+    }
     if (o->new_session && syscall(SYS_setsid) < 0) CHILD_FAIL(ctx, errno);
     if (o->parent_death_signal > 0) {
         if (syscall(SYS_prctl, PR_SET_PDEATHSIG, o->parent_death_signal, 0, 0, 0) != 0) CHILD_FAIL(ctx, errno);
@@ -158,9 +158,12 @@ static int spawn_child(void *argument) {
         if (syscall(SYS_dup3, sources[i], i, 0) < 0) CHILD_FAIL(ctx, errno);
     }
     // Nothing else reaches the program, not even a descriptor another thread opened without
-    // O_CLOEXEC a moment ago (the copies above are closed here too).
-    if (syscall(SYS_close_range, (unsigned)total, ~0U, 0) != 0) {
-        for (int fd = total; fd < 4096; fd++) syscall(SYS_close, fd);
+    // O_CLOEXEC a moment ago (the copies above go too): everything above the targets is marked
+    // close-on-exec, so the error report (fork fallback) still works until execve.
+    if (syscall(SYS_close_range, (unsigned)total, ~0U, CLOSE_RANGE_CLOEXEC) != 0) {
+        for (int fd = total; fd < 4096; fd++) {
+            if (fd != ctx->report_fd) syscall(SYS_close, fd);
+        }
     }
     if (o->cwd != NULL && syscall(SYS_chdir, o->cwd) != 0) CHILD_FAIL(ctx, errno);
     if (o->set_gid) {

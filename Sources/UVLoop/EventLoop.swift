@@ -40,7 +40,6 @@ public final class EventLoop {
     var openHandleCount = 0
     private(set) var isClosed = false
     private var stopRequested = false
-    var idleMetricsEnabled = false
 
     /// The run-soon queue: jobs for the next loop turn, after I/O has been polled.
     let runSoonQueue: RunSoonQueue

@@ -1,26 +1,28 @@
 import CLibUV
-import CUVShims
 
-/// Reports loop iterations that were busy (running callbacks, not waiting) longer than a
-/// threshold: a callback that blocks the loop stalls every supervisor and worker on it.
+/// Reports loop iterations whose callbacks ran longer than a threshold: a callback that blocks
+/// the loop stalls every supervisor and worker on it.
 ///
-/// How, with no periodic wakeup: the loop measures the time it spends waiting in the kernel
-/// (`UV_METRICS_IDLE_TIME`). A `uv_prepare_t` runs once per iteration, just before the wait; the
-/// time since the previous one, minus the idle time in between, is what the iteration's callbacks
-/// took. A blocking callback is reported once it has returned, on the next iteration.
+/// How, with no periodic wakeup: an iteration's callbacks run in two stretches. From the check
+/// phase to the next prepare phase (check and close callbacks, timers, pending, idle) the loop
+/// only runs callbacks, so a `uv_check_t` and a `uv_prepare_t` time that stretch. Inside the poll
+/// phase, I/O callbacks run after the kernel wait returned; libuv stamps that moment into the
+/// loop's cached time (`uv_now`), so the check callback takes `now - uv_now` as the I/O callbacks'
+/// share. (libuv's idle-time metrics are not used: 1.44 miscounts a wait interrupted by a
+/// signal.) A blocking callback is reported once it has returned.
 public final class LoopLagWatchdog: LoopHandle {
     private let thresholdNanoseconds: UInt64
     private var report: (Duration) -> Void
-    private var lastTime: UInt64 = 0
-    private var lastIdle: UInt64 = 0
+    private var checkHandle: LagCheckHandle?
+    private var checkedAt: UInt64 = 0
+    private var ioCallbacks: UInt64 = 0
 
-    /// Starts watching `loop`; `report` receives each iteration's busy time above `threshold`.
+    /// Starts watching `loop`; `report` receives each iteration's callback time above `threshold`.
     public init(loop: EventLoop, threshold: Duration, report: @escaping (Duration) -> Void) throws(UVError) {
         loop.preconditionInLoop("LoopLagWatchdog.init")
         thresholdNanoseconds = UInt64(max(0, threshold.components.seconds)) * 1_000_000_000
             + UInt64(max(0, threshold.components.attoseconds / 1_000_000_000))
         self.report = report
-        try UVError.check(loop.enableIdleTimeMetrics(), "enable loop idle-time metrics")
         let memory = LoopHandle.allocate(uv_prepare_t.self)
         uv_prepare_init(loop.rawLoop, memory.assumingMemoryBound(to: uv_prepare_t.self))
         super.init(loop: loop, initialisedHandle: memory, byteCount: MemoryLayout<uv_prepare_t>.size)
@@ -29,19 +31,28 @@ public final class LoopLagWatchdog: LoopHandle {
             Unmanaged<LoopLagWatchdog>.fromOpaque(data).takeUnretainedValue().beforePoll()
         }
         uv_unref(rawHandle)
+        checkHandle = LagCheckHandle(loop: loop) { [unowned(unsafe) self] in self.afterPoll() }
+    }
+
+    private func afterPoll() {
+        let now = uv_hrtime()
+        // uv_now was stamped when the kernel wait returned (a coarse clock: a few ms early at most).
+        let wokeAt = loop.now * 1_000_000
+        ioCallbacks = now > wokeAt ? now - wokeAt : 0
+        checkedAt = now
     }
 
     private func beforePoll() {
+        guard checkedAt != 0 else { return }
         let now = uv_hrtime()
-        let idle = uv_metrics_idle_time(loop.rawLoop)
-        if lastTime != 0 {
-            let elapsed = now &- lastTime
-            let waited = idle &- lastIdle
-            let busy = elapsed > waited ? elapsed - waited : 0
-            if busy > thresholdNanoseconds { report(.nanoseconds(Int64(busy))) }
-        }
-        lastTime = now
-        lastIdle = idle
+        let busy = ioCallbacks + (now > checkedAt ? now - checkedAt : 0)
+        checkedAt = 0
+        if busy > thresholdNanoseconds { report(.nanoseconds(Int64(busy))) }
+    }
+
+    override func willClose() {
+        checkHandle?.close()
+        checkHandle = nil
     }
 
     override func didFinishClosing() {
@@ -49,12 +60,23 @@ public final class LoopLagWatchdog: LoopHandle {
     }
 }
 
-extension EventLoop {
-    /// Turns on `UV_METRICS_IDLE_TIME` (idempotent).
-    func enableIdleTimeMetrics() -> Int32 {
-        if idleMetricsEnabled { return 0 }
-        let result = cuvs_loop_configure_idle_time(rawLoop)
-        if result == 0 { idleMetricsEnabled = true }
-        return result
+/// The watchdog's `uv_check_t` (unreferenced).
+final class LagCheckHandle: LoopHandle {
+    private var onCheck: () -> Void
+
+    init(loop: EventLoop, onCheck: @escaping () -> Void) {
+        self.onCheck = onCheck
+        let memory = LoopHandle.allocate(uv_check_t.self)
+        uv_check_init(loop.rawLoop, memory.assumingMemoryBound(to: uv_check_t.self))
+        super.init(loop: loop, initialisedHandle: memory, byteCount: MemoryLayout<uv_check_t>.size)
+        uv_check_start(memory.assumingMemoryBound(to: uv_check_t.self)) { handle in
+            guard let data = handle?.pointee.data else { return }
+            Unmanaged<LagCheckHandle>.fromOpaque(data).takeUnretainedValue().onCheck()
+        }
+        uv_unref(rawHandle)
+    }
+
+    override func didFinishClosing() {
+        onCheck = {}
     }
 }

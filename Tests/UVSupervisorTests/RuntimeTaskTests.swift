@@ -100,6 +100,27 @@ struct RuntimeTaskTests {
                     try? timer.start(after: .milliseconds(1), repeating: .milliseconds(20))
                     context.onStop = { timer.close(); context.finish() }
                 }, restart: .permanent)]))
+            // An idle wait on a timer is not lag.
+            var waited = false
+            let idleWait = LoopTimer(loop: loop) { waited = true }
+            try idleWait.start(after: .milliseconds(300))
+            // One poll that blocks for the whole 300 ms (no guard timer waking it).
+            var turns = 0
+            while !waited && turns < 10 { loop.run(.once); turns += 1 }
+            #expect(waited)
+            #expect(lags.isEmpty, "an idle wait was reported as lag: \(lags)")
+            idleWait.close()
+            // Nor is a wait without timeout that a signal interrupts (libuv 1.44 counts it partly).
+            var signalled = false
+            let watcher = try SignalWatcher(loop: loop, signal: SIGUSR2) { _ in signalled = true }
+            var sender = ProcessOptions(argv: ["/bin/sh", "-c", "sleep 0.3; kill -USR2 \(getpid())"])
+            sender.newProcessGroup = false
+            _ = try ChildProcess.spawn(on: loop, sender) { _ in }
+            turns = 0
+            while !signalled && turns < 20 { loop.run(.once); turns += 1 }
+            #expect(signalled)
+            #expect(lags.isEmpty, "a signal-interrupted wait was reported as lag: \(lags)")
+            watcher.close()
             tree.root.start()
             #expect(tree.run { !lags.isEmpty && ticks >= 2 })
             #expect(lags.allSatisfy { $0 >= .milliseconds(200) })

@@ -30,10 +30,6 @@ int cuvs_cloexec_from(int lowfd);
 /// The process environment (`environ`), read without Swift's global-variable checks.
 char **cuvs_environ(void);
 
-/// uv_loop_configure(loop, UV_METRICS_IDLE_TIME): uv_loop_configure is variadic, which Swift
-/// cannot call.
-int cuvs_loop_configure_idle_time(void *loop);
-
 /// Current errno (Swift's Glibc overlay exposes it, Musl's does not always).
 int cuvs_errno(void);
 

@@ -1,0 +1,81 @@
+// The README's code examples, compiled with the package so they cannot rot.
+// Each function is one README section; keep the two in step.
+import UVSupervisor
+import SupervisionTesting
+
+// MARK: - The tree and its workers
+
+func workerKinds(loop: EventLoop) -> SupervisorSpec {
+    // A process: argv, never a shell; its own process group; SIGTERM then SIGKILL to stop it.
+    var web = ProcessSpec(argv: ["/usr/bin/python3", "-m", "http.server", "8080"])
+    web.stdout = .capture                      // lines arrive as events (and in the log)
+    web.environment = .inheritWithOverrides(["PYTHONUNBUFFERED": "1"])
+
+    // A loop task: callbacks on the loop, the cheapest worker. It must never block.
+    let heartbeat = WorkerKind.loopTask { context in
+        let timer = LoopTimer(loop: loop) { print("\(context.path): alive") }
+        try? timer.start(after: .seconds(1), repeating: .seconds(1))
+        context.onStop = { timer.close(); context.finish() }
+    }
+
+    // An async task on the loop's executor: return = normal, throw = failure,
+    // cancellation = the stop request.
+    let poller = WorkerKind.asyncTask {
+        while !Task.isCancelled {
+            try await Task.sleep(for: .seconds(5))
+        }
+    }
+
+    return SupervisorSpec(strategy: .oneForOne, children: [
+        ChildSpec(id: "web", .process(web)),
+        ChildSpec(id: "heartbeat", heartbeat),
+        ChildSpec(id: "poller", poller),
+        ChildSpec(id: "jobs", .supervisor(SupervisorSpec.dynamic(maxChildren: 100))),
+    ])
+}
+
+// MARK: - Restart types
+
+func restartTypes() -> [ChildSpec] {
+    let job = ProcessSpec(argv: ["/usr/local/bin/nightly-report"])
+    return [
+        ChildSpec(id: "always", .process(job), restart: .permanent),   // restarted whatever happened
+        ChildSpec(id: "on-crash", .process(job), restart: .transient), // restarted after a failure only
+        ChildSpec(id: "once", .process(job), restart: .temporary),     // never restarted
+    ]
+}
+
+// MARK: - Strategies, intensity, backoff, shutdown
+
+func strategiesAndLimits() -> SupervisorSpec {
+    let cache = ProcessSpec(argv: ["/usr/bin/memcached", "-p", "11311"])
+    let app = ProcessSpec(argv: ["/srv/app/bin/app"])
+    return SupervisorSpec(
+        strategy: .restForOne,                                              // app depends on cache
+        intensity: RestartIntensity(maxRestarts: 5, period: .seconds(30)),  // then escalate
+        children: [
+            ChildSpec(id: "cache", .process(cache),
+                      shutdown: .timeout(.seconds(2))),                     // SIGTERM, 2 s, SIGKILL
+            ChildSpec(id: "app", .process(app),
+                      backoff: .exponential(initial: .milliseconds(100), multiplier: 2,
+                                            maximum: .seconds(30), jitter: 0.1,
+                                            resetAfter: .seconds(60))),
+        ])
+}
+
+// MARK: - Testing a tree on the manual runtime
+
+func testingATree() throws {
+    let runtime = ManualRuntime()
+    let spec = SupervisorSpec(children: [
+        ChildSpec(id: "app", .process(ProcessSpec(argv: ["/srv/app/bin/app"])),
+                  backoff: .exponential(initial: .seconds(1), jitter: 0)),
+    ])
+    let root = try Supervisor(spec, runtime: runtime, randomSeed: 42)
+    root.start()
+    runtime.exit("root/app", .exited(1))          // script a crash
+    runtime.advance(by: .milliseconds(999))       // nothing yet: the backoff is 1 s
+    precondition(runtime.worker(at: "root/app") == nil)
+    runtime.advance(by: .milliseconds(1))         // now it is running again
+    precondition(root.children()[0].restartCount == 1)
+}
