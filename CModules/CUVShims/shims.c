@@ -102,11 +102,9 @@ static void child_fail(struct spawn_context *ctx, int err) {
 
 #define CHILD_FAIL(ctx, err) child_fail((ctx), (err))
 
-#if defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define CUVS_FORK_FALLBACK 1
-#endif
-#endif
+// ThreadSanitizer's runtime, when present in the process (its interceptors apply to this file
+// even though it is not instrumented itself).
+extern void __tsan_init(void) __attribute__((weak));
 
 
 __attribute__((no_sanitize("address", "thread", "undefined")))
@@ -178,10 +176,9 @@ static int spawn_child(void *argument) {
     return 127;
 }
 
-#ifdef CUVS_FORK_FALLBACK
 // ThreadSanitizer intercepts clone and vfork and cannot follow a child that shares its memory;
 // under TSan only, spawn with a plain fork and report exec errors through a close-on-exec pipe.
-int cuvs_spawn(const cuvs_spawn_options *options, int *pidfd_out) {
+static int spawn_with_fork(const cuvs_spawn_options *options, int *pidfd_out) {
     *pidfd_out = -1;
     int report[2];
     if (pipe2(report, O_CLOEXEC) != 0) return -errno;
@@ -206,8 +203,8 @@ int cuvs_spawn(const cuvs_spawn_options *options, int *pidfd_out) {
     *pidfd_out = cuvs_pidfd_open(pid);
     return pid;
 }
-#else
 int cuvs_spawn(const cuvs_spawn_options *options, int *pidfd_out) {
+    if (__tsan_init != NULL) return spawn_with_fork(options, pidfd_out);
     *pidfd_out = -1;
     struct spawn_context ctx = { options, getpid(), 0, -1 };
     // The child runs on its own stack (as glibc's posix_spawn does), never on ours.
@@ -233,4 +230,3 @@ int cuvs_spawn(const cuvs_spawn_options *options, int *pidfd_out) {
     *pidfd_out = cuvs_pidfd_open(pid);
     return pid;
 }
-#endif
