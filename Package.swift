@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "UVLoop", targets: ["UVLoop"]),
         .library(name: "Supervision", targets: ["Supervision"]),
         .library(name: "SupervisionTesting", targets: ["SupervisionTesting"]),
+        .library(name: "DispatchSupervisor", targets: ["DispatchSupervisor"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
@@ -28,6 +29,8 @@ let package = Package(
         .target(name: "UVLoop", dependencies: ["CLibUV", "CUVShims"]),
         // The supervision tree. Knows no libuv and no Dispatch: it talks to `SupervisorRuntime`.
         .target(name: "Supervision", dependencies: [.product(name: "Logging", package: "swift-log")]),
+        // The same supervision on Dispatch, for comparison (the benchmark runs both).
+        .target(name: "DispatchSupervisor", dependencies: ["Supervision", "UVLoop", "CUVShims"]),
         // A manual runtime (virtual clock, scripted exits) for deterministic tests of any tree.
         .target(name: "SupervisionTesting", dependencies: ["Supervision"]),
         // The libuv runtime and the face most users import.
@@ -51,7 +54,7 @@ let package = Package(
 
         .testTarget(name: "UVLoopTests", dependencies: ["UVLoop", "CUVShims", "TestSupport", "uvs-test-child"]),
         .testTarget(name: "SupervisionTests", dependencies: ["Supervision", "SupervisionTesting"]),
-        .testTarget(name: "UVSupervisorTests", dependencies: ["UVSupervisor", "SupervisionTesting", "TestSupport", "uvs-test-child", "uvs-test-daemon", "uv-supervisor-demo"]),
+        .testTarget(name: "UVSupervisorTests", dependencies: ["UVSupervisor", "DispatchSupervisor", "SupervisionTesting", "TestSupport", "uvs-test-child", "uvs-test-daemon", "uv-supervisor-demo"]),
     ],
     swiftLanguageModes: [.v6]
 )

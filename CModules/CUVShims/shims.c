@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <pthread.h>
+#include <spawn.h>
 #include <sched.h>
 #include <sys/mman.h>
 
@@ -228,5 +229,52 @@ int cuvs_spawn(const cuvs_spawn_options *options, int *pidfd_out) {
         return -ctx.child_errno;
     }
     *pidfd_out = cuvs_pidfd_open(pid);
+    return pid;
+}
+
+int cuvs_posix_spawn(const cuvs_spawn_options *o, int *pidfd_out) {
+    *pidfd_out = -1;
+    if (o->parent_death_signal != 0 || o->set_uid || o->set_gid) return -ENOTSUP;
+    if (o->extra_count < 0 || o->extra_count > 64) return -EINVAL;
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attributes;
+    int rc = posix_spawn_file_actions_init(&actions);
+    if (rc != 0) return -rc;
+    rc = posix_spawnattr_init(&attributes);
+    if (rc != 0) { posix_spawn_file_actions_destroy(&actions); return -rc; }
+    short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
+    if (o->new_session) flags |= POSIX_SPAWN_SETSID;
+    sigset_t empty, all;
+    sigemptyset(&empty);
+    sigfillset(&all);
+    posix_spawnattr_setsigmask(&attributes, &empty);
+    posix_spawnattr_setsigdefault(&attributes, &all);
+    posix_spawnattr_setflags(&attributes, flags);
+    int total = 3 + o->extra_count;
+    for (int i = 0; i < total && rc == 0; i++) {
+        int fd = i < 3 ? o->stdio_fds[i] : o->extra_fds[i - 3];
+        if (fd < 0) {
+            rc = posix_spawn_file_actions_addopen(&actions, i, "/dev/null", i == 0 ? O_RDONLY : O_RDWR, 0);
+        } else if (fd == i) {
+            // dup2 onto itself keeps FD_CLOEXEC; glibc's posix_spawn clears it for fd == newfd.
+            rc = posix_spawn_file_actions_adddup2(&actions, fd, i);
+        } else {
+            rc = posix_spawn_file_actions_adddup2(&actions, fd, i);
+        }
+    }
+    if (rc == 0 && o->cwd != NULL) rc = posix_spawn_file_actions_addchdir_np(&actions, o->cwd);
+    pid_t pid = -1;
+    if (rc == 0) rc = posix_spawn(&pid, o->file, &actions, &attributes, o->argv, o->envp);
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attributes);
+    if (rc != 0) return -rc;
+    *pidfd_out = cuvs_pidfd_open(pid);
+    if (*pidfd_out < 0) {
+        int err = errno;
+        kill(pid, SIGKILL);
+        int status;
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+        return -err;
+    }
     return pid;
 }

@@ -9,7 +9,7 @@ import CUVShims
 extension ChildProcess {
     /// `uv_spawn`: libuv forks, sets up the child and reports the exit from its SIGCHLD handler.
     static func spawnWithLibUV(
-        on loop: EventLoop, _ options: ProcessOptions, prepared: borrowing SpawnPreparation,
+        on loop: EventLoop, _ options: ProcessOptions, prepared: SpawnPreparation,
         onOutput: ((ProcessOutput) -> Void)?, onExit: @escaping (ProcessExit) -> Void
     ) throws(UVError) -> ChildProcess {
         let description = prepared.description
@@ -80,7 +80,7 @@ extension ChildProcess {
     /// The Linux fast path: `cuvs_spawn` (vfork semantics, parent-death signal, descriptors
     /// closed in the child), the exit watched through a pidfd.
     static func spawnWithPidfd(
-        on loop: EventLoop, _ options: ProcessOptions, prepared: borrowing SpawnPreparation,
+        on loop: EventLoop, _ options: ProcessOptions, prepared: SpawnPreparation,
         onOutput: ((ProcessOutput) -> Void)?, onExit: @escaping (ProcessExit) -> Void
     ) throws(UVError) -> ChildProcess {
         let description = prepared.description

@@ -6,16 +6,27 @@
 import CLibUV
 import CUVShims
 
-/// The checks and C strings a spawn needs, shared by `uv_spawn` and the Linux fast path.
-/// Everything is validated before a handle is created, so bad input leaves nothing behind.
-struct SpawnPreparation: ~Copyable {
-    let description: String
-    let resolvedPath: String
-    let argv: CStringArray
-    let envp: CStringArray
-    let workingDirectory: String?
+/// The checks and C strings a spawn needs: argv and the environment as C arrays, the program
+/// resolved like `execvp` would (but up front, with a clear error), the working directory
+/// checked. Shared by `uv_spawn`, the Linux fast path and the Dispatch runtime's `posix_spawn`,
+/// so every spawn validates the same way. Everything is checked before anything is created,
+/// so bad input leaves nothing behind.
+public struct SpawnPreparation {
+    /// `spawn "argv0"`, the prefix of every error about this spawn.
+    public let description: String
+    /// The program's path.
+    public let resolvedPath: String
+    /// `argv`, NULL-terminated.
+    public let argv: CStringArray
+    /// `KEY=value` entries, NULL-terminated.
+    public let envp: CStringArray
+    /// The working directory, if set.
+    public let workingDirectory: String?
 
-    init(_ options: ProcessOptions) throws(UVError) {
+    /// Validates `options` and builds the C arrays.
+    /// - Throws: ``UVError``: `EINVAL` for an empty argv or a NUL byte, `ENOENT`/`EACCES`/`ENOTDIR`
+    ///   for the program or the working directory, `EBADF` for an extra descriptor that is not open.
+    public init(_ options: ProcessOptions) throws(UVError) {
         let shownName = options.argv.first.map { "\"\($0)\"" } ?? "(empty argv)"
         description = "spawn \(shownName)"
         guard let program = options.argv.first, !program.isEmpty else {
@@ -117,11 +128,14 @@ struct SpawnPreparation: ~Copyable {
 }
 
 /// A NULL-terminated `char *[]` owning its strings.
-final class CStringArray {
-    let pointer: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>
-    let count: Int
+public final class CStringArray {
+    /// The array.
+    public let pointer: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>
+    /// The number of strings (without the terminating NULL).
+    public let count: Int
 
-    init(_ strings: [String]) {
+    /// Copies `strings`.
+    public init(_ strings: [String]) {
         count = strings.count
         pointer = .allocate(capacity: strings.count + 1)
         for (index, string) in strings.enumerated() { pointer[index] = strdup(string) }

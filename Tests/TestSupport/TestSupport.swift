@@ -167,6 +167,14 @@ public struct LeakReport: Sendable, Equatable {
     /// Whether `uv_loop_close` succeeded.
     public var loopClosed: Bool
 
+    /// A report with every field given.
+    public init(newDescriptors: Set<Int32>, zombies: [Int32], liveHandles: Int, loopClosed: Bool) {
+        self.newDescriptors = newDescriptors
+        self.zombies = zombies
+        self.liveHandles = liveHandles
+        self.loopClosed = loopClosed
+    }
+
     /// Nothing left behind.
     public static let clean = LeakReport(newDescriptors: [], zombies: [], liveHandles: 0, loopClosed: true)
 }

@@ -56,6 +56,12 @@ typedef struct cuvs_spawn_options {
 /// on failure returns -errno (the exec error is reported synchronously).
 int cuvs_spawn(const cuvs_spawn_options *options, int *pidfd_out);
 
+/// The same spawn with posix_spawn (POSIX_SPAWN_SETSID for the session, file actions for the
+/// descriptors and the working directory): the Dispatch runtime's spawn. The parent-death
+/// signal and the user/group fields are not supported here (posix_spawn has no hook for them)
+/// and must be 0. Returns the pid and a pidfd in *pidfd_out, or -errno.
+int cuvs_posix_spawn(const cuvs_spawn_options *options, int *pidfd_out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,297 @@
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#elseif canImport(Musl)
+@preconcurrency import Musl
+#endif
+import CUVShims
+import Dispatch
+import Supervision
+import UVLoop
+
+/// The Dispatch runtime: the same supervision logic driven by Dispatch, for comparison with the
+/// libuv runtime (see the benchmark).
+///
+/// One serial queue holds all supervisor state; timers are `DispatchSourceTimer`s on it;
+/// processes are started with `posix_spawn` (`POSIX_SPAWN_SETSID`) and watched through a pidfd
+/// read source, reaped with `waitid(P_PIDFD)`: Linux Dispatch has no process source, and a
+/// Dispatch SIGCHLD source would break libuv in the same process. Async tasks run on the global
+/// concurrent executor and report back on the queue. Use the supervisor only on `queue`.
+///
+/// Differences from the libuv runtime: no parent-death signal (posix_spawn has no hook for it),
+/// no user/group switch, and every zero-delay restart costs a closure on the queue.
+public final class DispatchRuntime: SupervisorRuntime {
+    /// The queue everything runs on.
+    public let queue: DispatchQueue
+    private var pending: [any RunSoonJob] = []
+    private var draining: [any RunSoonJob] = []
+    private var scheduled = false
+    private let drainEntry = WeakRuntime()
+
+    /// A runtime on `queue` (a new serial queue by default).
+    public init(queue: DispatchQueue = DispatchQueue(label: "uv-supervisor.dispatch-runtime")) {
+        self.queue = queue
+        drainEntry.runtime = self
+    }
+
+    /// `DispatchTime.now()` in nanoseconds (monotonic).
+    public var nowNanoseconds: Int64 { Int64(bitPattern: DispatchTime.now().uptimeNanoseconds) }
+
+    /// Traps unless called on ``queue``.
+    public func preconditionOnRuntimeThread(_ operation: @autoclosure () -> String) {
+        dispatchPrecondition(condition: .onQueue(queue))
+    }
+
+    /// Queues `job`; all jobs queued before the queue gets to them run in one block.
+    public func runSoon(_ job: any RunSoonJob) {
+        pending.append(job)
+        if !scheduled {
+            scheduled = true
+            let entry = drainEntry
+            queue.async { entry.runtime?.drain() }
+        }
+    }
+
+    private func drain() {
+        scheduled = false
+        swap(&pending, &draining)
+        for index in draining.indices { draining[index].runSoonJob() }
+        draining.removeAll(keepingCapacity: true)
+    }
+
+    /// A `DispatchSourceTimer` on the queue.
+    public func makeTimer(_ fire: @escaping () -> Void) -> any RuntimeTimer {
+        DispatchRuntimeTimer(queue: queue, fire: fire)
+    }
+
+    /// Spawns with `posix_spawn` and watches the pidfd.
+    public func startProcess(_ spec: ProcessSpec, path: String, events: EventSink,
+                             onExit: @escaping (WorkerTermination) -> Void) throws(SupervisionError) -> any RunningWorker {
+        if spec.userID != nil || spec.groupID != nil {
+            throw SupervisionError(.startFailed, "\(path): the Dispatch runtime cannot switch user or group")
+        }
+        var options = ProcessOptions(argv: spec.argv)
+        switch spec.environment {
+        case .inherit: options.environment = .inherit
+        case .replace(let values): options.environment = .replace(values)
+        case .inheritWithOverrides(let values): options.environment = .inheritWithOverrides(values)
+        }
+        options.workingDirectory = spec.workingDirectory
+        let prepared: SpawnPreparation
+        do { prepared = try SpawnPreparation(options) } catch { throw SupervisionError(.startFailed, error.description) }
+        let description = prepared.description
+
+        var parentCopies: [Int32] = []   // closed after the spawn
+        defer { parentCopies.forEach { _ = Glibc.close($0) } }
+        var captureReadEnds: [(fd: Int32, stream: String)] = []
+        var childFDs: [Int32] = [-1, -1, -1]
+        for (fd, policy) in [spec.stdin, spec.stdout, spec.stderr].enumerated() {
+            switch policy {
+            case .inherit: childFDs[fd] = Int32(fd)
+            case .null: childFDs[fd] = -1
+            case .file(let target, let append):
+                let flags: Int32 = fd == 0 ? O_RDONLY | O_CLOEXEC : O_WRONLY | O_CREAT | O_CLOEXEC | (append ? O_APPEND : O_TRUNC)
+                let opened = open(target, flags, 0o644)
+                if opened < 0 {
+                    captureReadEnds.forEach { _ = Glibc.close($0.fd) }
+                    throw SupervisionError(.startFailed, UVError(errno: cuvs_errno(), operation: "\(description): stdio file \"\(target)\"").description)
+                }
+                parentCopies.append(opened)
+                childFDs[fd] = opened
+            case .capture:
+                var ends: [Int32] = [-1, -1]
+                if pipe(&ends) != 0 {
+                    captureReadEnds.forEach { _ = Glibc.close($0.fd) }
+                    throw SupervisionError(.startFailed, UVError(errno: cuvs_errno(), operation: "\(description): pipe").description)
+                }
+                _ = fcntl(ends[0], F_SETFD, FD_CLOEXEC)
+                _ = fcntl(ends[1], F_SETFD, FD_CLOEXEC)
+                _ = fcntl(ends[0], F_SETFL, fcntl(ends[0], F_GETFL) | O_NONBLOCK)
+                parentCopies.append(ends[1])
+                childFDs[fd] = ends[1]
+                captureReadEnds.append((ends[0], fd == 1 ? "stdout" : "stderr"))
+            }
+        }
+        // posix_spawn closes nothing in the child: mark our descriptors close-on-exec first.
+        _ = cuvs_cloexec_from(3)
+        var spawnOptions = cuvs_spawn_options()
+        spawnOptions.stdio_fds = (childFDs[0], childFDs[1], childFDs[2])
+        spawnOptions.new_session = spec.newProcessGroup ? 1 : 0
+        spawnOptions.argv = UnsafePointer(prepared.argv.pointer)
+        spawnOptions.envp = UnsafePointer(prepared.envp.pointer)
+        var pidfd: Int32 = -1
+        let pid: Int32 = prepared.resolvedPath.withCString { file in
+            let directory = prepared.workingDirectory.map { strdup($0) } ?? nil
+            defer { free(directory) }
+            spawnOptions.file = file
+            spawnOptions.cwd = UnsafePointer(directory)
+            return cuvs_posix_spawn(&spawnOptions, &pidfd)
+        }
+        if pid < 0 {
+            captureReadEnds.forEach { _ = Glibc.close($0.fd) }
+            throw SupervisionError(.startFailed, UVError(errno: -pid, operation: description).description)
+        }
+        let worker = DispatchProcessWorker(pid: pid, pidfd: pidfd, ownGroup: spec.newProcessGroup, stopSignal: spec.stopSignal)
+        for (fd, stream) in captureReadEnds {
+            LineReader.start(fd: fd, queue: queue) { line in
+                guard events.isActive else { return }
+                events.emit(SupervisorEvent(path: path, time: Int64(bitPattern: DispatchTime.now().uptimeNanoseconds),
+                                            kind: .output(stream: stream, line: line), restartCount: 0))
+            }
+        }
+        worker.watch(queue: queue, onExit: onExit)
+        return worker
+    }
+
+    /// Runs an async task on the global executor; its end is reported on the queue.
+    public func startAsyncTask(_ body: @escaping @Sendable () async throws -> Void, path: String,
+                               onExit: @escaping (WorkerTermination) -> Void) throws(SupervisionError) -> any RunningWorker {
+        let delivery = QueueConfined(onExit)
+        let queue = self.queue
+        let task = Task {
+            let termination: WorkerTermination
+            do {
+                try await body()
+                termination = .returned
+            } catch {
+                termination = .threw(String(describing: error))
+            }
+            queue.async { delivery.value(termination) }
+        }
+        return DispatchTaskWorker(task: task)
+    }
+}
+
+/// The runtime, reachable from `Sendable` blocks on its queue without a retain cycle.
+final class WeakRuntime: @unchecked Sendable {
+    weak var runtime: DispatchRuntime?
+}
+
+/// Carries a queue-confined value through a `Sendable` closure that runs on that queue.
+final class QueueConfined<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
+}
+
+final class DispatchRuntimeTimer: RuntimeTimer {
+    private let source: DispatchSourceTimer
+    private var closed = false
+
+    init(queue: DispatchQueue, fire: @escaping () -> Void) {
+        source = DispatchSource.makeTimerSource(queue: queue)
+        source.setEventHandler(handler: fire)
+        source.schedule(deadline: .distantFuture)
+        source.activate()
+    }
+
+    func arm(afterNanoseconds nanoseconds: Int64) {
+        guard !closed else { return }
+        source.schedule(deadline: .now() + .nanoseconds(Int(max(0, nanoseconds))))
+    }
+
+    func disarm() {
+        guard !closed else { return }
+        source.schedule(deadline: .distantFuture)
+    }
+
+    func close() {
+        guard !closed else { return }
+        closed = true
+        source.cancel()
+    }
+}
+
+/// A process watched through its pidfd.
+final class DispatchProcessWorker: RunningWorker {
+    let pid: Int32?
+    private let pidfd: Int32
+    private let ownGroup: Bool
+    private let stopSignal: Int32
+    private var exited = false
+    private var source: DispatchSourceRead?
+
+    init(pid: Int32, pidfd: Int32, ownGroup: Bool, stopSignal: Int32) {
+        self.pid = pid
+        self.pidfd = pidfd
+        self.ownGroup = ownGroup
+        self.stopSignal = stopSignal
+    }
+
+    func watch(queue: DispatchQueue, onExit: @escaping (WorkerTermination) -> Void) {
+        let source = DispatchSource.makeReadSource(fileDescriptor: pidfd, queue: queue)
+        let pidfd = self.pidfd
+        source.setEventHandler { [weak self] in
+            var code: Int32 = 0
+            var signal: Int32 = 0
+            guard cuvs_pidfd_reap(pidfd, &code, &signal) == 1 else { return }
+            source.cancel()
+            guard let self else { return }
+            self.exited = true
+            // The group outlives its leader while grandchildren live: take them down too.
+            if self.ownGroup, let pid = self.pid { _ = Glibc.kill(-pid, SIGKILL) }
+            onExit(signal != 0 ? .signaled(signal) : .exited(code))
+        }
+        source.setCancelHandler {
+            source.setEventHandler(handler: nil)   // breaks the source <-> handler cycle
+            _ = Glibc.close(pidfd)
+        }
+        self.source = source
+        source.activate()
+    }
+
+    private func send(_ signal: Int32) {
+        guard !exited, let pid else { return }
+        if ownGroup { _ = Glibc.kill(-pid, signal) } else { _ = cuvs_pidfd_send_signal(pidfd, signal) }
+    }
+
+    func requestStop() { send(stopSignal) }
+
+    func kill() -> Bool {
+        send(SIGKILL)
+        return true
+    }
+}
+
+/// An async task: cancellation is the only way to stop it.
+final class DispatchTaskWorker: RunningWorker {
+    let task: Task<Void, Never>
+    init(task: Task<Void, Never>) { self.task = task }
+    var pid: Int32? { nil }
+    func requestStop() { task.cancel() }
+    func kill() -> Bool { false }
+}
+
+/// Reads a pipe on a queue and delivers lines (the last partial line too); closes at EOF.
+enum LineReader {
+    static func start(fd: Int32, queue: DispatchQueue, onLine: @escaping (String) -> Void) {
+        let source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
+        var partial: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 16 * 1024)
+        source.setEventHandler {
+            while true {
+                let count = read(fd, &buffer, buffer.count)
+                if count > 0 {
+                    for byte in buffer[0..<count] {
+                        if byte == UInt8(ascii: "\n") || partial.count >= ChildProcess.maxLineLength {
+                            onLine(String(decoding: partial, as: UTF8.self))
+                            partial.removeAll(keepingCapacity: true)
+                            if byte == UInt8(ascii: "\n") { continue }
+                        }
+                        partial.append(byte)
+                    }
+                } else if count < 0 && (cuvs_errno() == EAGAIN || cuvs_errno() == EINTR) {
+                    return
+                } else {
+                    if !partial.isEmpty { onLine(String(decoding: partial, as: UTF8.self)) }
+                    partial.removeAll()
+                    source.cancel()
+                    return
+                }
+            }
+        }
+        source.setCancelHandler {
+            source.setEventHandler(handler: nil)   // breaks the source <-> handler cycle
+            _ = Glibc.close(fd)
+        }
+        source.activate()
+    }
+}
