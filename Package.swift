@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "uv-supervisor-demo", targets: ["uv-supervisor-demo"]),
+        .executable(name: "uv-supervisor-bench", targets: ["uv-supervisor-bench"]),
         .library(name: "UVSupervisor", targets: ["UVSupervisor"]),
         .library(name: "UVLoop", targets: ["UVLoop"]),
         .library(name: "Supervision", targets: ["Supervision"]),
@@ -43,6 +44,12 @@ let package = Package(
         .target(name: "ReadmeSnippets", dependencies: ["UVSupervisor", "SupervisionTesting"], path: "Examples/ReadmeSnippets"),
         .executableTarget(name: "example-daemon", dependencies: ["UVSupervisor", .product(name: "Logging", package: "swift-log")],
                           path: "Examples/example-daemon"),
+
+        // The benchmark: `swift run -c release uv-supervisor-bench`, with its C floor and child.
+        .executableTarget(name: "uv-supervisor-bench", dependencies: ["UVSupervisor", "DispatchSupervisor", "uvs-bench-c", "uvs-bench-child"],
+                          path: "Benchmarks/uv-supervisor-bench"),
+        .executableTarget(name: "uvs-bench-c", path: "Benchmarks/uvs-bench-c", linkerSettings: [.linkedLibrary("uv")]),
+        .executableTarget(name: "uvs-bench-child", path: "Benchmarks/uvs-bench-child"),
 
         // A small C program the tests spawn (lists its fds, ignores SIGTERM, forks, ...).
         .executableTarget(name: "uvs-test-child", path: "TestHelpers/uvs-test-child"),

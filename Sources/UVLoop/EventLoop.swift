@@ -127,6 +127,9 @@ public final class EventLoop {
     /// Refreshes the cached time (`uv_update_time`), for callers that ran long.
     public func updateTime() { uv_update_time(rawLoop) }
 
+    /// The libuv version this process runs with, such as `1.44.2`.
+    public static var libuvVersion: String { String(cString: uv_version_string()) }
+
     /// Monotonic high-resolution time in nanoseconds (`uv_hrtime`).
     public static func hrtime() -> UInt64 { uv_hrtime() }
 

@@ -1,0 +1,94 @@
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
+import UVLoop
+
+/// One measured figure, printed by a side process as `metric=NAME unit=UNIT value=FLOAT`.
+func report(_ metric: String, _ unit: String, _ value: Double) {
+    print("metric=\(metric) unit=\(unit) value=\(value)")
+}
+
+/// CPU time (user + system) of this process, in nanoseconds.
+func cpuNanoseconds() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1e9
+        + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) * 1e3
+}
+
+/// Voluntary plus involuntary context switches of this process.
+func contextSwitches() -> Int {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    return usage.ru_nvcsw + usage.ru_nivcsw
+}
+
+/// Resident set size in bytes (/proc/self/statm).
+func residentBytes() -> Double {
+    let fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return 0 }
+    defer { close(fd) }
+    var buffer = [UInt8](repeating: 0, count: 256)
+    let count = read(fd, &buffer, buffer.count)
+    guard count > 0 else { return 0 }
+    let fields = String(decoding: buffer[0..<count], as: UTF8.self).split(separator: " ")
+    guard fields.count > 1, let pages = Double(fields[1]) else { return 0 }
+    return pages * Double(sysconf(Int32(_SC_PAGESIZE)))
+}
+
+/// Monotonic nanoseconds.
+@inline(__always)
+func now() -> UInt64 { EventLoop.hrtime() }
+
+/// A small xorshift generator, the same sequence as the C side's.
+struct XorShift {
+    var state: UInt32 = 12345
+    mutating func next() -> UInt32 {
+        state ^= state << 13
+        state ^= state >> 17
+        state ^= state << 5
+        return state
+    }
+}
+
+/// The directory of this executable (the other benchmark binaries are built next to it).
+let executableDirectory: String = {
+    var buffer = [CChar](repeating: 0, count: 4096)
+    let length = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+    let path = String(decoding: buffer[0..<max(0, length)].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    return String(path[..<(path.lastIndex(of: "/") ?? path.endIndex)])
+}()
+
+let childHelper = executableDirectory + "/uvs-bench-child"
+
+/// Gaps between a child's exit ("E") and its replacement's start ("S") in a pulse file, in µs.
+func restartGaps(fromPulseFile path: String) -> [Double] {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return [] }
+    defer { close(fd) }
+    var bytes: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let count = read(fd, &buffer, buffer.count)
+        if count <= 0 { break }
+        bytes.append(contentsOf: buffer[0..<count])
+    }
+    var gaps: [Double] = []
+    var lastExit: Double?
+    for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
+        let parts = line.split(separator: " ")
+        guard parts.count == 2, let value = Double(parts[1]) else { continue }
+        if parts[0] == "E" { lastExit = value } else if let exit = lastExit {
+            gaps.append((value - exit) / 1000)
+            lastExit = nil
+        }
+    }
+    return gaps
+}
+
+func percentile(_ values: [Double], _ p: Double) -> Double {
+    guard !values.isEmpty else { return .nan }
+    let sorted = values.sorted()
+    let index = min(sorted.count - 1, max(0, Int((p / 100 * Double(sorted.count)).rounded(.up)) - 1))
+    return sorted[index]
+}

@@ -1,0 +1,178 @@
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
+import Dispatch
+import DispatchSupervisor
+import UVSupervisor
+
+/// Where a supervision workload runs: the libuv runtime or the Dispatch runtime.
+enum Host {
+    case uv(EventLoop)
+    case dispatch(DispatchRuntime)
+
+    var runtime: any SupervisorRuntime {
+        switch self {
+        case .uv(let loop): return UVRuntime(loop: loop)
+        case .dispatch(let runtime): return runtime
+        }
+    }
+}
+
+/// Drives a host: code on its thread, and waiting for a condition set by event handlers.
+final class HostDriver: @unchecked Sendable {
+    let host: Host
+    let runtime: any SupervisorRuntime
+    private let wake = DispatchSemaphore(value: 0)
+
+    init(_ host: Host) {
+        self.host = host
+        runtime = host.runtime
+    }
+
+    /// Runs `body` on the runtime's thread.
+    func sync<T>(_ body: () throws -> T) rethrows -> T {
+        switch host {
+        case .uv: return try body()
+        case .dispatch(let runtime): return try runtime.queue.sync(execute: body)
+        }
+    }
+
+    /// Wakes a pending ``wait(until:)`` (call from event handlers).
+    func poke() {
+        if case .dispatch = host { wake.signal() }
+    }
+
+    /// Runs (libuv) or waits (Dispatch) until `condition` holds on the runtime's thread.
+    func wait(until condition: () -> Bool) {
+        switch host {
+        case .uv(let loop):
+            let guardTimer = LoopTimer(loop: loop) {}
+            try? guardTimer.start(after: .milliseconds(50), repeating: .milliseconds(50))
+            while !condition() { loop.run(.once) }
+            guardTimer.close()
+        case .dispatch(let runtime):
+            while !runtime.queue.sync(execute: condition) { _ = wake.wait(timeout: .now() + .milliseconds(50)) }
+        }
+    }
+
+    /// Lets the host run for `seconds` without doing anything itself.
+    func idle(seconds: Double) {
+        switch host {
+        case .uv(let loop):
+            var done = false
+            let timer = LoopTimer(loop: loop) { done = true }
+            try? timer.start(after: .milliseconds(Int(seconds * 1000)))
+            while !done { loop.run(.once) }
+            timer.close()
+        case .dispatch:
+            var pause = timespec(tv_sec: Int(seconds), tv_nsec: Int((seconds - Double(Int(seconds))) * 1e9))
+            nanosleep(&pause, nil)
+        }
+    }
+}
+
+/// Supervision workloads written once for both runtimes.
+enum SharedSide {
+    static func run(_ workload: String, size: Int, file: String, on host: Host) throws {
+        let driver = HostDriver(host)
+        var root: Supervisor!
+        var starts = 0
+        var exits = 0
+        var markedAt: UInt64 = 0
+        let intensity = RestartIntensity(maxRestarts: 100_000_000, period: .milliseconds(1))
+
+        func start(_ spec: SupervisorSpec) throws {
+            try driver.sync {
+                root = try Supervisor(spec, runtime: driver.runtime)
+                root.onEvent { event in
+                    switch event.kind {
+                    case .started: starts += 1
+                    case .exited: exits += 1
+                    default: break
+                    }
+                    driver.poke()
+                }
+                root.start()
+            }
+        }
+        func stop() {
+            driver.sync { root.shutdown(within: .seconds(5)) }
+            driver.wait { root.finalReason != nil }
+        }
+        func idleTasks(_ count: Int) -> [ChildSpec] {
+            (0..<count).map { ChildSpec(id: "t\($0)", .loopTask { context in context.onStop = { context.finish() } }) }
+        }
+
+        switch workload {
+        case "process_restart_gap":
+            try start(SupervisorSpec(intensity: intensity, children: [
+                ChildSpec(id: "pulse", .process(ProcessSpec(argv: [childHelper, "pulse", file])))]))
+            driver.wait { starts > size }
+            stop()
+        case "process_crash_loop":
+            try start(SupervisorSpec(intensity: intensity, children: [
+                ChildSpec(id: "crasher", .process(ProcessSpec(argv: [childHelper, "exit"])))]))
+            let t0 = now()
+            driver.idle(seconds: Double(size) / 1000)
+            let restarts = driver.sync { exits }
+            report("restarts_per_second", "1/s", Double(restarts) / (Double(now() - t0) / 1e9))
+            stop()
+        case "idle_wakeups":
+            var children = idleTasks(100)
+            for index in 0..<10 { children.append(ChildSpec(id: "sleeper\(index)", .process(ProcessSpec(argv: [childHelper, "sleep"])))) }
+            try start(SupervisorSpec(children: children))
+            driver.idle(seconds: 0.3)   // settle
+            let switches0 = contextSwitches()
+            let cpu0 = cpuNanoseconds()
+            driver.idle(seconds: Double(size) / 1000)
+            report("context_switches", "count", Double(contextSwitches() - switches0))
+            report("cpu_time", "ms", (cpuNanoseconds() - cpu0) / 1e6)
+            stop()
+        case "memory_per_task":
+            try start(SupervisorSpec(children: []))
+            let before = residentBytes()
+            try driver.sync { for spec in idleTasks(size) { try root.startChild(spec) } }
+            report("bytes_per_task", "B", (residentBytes() - before) / Double(size))
+            stop()
+        case "memory_per_process":
+            try start(SupervisorSpec(children: []))
+            let before = residentBytes()
+            try driver.sync {
+                for index in 0..<size {
+                    try root.startChild(ChildSpec(id: "p\(index)", .process(ProcessSpec(argv: [childHelper, "sleep"]))))
+                }
+            }
+            driver.wait { starts >= size }
+            report("bytes_per_process", "B", (residentBytes() - before) / Double(size))
+            stop()
+        case "start_stop_10k_tasks":
+            let t0 = now()
+            try start(SupervisorSpec(children: idleTasks(size)))
+            stop()
+            report("start_and_stop", "ms", Double(now() - t0) / 1e6)
+        case "one_for_all_500":
+            var contexts: [LoopTaskContext] = []
+            let children = (0..<size).map { index in
+                ChildSpec(id: "t\(index)", .loopTask { context in
+                    if index == 0 { contexts.append(context) }
+                    context.onStop = { context.finish() }
+                })
+            }
+            try start(SupervisorSpec(strategy: .oneForAll, intensity: intensity, children: children))
+            driver.wait { starts >= size }
+            let target = 2 * size
+            let t0 = now()
+            driver.sync { contexts[0].fail("one fails") }
+            driver.wait {
+                if starts >= target && markedAt == 0 { markedAt = now() }
+                return starts >= target
+            }
+            report("all_running_again", "ms", Double(markedAt - t0) / 1e6)
+            stop()
+        default:
+            fputs("unknown workload \(workload)\n", stderr)
+            exit(64)
+        }
+        _ = markedAt
+    }
+}

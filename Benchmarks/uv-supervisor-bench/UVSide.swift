@@ -1,0 +1,110 @@
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
+import UVSupervisor
+
+/// A counter the loop thread owns, reachable from `Sendable` job closures.
+final class LoopCounter: @unchecked Sendable {
+    var value = 0
+}
+
+/// A job for the allocation-free run-soon path.
+final class CountingJob: LoopRunnable {
+    var count = 0
+    func runOnLoop() { count += 1 }
+}
+
+/// The `uv` side: the loop layer and the libuv runtime.
+enum UVSide {
+    static func run(_ workload: String, size: Int, file: String) throws {
+        let loop = try EventLoop()
+        defer { try? loop.close() }
+        switch workload {
+        case "timers_1m":
+            var random = XorShift()
+            var fired = 0
+            let cpu0 = cpuNanoseconds()
+            var timers: [LoopTimer] = []
+            timers.reserveCapacity(size)
+            for _ in 0..<size {
+                let timer = LoopTimer(loop: loop) { fired += 1 }
+                try timer.start(afterMilliseconds: UInt64(random.next() % 1001))
+                timers.append(timer)
+            }
+            loop.run()
+            let cpu = cpuNanoseconds() - cpu0
+            precondition(fired == size)
+            report("cpu_per_timer", "ns", cpu / Double(size))
+            timers.forEach { $0.close() }
+        case "timer_rearm":
+            var random = XorShift()
+            let timers = (0..<size).map { _ in LoopTimer(loop: loop) {} }
+            for timer in timers { try timer.start(afterMilliseconds: UInt64(1000 + random.next() % 1000)) }
+            let t0 = now()
+            for _ in 0..<10 {
+                for timer in timers { try timer.start(afterMilliseconds: UInt64(1000 + random.next() % 1000)) }
+            }
+            report("per_rearm", "ns", Double(now() - t0) / Double(size * 10))
+            timers.forEach { $0.close() }
+        case "submit_same_thread":
+            let job = CountingJob()
+            let t0 = now()
+            for _ in 0..<size { loop.runSoon(job) }
+            loop.run()
+            precondition(job.count == size)
+            report("per_job", "ns", Double(now() - t0) / Double(size))
+        case "submit_cross_thread":
+            let counter = LoopCounter()
+            let remote = loop.remote
+            let target = size
+            var t0: UInt64 = 0
+            let producer = Thread {
+                for _ in 0..<target {
+                    try? remote.execute {
+                        counter.value += 1
+                        if counter.value == target { try? remote.stop() }
+                    }
+                }
+            }
+            t0 = now()
+            producer.start()
+            loop.run(.untilStopped)
+            report("per_job", "ns", Double(now() - t0) / Double(size))
+            producer.join()
+        case "task_restart":
+            var starts = 0
+            let runtime = UVRuntime(loop: loop)
+            let spec = SupervisorSpec(intensity: RestartIntensity(maxRestarts: 100_000_000, period: .milliseconds(1)), children: [
+                ChildSpec(id: "crasher", .loopTask { context in
+                    starts += 1
+                    if starts > size { loop.stop(); return }
+                    context.fail("crash")
+                })])
+            let root = try Supervisor(spec, runtime: runtime)
+            let t0 = now()
+            root.start()
+            loop.run(.untilStopped)
+            report("per_restart", "ns", Double(now() - t0) / Double(size))
+            root.shutdown()
+            loop.run()
+        default:
+            try SharedSide.run(workload, size: size, file: file, on: .uv(loop))
+        }
+    }
+}
+
+/// A pthread with a closure, joinable.
+final class Thread: @unchecked Sendable {
+    private let body: () -> Void
+    private var thread = pthread_t()
+    init(_ body: @escaping () -> Void) { self.body = body }
+    func start() {
+        let box = Unmanaged.passRetained(self).toOpaque()
+        pthread_create(&thread, nil, { argument in
+            let me = Unmanaged<Thread>.fromOpaque(argument!).takeRetainedValue()
+            me.body()
+            return nil
+        }, box)
+    }
+    func join() { pthread_join(thread, nil) }
+}
