@@ -54,32 +54,36 @@ final class ChildRecord {
     let spec: ChildSpec
     unowned let supervisor: Supervisor
 
-    var state: ChildState = .idle
-    var worker: ActiveWorker?
+    @exclusivity(unchecked) var state: ChildState = .idle
+    @exclusivity(unchecked) var worker: ActiveWorker?
     /// Increments on every start; ends reported by an earlier incarnation are ignored.
-    var generation: UInt64 = 0
-    var restartCount = 0
+    @exclusivity(unchecked) var generation: UInt64 = 0
+    @exclusivity(unchecked) var restartCount = 0
     /// Consecutive restarts without a stable run, for backoff.
-    var consecutiveRestarts = 0
-    var startedAt: Int64 = 0
-    var lastExit: ExitReason?
+    @exclusivity(unchecked) var consecutiveRestarts = 0
+    @exclusivity(unchecked) var startedAt: Int64 = 0
+    @exclusivity(unchecked) var lastExit: ExitReason?
     /// When `state == .restarting`: the earliest time to start it again.
-    var restartDue: Int64 = 0
+    @exclusivity(unchecked) var restartDue: Int64 = 0
     /// While stopping: why, and whether it was killed.
-    var stopPurpose: StopPurpose?
-    var stopRequested = false
-    var killSent = false
+    @exclusivity(unchecked) var stopPurpose: StopPurpose?
+    @exclusivity(unchecked) var stopRequested = false
+    @exclusivity(unchecked) var killSent = false
     var stopCompletions: [(ExitReason) -> Void] = []
     /// Its shutdown timer, made on first use and reused.
     var timer: (any RuntimeTimer)?
     /// The latest nested supervisor (kept after it ended, for status snapshots).
     var lastNestedSupervisor: Supervisor?
     /// Set once removed from its supervisor.
-    var removed = false
+    @exclusivity(unchecked) var removed = false
+
+    /// The start closure of a loop task, kept apart so that restarts do not copy the spec's enum.
+    let loopTaskStart: ((LoopTaskContext) -> Void)?
 
     init(spec: ChildSpec, path: String, supervisor: Supervisor) {
         self.id = spec.id
         self.spec = spec
+        if case .loopTask(let start) = spec.kind { loopTaskStart = start } else { loopTaskStart = nil }
         self.path = path
         self.supervisor = supervisor
     }

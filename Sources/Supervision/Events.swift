@@ -96,20 +96,26 @@ public final class EventSink {
     private var continuations: [Int: AsyncStream<SupervisorEvent>.Continuation] = [:]
     private var nextStreamID = 0
     /// The logger, if any: events are logged at `info` (failures at `warning`/`error`).
-    public var logger: Logger?
+    public var logger: Logger? {
+        didSet { updateActive() }
+    }
+    /// Whether anybody listens; when not, events are not even built (read on every transition).
+    @exclusivity(unchecked) public private(set) var isActive = false
 
     /// A sink with an optional logger.
     public init(logger: Logger? = nil) {
         self.logger = logger
+        updateActive()
     }
 
-    /// Whether anybody listens; when not, events are not even built.
-    @inline(__always)
-    public var isActive: Bool { !handlers.isEmpty || !continuations.isEmpty || logger != nil }
+    private func updateActive() {
+        isActive = !handlers.isEmpty || !continuations.isEmpty || logger != nil
+    }
 
     /// Adds a handler, called on the runtime's thread for every event.
     public func addHandler(_ handler: @escaping (SupervisorEvent) -> Void) {
         handlers.append(handler)
+        updateActive()
     }
 
     /// A new stream of every event from now on; it finishes when the root supervisor stops.
@@ -118,6 +124,7 @@ public final class EventSink {
         nextStreamID += 1
         let (stream, continuation) = AsyncStream<SupervisorEvent>.makeStream(bufferingPolicy: .bufferingNewest(10_000))
         continuations[id] = continuation
+        updateActive()
         return stream
     }
 
@@ -132,6 +139,7 @@ public final class EventSink {
     func finishStreams() {
         for continuation in continuations.values { continuation.finish() }
         continuations.removeAll()
+        updateActive()
     }
 
     private func log(_ event: SupervisorEvent, to logger: Logger) {

@@ -18,11 +18,12 @@ public final class LoopTaskContext {
     /// Called once when the supervisor asks the task to stop. The task must then end (with
     /// ``finish()``) within its shutdown timeout, or it is reported abandoned. When `nil`, a stop
     /// request ends the task at once.
-    public var onStop: (() -> Void)?
+    @exclusivity(unchecked) public var onStop: (() -> Void)?
 
-    weak var record: ChildRecord?
+    /// Strong: the record drops this context (breaking the cycle) when the task has ended.
+    @exclusivity(unchecked) private(set) var record: ChildRecord?
     let generation: UInt64
-    private(set) var ended = false
+    @exclusivity(unchecked) private(set) var ended = false
 
     init(path: String, restartCount: Int, record: ChildRecord, generation: UInt64) {
         self.path = path
@@ -32,7 +33,7 @@ public final class LoopTaskContext {
     }
 
     /// Whether the task was asked to stop.
-    public private(set) var stopRequested = false
+    @exclusivity(unchecked) public private(set) var stopRequested = false
 
     /// The task ended normally (or, after a stop request, as asked).
     public func finish() { end(.returned) }
@@ -47,6 +48,8 @@ public final class LoopTaskContext {
         guard !ended else { return }
         ended = true
         onStop = nil
+        let record = self.record
+        self.record = nil
         record?.workerEnded(generation: generation, termination)
     }
 
@@ -65,5 +68,6 @@ public final class LoopTaskContext {
     func abandon() {
         ended = true
         onStop = nil
+        record = nil
     }
 }

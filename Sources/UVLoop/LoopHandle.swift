@@ -25,7 +25,7 @@ public class LoopHandle {
     let rawHandle: UnsafeMutablePointer<uv_handle_t>
     private let byteCount: Int
     /// Where the handle is in its lifecycle.
-    public private(set) var state: HandleState = .open
+    @exclusivity(unchecked) public private(set) var state: HandleState = .open
 
     /// Allocates zeroed memory for a handle of type `T`; the subclass initialises it.
     static func allocate<T>(_ type: T.Type) -> UnsafeMutableRawPointer {

@@ -15,11 +15,11 @@ final class RunSoonQueue {
     }
 
     private let rawLoop: UnsafeMutablePointer<uv_loop_t>
-    private var pending: [Job] = []
-    private var draining: [Job] = []
+    @exclusivity(unchecked) private var pending: [Job] = []
+    @exclusivity(unchecked) private var draining: [Job] = []
     private var checkHandle: RunSoonCheckHandle?
     private var idleHandle: RunSoonIdleHandle?
-    private var idleActive = false
+    @exclusivity(unchecked) private var idleActive = false
     private unowned(unsafe) var remote: LoopRemote?
 
     init(rawLoop: UnsafeMutablePointer<uv_loop_t>) {
