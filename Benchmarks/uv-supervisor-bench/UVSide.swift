@@ -8,6 +8,21 @@ final class LoopCounter: @unchecked Sendable {
     var value = 0
 }
 
+/// A cross-thread job: counts on the loop, stops it at the target (no closure per job).
+final class CountingRemoteJob: LoopRunnable, @unchecked Sendable {
+    let remote: LoopRemote
+    let target: Int
+    var count = 0
+    init(remote: LoopRemote, target: Int) {
+        self.remote = remote
+        self.target = target
+    }
+    func runOnLoop() {
+        count += 1
+        if count == target { try? remote.stop() }
+    }
+}
+
 /// A job for the allocation-free run-soon path.
 final class CountingJob: LoopRunnable {
     var count = 0
@@ -49,22 +64,16 @@ enum UVSide {
         case "submit_same_thread":
             let job = CountingJob()
             let t0 = now()
-            for _ in 0..<size { loop.runSoon(job) }
+            for _ in 0..<size { loop.runSoon(unretained: job) }
             loop.run()
             precondition(job.count == size)
             report("per_job", "ns", Double(now() - t0) / Double(size))
         case "submit_cross_thread":
-            let counter = LoopCounter()
             let remote = loop.remote
-            let target = size
+            let job = CountingRemoteJob(remote: remote, target: size)
             var t0: UInt64 = 0
             let producer = Thread {
-                for _ in 0..<target {
-                    try? remote.execute {
-                        counter.value += 1
-                        if counter.value == target { try? remote.stop() }
-                    }
-                }
+                for _ in 0..<size { try? remote.execute(job) }
             }
             t0 = now()
             producer.start()

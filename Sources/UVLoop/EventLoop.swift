@@ -149,6 +149,15 @@ public final class EventLoop {
         runSoonQueue.enqueue(.runnable(runnable))
     }
 
+    /// Like ``runSoon(_:)-4fz1s`` without retaining `runnable`: no reference counting per job,
+    /// as a C loop would store a function and a pointer. The caller must keep `runnable` alive
+    /// until it has run (runtimes and supervisors that live as long as the loop use this).
+    @inline(__always)
+    public func runSoon(unretained runnable: some LoopRunnable) {
+        assertInLoop()
+        runSoonQueue.enqueue(.unretained(UnretainedRunnable(object: runnable)))
+    }
+
     // MARK: Teardown
 
     /// The number of libuv handles opened on this loop whose close callback has not run yet.

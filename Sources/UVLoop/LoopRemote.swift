@@ -23,6 +23,7 @@ import CLibUV
 public final class LoopRemote: Sendable {
     enum RemoteJob: Sendable {
         case closure(@Sendable () -> Void)
+        case runnable(any LoopRunnable & Sendable)
         case closureWithLoop(@Sendable (EventLoop) -> Void)
         case executorJob(UnownedJob)
         case stopLoop
@@ -66,6 +67,13 @@ public final class LoopRemote: Sendable {
         try submit(.closure(job), operation: "execute on the loop")
     }
 
+    /// Runs `runnable.runOnLoop()` on the loop thread: the allocation-free way to submit (no
+    /// closure context per job), for hot cross-thread paths.
+    /// - Throws: ``UVError`` (`ECANCELED`) when the loop is closed.
+    public func execute(_ runnable: some LoopRunnable & Sendable) throws(UVError) {
+        try submit(.runnable(runnable), operation: "execute on the loop")
+    }
+
     /// Runs `job` on the loop thread with the loop itself, to create or use handles there.
     /// - Throws: ``UVError`` (`ECANCELED`) when the loop is closed.
     public func executeWithLoop(_ job: @escaping @Sendable (EventLoop) -> Void) throws(UVError) {
@@ -82,7 +90,11 @@ public final class LoopRemote: Sendable {
     private func submit(_ job: RemoteJob, operation: @autoclosure () -> String) throws(UVError) {
         if inLoopThread, let loop, !loop.isClosed {
             // Same thread: no lock, no syscall; the run-soon queue runs it on the next turn.
-            loop.runSoonQueue.enqueue(.closure { [unowned(unsafe) self] in self.run(job) })
+            if case .runnable(let runnable) = job {
+                loop.runSoonQueue.enqueue(.runnable(runnable))
+            } else {
+                loop.runSoonQueue.enqueue(.closure { [unowned(unsafe) self] in self.run(job) })
+            }
             return
         }
         let accepted = shared.withLock { state -> Bool in
@@ -102,6 +114,7 @@ public final class LoopRemote: Sendable {
     private func run(_ job: RemoteJob) {
         switch job {
         case .closure(let body): body()
+        case .runnable(let runnable): runnable.runOnLoop()
         case .closureWithLoop(let body): if let loop { body(loop) }
         case .executorJob(let job): runExecutorJob(job)
         case .stopLoop: loop?.stop()

@@ -11,6 +11,7 @@ final class RunSoonQueue {
     enum Job {
         case closure(() -> Void)
         case runnable(any LoopRunnable)
+        case unretained(UnretainedRunnable)
         case executorJob(UnownedJob)
     }
 
@@ -56,6 +57,7 @@ final class RunSoonQueue {
             switch draining[index] {
             case .closure(let job): job()
             case .runnable(let runnable): runnable.runOnLoop()
+            case .unretained(let reference): reference.object.runOnLoop()
             case .executorJob(let job): remote?.runExecutorJob(job)
             }
         }
@@ -68,6 +70,11 @@ final class RunSoonQueue {
         idleActive = false
         idleHandle?.stop()
     }
+}
+
+/// A runnable the queue does not retain (no reference counting per job); its owner keeps it alive.
+struct UnretainedRunnable {
+    unowned(unsafe) let object: any LoopRunnable
 }
 
 /// The `uv_check_t` that drains the run-soon queue after each I/O poll. Unreferenced, so it

@@ -55,7 +55,9 @@ public final class UVRuntime: SupervisorRuntime, LoopRunnable {
         pending.append(job)
         if !scheduled {
             scheduled = true
-            loop.runSoon(self)
+            // Unretained: the runtime outlives every turn of its loop it schedules (the loop and
+            // the supervisors hold it); no reference counting per restart.
+            loop.runSoon(unretained: self)
         }
     }
 
