@@ -61,7 +61,9 @@ final class HostDriver: @unchecked Sendable {
         case .uv(let loop):
             var done = false
             let timer = LoopTimer(loop: loop) { done = true }
-            try? timer.start(after: .milliseconds(Int(seconds * 1000)))
+            // Repeating: in UV_RUN_ONCE a timer already due fires before the poll, which then
+            // blocks for I/O; the repeat bounds that wait.
+            try? timer.start(after: .milliseconds(Int(seconds * 1000)), repeating: .milliseconds(1))
             while !done { loop.run(.once) }
             timer.close()
         case .dispatch:

@@ -25,6 +25,9 @@ public final class EventLoop {
         /// Until no referenced handle is active (`UV_RUN_DEFAULT`).
         case untilIdle
         /// One iteration, blocking for I/O if there is nothing else to do (`UV_RUN_ONCE`).
+        /// Note libuv's order: timers already due run *before* the poll, which then blocks until
+        /// I/O or the next timer; a loop `while !done { run(.once) }` waiting for a one-shot timer
+        /// can block forever if that timer was due when the iteration began.
         case once
         /// One iteration without blocking (`UV_RUN_NOWAIT`).
         case noWait
