@@ -31,7 +31,7 @@ let package = Package(
         // The supervision tree. Knows no libuv and no Dispatch: it talks to `SupervisorRuntime`.
         .target(name: "Supervision", dependencies: [.product(name: "Logging", package: "swift-log")]),
         // The same supervision on Dispatch, for comparison (the benchmark runs both).
-        .target(name: "DispatchSupervisor", dependencies: ["Supervision", "UVLoop", "CUVShims"]),
+        .target(name: "DispatchSupervisor", dependencies: ["Supervision", "UVLoop", "UVSupervisor", "CUVShims"]),
         // A manual runtime (virtual clock, scripted exits) for deterministic tests of any tree.
         .target(name: "SupervisionTesting", dependencies: ["Supervision"]),
         // The libuv runtime and the face most users import.

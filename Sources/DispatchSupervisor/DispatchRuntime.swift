@@ -7,6 +7,7 @@ import CUVShims
 import Dispatch
 import Supervision
 import UVLoop
+import UVSupervisor
 
 /// The Dispatch runtime: the same supervision logic driven by Dispatch, for comparison with the
 /// libuv runtime (see the benchmark).
@@ -69,13 +70,7 @@ public final class DispatchRuntime: SupervisorRuntime {
         if spec.userID != nil || spec.groupID != nil {
             throw SupervisionError(.startFailed, "\(path): the Dispatch runtime cannot switch user or group")
         }
-        var options = ProcessOptions(argv: spec.argv)
-        switch spec.environment {
-        case .inherit: options.environment = .inherit
-        case .replace(let values): options.environment = .replace(values)
-        case .inheritWithOverrides(let values): options.environment = .inheritWithOverrides(values)
-        }
-        options.workingDirectory = spec.workingDirectory
+        let options = ProcessOptions(spec)
         let prepared: SpawnPreparation
         do { prepared = try SpawnPreparation(options) } catch { throw SupervisionError(.startFailed, error.description) }
         let description = prepared.description
@@ -157,7 +152,7 @@ public final class DispatchRuntime: SupervisorRuntime {
             }
             queue.async { delivery.value(termination) }
         }
-        return DispatchTaskWorker(task: task)
+        return AsyncTaskWorker(task: task)
     }
 }
 
@@ -249,15 +244,6 @@ final class DispatchProcessWorker: RunningWorker {
         send(SIGKILL)
         return true
     }
-}
-
-/// An async task: cancellation is the only way to stop it.
-final class DispatchTaskWorker: RunningWorker {
-    let task: Task<Void, Never>
-    init(task: Task<Void, Never>) { self.task = task }
-    var pid: Int32? { nil }
-    func requestStop() { task.cancel() }
-    func kill() -> Bool { false }
 }
 
 /// Reads a pipe on a queue and delivers lines (the last partial line too); closes at EOF.

@@ -71,3 +71,22 @@ extension Duration {
     /// A duration of `nanoseconds`.
     public static func nanosecondsValue(_ nanoseconds: Int64) -> Duration { .nanoseconds(nanoseconds) }
 }
+
+/// A running async task as a worker: cancellation is the only way to stop it, and it cannot be
+/// killed (the supervisor abandons it at its shutdown timeout). Shared by the runtimes.
+public final class AsyncTaskWorker: RunningWorker {
+    /// The task.
+    public let task: Task<Void, Never>
+
+    /// Wraps `task`.
+    public init(task: Task<Void, Never>) { self.task = task }
+
+    /// Tasks have no pid.
+    public var pid: Int32? { nil }
+
+    /// Cancels the task.
+    public func requestStop() { task.cancel() }
+
+    /// Tasks cannot be killed: returns `false`.
+    public func kill() -> Bool { false }
+}

@@ -85,19 +85,7 @@ public final class UVRuntime: SupervisorRuntime, LoopRunnable {
     /// libuv's error name and the program (`spawn "/usr/bin/nope": ENOENT (...)`).
     public func startProcess(_ spec: ProcessSpec, path: String, events: EventSink,
                              onExit: @escaping (WorkerTermination) -> Void) throws(SupervisionError) -> any RunningWorker {
-        var options = ProcessOptions(argv: spec.argv)
-        switch spec.environment {
-        case .inherit: options.environment = .inherit
-        case .replace(let values): options.environment = .replace(values)
-        case .inheritWithOverrides(let values): options.environment = .inheritWithOverrides(values)
-        }
-        options.workingDirectory = spec.workingDirectory
-        options.stdin = Self.stdio(spec.stdin)
-        options.stdout = Self.stdio(spec.stdout)
-        options.stderr = Self.stdio(spec.stderr)
-        options.newProcessGroup = spec.newProcessGroup
-        options.userID = spec.userID
-        options.groupID = spec.groupID
+        var options = ProcessOptions(spec)
         options.spawnMethod = spawnMethod
         options.parentDeathSignal = spawnMethod == .pidfd ? parentDeathSignal : nil
         let wantsOutput = spec.stdout == .capture || spec.stderr == .capture
@@ -123,15 +111,6 @@ public final class UVRuntime: SupervisorRuntime, LoopRunnable {
         return worker
     }
 
-    private static func stdio(_ policy: ProcessStdio) -> StdioPolicy {
-        switch policy {
-        case .inherit: return .inherit
-        case .null: return .null
-        case .file(let path, let append): return .file(path: path, append: append)
-        case .capture: return .pipe
-        }
-    }
-
     /// Runs an async-task worker on the loop's task executor; cancellation is its stop request.
     public func startAsyncTask(_ body: @escaping @Sendable () async throws -> Void, path: String,
                                onExit: @escaping (WorkerTermination) -> Void) throws(SupervisionError) -> any RunningWorker {
@@ -148,7 +127,7 @@ public final class UVRuntime: SupervisorRuntime, LoopRunnable {
             // Hop explicitly: the report must run on the loop thread, after this start returned.
             try? remote.execute { delivery.value(termination) }
         }
-        return UVAsyncTaskWorker(task: task)
+        return AsyncTaskWorker(task: task)
     }
 }
 
@@ -192,15 +171,30 @@ final class UVProcessWorker: RunningWorker {
     }
 }
 
-/// A supervised async task: cancellation is the only way to stop it.
-final class UVAsyncTaskWorker: RunningWorker {
-    let task: Task<Void, Never>
+extension ProcessOptions {
+    /// The loop layer's options for a supervision `ProcessSpec` (captured streams become pipes).
+    public init(_ spec: ProcessSpec) {
+        self.init(argv: spec.argv)
+        switch spec.environment {
+        case .inherit: environment = .inherit
+        case .replace(let values): environment = .replace(values)
+        case .inheritWithOverrides(let values): environment = .inheritWithOverrides(values)
+        }
+        workingDirectory = spec.workingDirectory
+        stdin = Self.stdio(spec.stdin)
+        stdout = Self.stdio(spec.stdout)
+        stderr = Self.stdio(spec.stderr)
+        newProcessGroup = spec.newProcessGroup
+        userID = spec.userID
+        groupID = spec.groupID
+    }
 
-    init(task: Task<Void, Never>) { self.task = task }
-
-    var pid: Int32? { nil }
-
-    func requestStop() { task.cancel() }
-
-    func kill() -> Bool { false }
+    private static func stdio(_ policy: ProcessStdio) -> StdioPolicy {
+        switch policy {
+        case .inherit: return .inherit
+        case .null: return .null
+        case .file(let path, let append): return .file(path: path, append: append)
+        case .capture: return .pipe
+        }
+    }
 }
