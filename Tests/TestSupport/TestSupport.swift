@@ -143,6 +143,7 @@ public actor ExclusiveResources {
     }
 
     /// Runs `body` while no other exclusive test runs.
+    @discardableResult
     public static func run<T: Sendable>(_ body: @Sendable () async throws -> T) async rethrows -> T {
         await shared.acquire()
         do {
