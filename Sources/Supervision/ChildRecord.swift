@@ -11,6 +11,7 @@ public enum ChildState: Sendable, Equatable, CustomStringConvertible {
     /// Stopped by ``Supervisor/terminateChild(_:completion:)``; ``Supervisor/restartChild(_:)`` starts it again.
     case terminated
 
+    /// The state's name.
     public var description: String {
         switch self {
         case .idle: return "idle"

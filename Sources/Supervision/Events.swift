@@ -54,6 +54,7 @@ public struct SupervisorEvent: Sendable, Equatable, CustomStringConvertible {
         self.restartCount = restartCount
     }
 
+    /// `path: what happened [restarts: n]`, as logged.
     public var description: String {
         let what: String
         switch kind {

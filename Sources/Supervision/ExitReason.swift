@@ -30,6 +30,7 @@ public enum ExitReason: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// `normal`, `exited(3)`, `signaled(SIGKILL)`, ...
     public var description: String {
         switch self {
         case .normal: return "normal"

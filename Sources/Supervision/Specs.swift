@@ -8,6 +8,7 @@ public enum RestartType: Sendable, Equatable, CustomStringConvertible {
     /// Never restarted; removed from its supervisor when it ends.
     case temporary
 
+    /// The restart type's name.
     public var description: String {
         switch self {
         case .permanent: return "permanent"

@@ -41,5 +41,6 @@ public struct SupervisionError: Error, Sendable, Equatable, CustomStringConverti
         self.message = message
     }
 
+    /// `code: message`.
     public var description: String { "\(code): \(message)" }
 }

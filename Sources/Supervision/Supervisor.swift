@@ -19,10 +19,11 @@ import Logging
 /// root.onEvent { print($0) }
 /// root.start()
 /// ```
-// Exclusivity: this class is confined to one thread and its hot-path properties never overlap
-// in an inout access, so their dynamic exclusivity checks (a fifth of a restart's cost, measured)
-// are turned off with @exclusivity(unchecked).
 public final class Supervisor: RunSoonJob {
+    // Exclusivity: a supervisor is confined to one thread and its hot-path properties never
+    // overlap in an inout access, so their dynamic exclusivity checks (a fifth of a restart's
+    // cost, measured) are turned off with @exclusivity(unchecked).
+
     /// The lifecycle of a supervisor.
     public enum State: Sendable, Equatable {
         /// Created, not started.

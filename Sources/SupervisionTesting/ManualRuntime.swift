@@ -118,21 +118,25 @@ public final class ManualRuntime: SupervisorRuntime {
     /// The manual runtime has no thread of its own: every thread is fine.
     public func preconditionOnRuntimeThread(_ operation: @autoclosure () -> String) {}
 
+    /// Queues `job`; it runs in ``runUntilIdle()`` or ``advance(by:)``, never in the caller's stack.
     public func runSoon(_ job: any RunSoonJob) {
         soon.append { job.runSoonJob() }
     }
 
+    /// A timer on the virtual clock: it fires only when ``advance(by:)`` passes its deadline.
     public func makeTimer(_ fire: @escaping () -> Void) -> any RuntimeTimer {
         let timer = ManualTimer(runtime: self, fire: fire)
         timers.append(timer)
         return timer
     }
 
+    /// Records the start of a simulated process (fake pid) or fails it as ``startFailures`` says.
     public func startProcess(_ spec: ProcessSpec, path: String, events: EventSink,
                              onExit: @escaping (WorkerTermination) -> Void) throws(SupervisionError) -> any RunningWorker {
         try start(path: path, pid: true, stopSignal: spec.stopSignal, onExit: onExit)
     }
 
+    /// Records the start of a simulated async task (its body is not run).
     public func startAsyncTask(_ body: @escaping @Sendable () async throws -> Void, path: String,
                                onExit: @escaping (WorkerTermination) -> Void) throws(SupervisionError) -> any RunningWorker {
         try start(path: path, pid: false, stopSignal: 0, onExit: onExit)
@@ -206,6 +210,7 @@ public final class ManualWorker: RunningWorker {
         onExit(termination)
     }
 
+    /// Records the stop request and ends the worker as its ``ManualRuntime/StopBehaviour`` says.
     public func requestStop() {
         runtime.record(.requestStop(path))
         stopRequested = true
@@ -224,6 +229,7 @@ public final class ManualWorker: RunningWorker {
         }
     }
 
+    /// Kills a simulated process on the next turn; a task cannot be killed (`false`).
     public func kill() -> Bool {
         guard pid != nil else { return false }   // tasks cannot be killed
         runtime.record(.kill(path))
