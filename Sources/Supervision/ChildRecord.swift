@@ -96,8 +96,16 @@ final class ChildRecord {
         return nil
     }
 
+    deinit {
+        // Nothing may call back into a record that is gone.
+        timer?.close()
+        lastNestedSupervisor?.detachFromParent()
+    }
+
     /// A worker of this record ended (called by runtimes and loop tasks, on the runtime thread).
+    /// Ignored once the record was removed or its supervisor is gone.
     func workerEnded(generation: UInt64, _ termination: WorkerTermination) {
+        guard !removed else { return }
         supervisor.enqueueEnding(self, generation: generation, .worker(termination))
     }
 

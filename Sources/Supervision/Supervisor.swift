@@ -103,6 +103,22 @@ public final class Supervisor: RunSoonJob {
         records = spec.children.map { ChildRecord(spec: $0, path: path + "/" + $0.id, supervisor: self) }
     }
 
+    deinit {
+        // A supervisor dropped while running: its timers must not fire into freed memory, and
+        // workers that end later must find their records detached.
+        restartTimer?.close()
+        for record in records {
+            record.removed = true
+            record.timer?.close()
+            record.timer = nil
+        }
+    }
+
+    /// Called when the parent record goes away (the parent supervisor was dropped).
+    func detachFromParent() {
+        parentRecord = nil
+    }
+
     var now: Int64 { runtime.nowNanoseconds }
 
     // MARK: Starting
@@ -142,9 +158,9 @@ public final class Supervisor: RunSoonJob {
         switch record.spec.kind {
         case .process(let process):
             do {
-                // Strong capture: the runtime drops this closure once the worker has ended.
-                let worker = try runtime.startProcess(process, path: record.path, events: events) { termination in
-                    record.workerEnded(generation: generation, termination)
+                // Weak: a process can outlive a supervisor that was dropped while running.
+                let worker = try runtime.startProcess(process, path: record.path, events: events) { [weak record] termination in
+                    record?.workerEnded(generation: generation, termination)
                 }
                 record.worker = .runtime(worker)
                 emit(record, .started(pid: worker.pid))
@@ -153,8 +169,8 @@ public final class Supervisor: RunSoonJob {
             }
         case .asyncTask(let body):
             do {
-                let worker = try runtime.startAsyncTask(body, path: record.path) { termination in
-                    record.workerEnded(generation: generation, termination)
+                let worker = try runtime.startAsyncTask(body, path: record.path) { [weak record] termination in
+                    record?.workerEnded(generation: generation, termination)
                 }
                 record.worker = .runtime(worker)
                 emit(record, .started(pid: nil))
