@@ -173,9 +173,20 @@ final class DispatchRuntimeTimer: RuntimeTimer {
 
     init(queue: DispatchQueue, fire: @escaping () -> Void) {
         source = DispatchSource.makeTimerSource(queue: queue)
-        source.setEventHandler(handler: fire)
+        let state = TimerState()
+        self.state = state
+        // An event already queued when the timer is closed must not fire.
+        source.setEventHandler {
+            if !state.closed { fire() }
+        }
         source.schedule(deadline: .distantFuture)
         source.activate()
+    }
+
+    private let state: TimerState
+
+    private final class TimerState: @unchecked Sendable {
+        var closed = false
     }
 
     func arm(afterNanoseconds nanoseconds: Int64) {
@@ -191,6 +202,7 @@ final class DispatchRuntimeTimer: RuntimeTimer {
     func close() {
         guard !closed else { return }
         closed = true
+        state.closed = true
         source.cancel()
     }
 }

@@ -351,9 +351,11 @@ public final class Supervisor: RunSoonJob {
             }
         } else {
             if restartTimer == nil {
-                // Strong capture (no weak side table on the hot path): the timer is closed, and
-                // the cycle broken, when the supervisor stops.
-                restartTimer = runtime.makeTimer { [unowned self] in
+                // Weak: a timer event may still be queued when a dropped supervisor goes away.
+                // (Made only for delayed restarts, so zero-backoff restarts stay off the weak
+                // reference side table.)
+                restartTimer = runtime.makeTimer { [weak self] in
+                    guard let self else { return }
                     self.perform { self.runDueRestarts() }
                 }
             }
@@ -458,7 +460,8 @@ public final class Supervisor: RunSoonJob {
 
     private func armStopTimer(_ record: ChildRecord, after nanoseconds: Int64) {
         if record.timer == nil {
-            record.timer = runtime.makeTimer { [unowned self, unowned record] in
+            record.timer = runtime.makeTimer { [weak self, weak record] in
+                guard let self, let record else { return }
                 self.perform {
                     if record.state == .stopping && !record.killSent { self.kill(record) }
                 }
