@@ -33,7 +33,7 @@ final class Tree {
         self.loop = loop
         let method: SpawnMethod = getenv("UVS_SPAWN").map { String(cString: $0) == "libuv" ? .libuv : .pidfd } ?? .preferred
         root = try Supervisor(spec, runtime: UVRuntime(loop: loop, spawnMethod: method), randomSeed: seed)
-        if recording { root.onEvent { [unowned self] in events.append($0) } }
+        if recording { root.onEvent { [weak self] in self?.events.append($0) } }
     }
 
     func status(_ id: String) -> ChildStatus? { root.children().first { $0.id == id } }

@@ -9,7 +9,7 @@ final class Harness {
 
     init(_ spec: SupervisorSpec, seed: UInt64 = 7) throws {
         root = try Supervisor(spec, runtime: runtime, randomSeed: seed)
-        root.onEvent { [unowned self] in self.events.append($0) }
+        root.onEvent { [weak self] in self?.events.append($0) }
     }
 
     func start() {

@@ -15,12 +15,13 @@ private final class DaemonUnderTest {
     init(loop: EventLoop, children: Int) throws {
         var options = ProcessOptions(argv: [daemonHelperPath, "\(children)"])
         options.stdout = .pipe
-        process = try ChildProcess.spawn(on: loop, options, onOutput: { [unowned self] output in
+        // Weak: the loop's teardown can still deliver the pipe's end after the test let go.
+        process = try ChildProcess.spawn(on: loop, options, onOutput: { [weak self] output in
             switch output {
-            case .line(_, let line): lines.append(line)
-            case .end: outputEnded = true
+            case .line(_, let line): self?.lines.append(line)
+            case .end: self?.outputEnded = true
             }
-        }, onExit: { [unowned self] reason in exit = reason })
+        }, onExit: { [weak self] reason in self?.exit = reason })
     }
 
     func childPids() -> [String: Int32] {

@@ -67,7 +67,7 @@ final class LibUVHarness: LiveHarness {
 
     func start(_ spec: SupervisorSpec) throws {
         root = try Supervisor(spec, runtime: UVRuntime(loop: loop, spawnMethod: method), randomSeed: 1)
-        root.onEvent { [unowned self] in events.append($0) }
+        root.onEvent { [weak self] in self?.events.append($0) }
         root.start()
     }
 
@@ -92,9 +92,9 @@ final class DispatchHarness: LiveHarness, @unchecked Sendable {
     func start(_ spec: SupervisorSpec) throws {
         try runtime.queue.sync {
             root = try Supervisor(spec, runtime: runtime, randomSeed: 1)
-            root.onEvent { [unowned self] in
-                events.append($0)
-                changed.signal()
+            root.onEvent { [weak self] in
+                self?.events.append($0)
+                self?.changed.signal()
             }
             root.start()
         }

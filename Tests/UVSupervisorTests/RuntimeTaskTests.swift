@@ -14,7 +14,7 @@ final class LiveTree {
     init(_ loop: EventLoop, _ spec: SupervisorSpec) throws {
         self.loop = loop
         root = try Supervisor(spec, runtime: UVRuntime(loop: loop), randomSeed: 1)
-        root.onEvent { [unowned self] in self.events.append($0) }
+        root.onEvent { [weak self] in self?.events.append($0) }
     }
 
     func status(_ id: String) -> ChildStatus? { root.children().first { $0.id == id } }
