@@ -155,10 +155,11 @@ public final class EventLoop {
     /// Like ``runSoon(_:)-4fz1s`` without retaining `runnable`: no reference counting per job,
     /// as a C loop would store a function and a pointer. The caller must keep `runnable` alive
     /// until it has run (runtimes and supervisors that live as long as the loop use this).
+    /// Unretained jobs run in order among themselves, before the other jobs of the same turn.
     @inline(__always)
     public func runSoon(unretained runnable: some LoopRunnable) {
         assertInLoop()
-        runSoonQueue.enqueue(.unretained(UnretainedRunnable(object: runnable)))
+        runSoonQueue.enqueueUnretained(UnretainedRunnable(object: runnable))
     }
 
     // MARK: Teardown

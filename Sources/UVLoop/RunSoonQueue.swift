@@ -7,6 +7,10 @@ import CLibUV
 /// by a `uv_check_t` (after the I/O poll), and a `uv_idle_t` is active only while jobs are
 /// pending, which makes that poll non-blocking. Jobs enqueued while draining wait for the next
 /// turn, so a job that re-enqueues itself cannot starve I/O either.
+///
+/// Unretained runnables (the runtimes' hot path) have a lane of their own with trivially
+/// copyable entries: no reference counting and no value-witness calls per job. Jobs run in
+/// submission order within each lane; the unretained lane is drained first.
 final class RunSoonQueue {
     enum Job {
         case closure(() -> Void)
@@ -17,6 +21,8 @@ final class RunSoonQueue {
 
     private let rawLoop: UnsafeMutablePointer<uv_loop_t>
     @exclusivity(unchecked) private var pending: [Job] = []
+    @exclusivity(unchecked) private var pendingUnretained: [UnretainedRunnable] = []
+    @exclusivity(unchecked) private var drainingUnretained: [UnretainedRunnable] = []
     @exclusivity(unchecked) private var draining: [Job] = []
     private var checkHandle: RunSoonCheckHandle?
     private var idleHandle: RunSoonIdleHandle?
@@ -35,11 +41,22 @@ final class RunSoonQueue {
         idleHandle = RunSoonIdleHandle(loop: loop)
     }
 
-    var hasPendingJobs: Bool { !pending.isEmpty }
+    var hasPendingJobs: Bool { !pending.isEmpty || !pendingUnretained.isEmpty }
 
     @inline(__always)
     func enqueue(_ job: Job) {
         pending.append(job)
+        startIdleIfNeeded()
+    }
+
+    @inline(__always)
+    func enqueueUnretained(_ runnable: UnretainedRunnable) {
+        pendingUnretained.append(runnable)
+        startIdleIfNeeded()
+    }
+
+    @inline(__always)
+    private func startIdleIfNeeded() {
         if !idleActive, let idleHandle, idleHandle.isOpen {
             idleActive = true
             idleHandle.start()
@@ -48,8 +65,19 @@ final class RunSoonQueue {
 
     /// Runs the jobs that were pending when the turn's check phase began.
     func drain() {
-        if pending.isEmpty {
+        if pending.isEmpty && pendingUnretained.isEmpty {
             stopIdle()
+            return
+        }
+        if !pendingUnretained.isEmpty {
+            swap(&pendingUnretained, &drainingUnretained)
+            drainingUnretained.withUnsafeBufferPointer { jobs in
+                for job in jobs { job.object.runOnLoop() }
+            }
+            drainingUnretained.removeAll(keepingCapacity: true)
+        }
+        if pending.isEmpty {
+            if pendingUnretained.isEmpty { stopIdle() }
             return
         }
         swap(&pending, &draining)
@@ -62,7 +90,7 @@ final class RunSoonQueue {
             }
         }
         draining.removeAll(keepingCapacity: true)
-        if pending.isEmpty { stopIdle() }
+        if pending.isEmpty && pendingUnretained.isEmpty { stopIdle() }
     }
 
     private func stopIdle() {
