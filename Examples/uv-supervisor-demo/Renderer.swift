@@ -35,7 +35,11 @@ final class Renderer {
             print(json(event))
             return
         }
-        let line = "\(style.dim(clock(event.time))) \(pad(event.path, 28))\(describe(event.kind))"
+        show("\(style.dim(clock(event.time))) \(pad(event.path, 28))\(describe(event.kind))")
+    }
+
+    /// Prints a line, or keeps it for the live view.
+    private func show(_ line: String) {
         if options.live {
             recent.append(line)
             if recent.count > 12 { recent.removeFirst(recent.count - 12) }
@@ -51,25 +55,13 @@ final class Renderer {
             print("{\"time\":\(Double(EventLoop.hrtime() &- startTime) / 1e9),\"path\":\"\(escape(path))\",\"event\":\"note\",\"detail\":\"\(escape(text))\"}")
             return
         }
-        let line = "\(style.dim(clock(Int64(bitPattern: EventLoop.hrtime())))) \(pad(path, 28))\(style.dim("· " + text))"
-        if options.live {
-            recent.append(line)
-            if recent.count > 12 { recent.removeFirst(recent.count - 12) }
-            dirty = true
-        } else {
-            print(line)
-        }
+        show("\(style.dim(clock(Int64(bitPattern: EventLoop.hrtime())))) \(pad(path, 28))\(style.dim("· " + text))")
     }
 
     /// A narrator line (not in JSON mode).
     func say(_ text: String) {
         if options.json { return }
-        if options.live {
-            recent.append(style.bold(text))
-            dirty = true
-        } else {
-            print(style.bold(text))
-        }
+        show(style.bold(text))
     }
 
     private func describe(_ kind: SupervisorEvent.Kind) -> String {

@@ -37,48 +37,40 @@ public func openDescriptors() -> Set<Int32> {
     return result
 }
 
+/// The fields of `/proc/PID/stat` after the command name: state, ppid, pgrp, ...
+private func statFields(_ pid: Int32) -> [Substring]? {
+    guard let text = readSmallFile("/proc/\(pid)/stat"), let close = text.lastIndex(of: ")") else { return nil }
+    return text[text.index(after: close)...].split(separator: " ")
+}
+
+/// Every process's stat fields, by pid.
+private func allProcessStats() -> [(pid: Int32, fields: [Substring])] {
+    var result: [(Int32, [Substring])] = []
+    guard let directory = opendir("/proc") else { return result }
+    while let entry = readdir(directory) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+            String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+        }
+        if let pid = Int32(name), let fields = statFields(pid) { result.append((pid, fields)) }
+    }
+    closedir(directory)
+    return result
+}
+
 /// The state letter of a process (`R`, `S`, `Z`, ...), or nil when it does not exist.
 public func processState(_ pid: Int32) -> Character? {
-    guard let text = readSmallFile("/proc/\(pid)/stat"),
-          let close = text.lastIndex(of: ")") else { return nil }
-    let rest = text[text.index(after: close)...].split(separator: " ")
-    return rest.first?.first
+    statFields(pid)?.first?.first
 }
 
 /// Pids of live (non-zombie) processes whose process group is `pgid`.
 public func livingProcesses(inGroup pgid: Int32) -> [Int32] {
-    var result: [Int32] = []
-    guard let directory = opendir("/proc") else { return result }
-    while let entry = readdir(directory) {
-        let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-            String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-        }
-        guard let pid = Int32(name), let text = readSmallFile("/proc/\(pid)/stat"),
-              let close = text.lastIndex(of: ")") else { continue }
-        let fields = text[text.index(after: close)...].split(separator: " ")
-        // fields: state ppid pgrp ...
-        if fields.count > 2, fields[0] != "Z", Int32(fields[2]) == pgid { result.append(pid) }
-    }
-    closedir(directory)
-    return result
+    allProcessStats().filter { $0.fields.count > 2 && $0.fields[0] != "Z" && Int32($0.fields[2]) == pgid }.map(\.pid)
 }
 
 /// Zombie children of this process (exited, not reaped).
 public func zombieChildren() -> [Int32] {
-    var result: [Int32] = []
     let me = getpid()
-    guard let directory = opendir("/proc") else { return result }
-    while let entry = readdir(directory) {
-        let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-            String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-        }
-        guard let pid = Int32(name), let text = readSmallFile("/proc/\(pid)/stat"),
-              let close = text.lastIndex(of: ")") else { continue }
-        let fields = text[text.index(after: close)...].split(separator: " ")
-        if fields.count > 1, fields[0] == "Z", Int32(fields[1]) == me { result.append(pid) }
-    }
-    closedir(directory)
-    return result
+    return allProcessStats().filter { $0.fields.count > 1 && $0.fields[0] == "Z" && Int32($0.fields[1]) == me }.map(\.pid)
 }
 
 /// Reads a file of at most 64 KiB as text.
