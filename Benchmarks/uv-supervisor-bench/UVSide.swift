@@ -3,11 +3,6 @@
 #endif
 import UVSupervisor
 
-/// A counter the loop thread owns, reachable from `Sendable` job closures.
-final class LoopCounter: @unchecked Sendable {
-    var value = 0
-}
-
 /// A cross-thread job: counts on the loop, stops it at the target (no closure per job).
 final class CountingRemoteJob: LoopRunnable, @unchecked Sendable {
     let remote: LoopRemote

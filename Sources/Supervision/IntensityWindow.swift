@@ -29,13 +29,6 @@ struct IntensityWindow {
         return true
     }
 
-    /// Restarts inside the window at `now` (for status and tests).
-    func restarts(at now: Int64) -> Int {
-        var inside = 0
-        for offset in 0..<count where now - times[(head + offset) % times.count] < period { inside += 1 }
-        return inside
-    }
-
     private mutating func append(_ time: Int64) {
         if count == times.count {
             // Grow, unrolling the ring so that head is 0 again.

@@ -67,9 +67,6 @@ extension Duration {
         let (sum, overflow2) = scaled.addingReportingOverflow(attoseconds / 1_000_000_000)
         return overflow2 ? Int64.max : sum
     }
-
-    /// A duration of `nanoseconds`.
-    public static func nanosecondsValue(_ nanoseconds: Int64) -> Duration { .nanoseconds(nanoseconds) }
 }
 
 /// A running async task as a worker: cancellation is the only way to stop it, and it cannot be

@@ -45,7 +45,7 @@ public final class ChildProcess: LoopHandle {
     /// The pidfd (pidfd method), closed after the poll handle's close callback.
     private var pidfd: Int32
 
-    init(loop: EventLoop, memory: UnsafeMutableRawPointer, byteCount: Int, pid: Int32, pidfd: Int32,
+    init(loop: EventLoop, memory: UnsafeMutableRawPointer, pid: Int32, pidfd: Int32,
          method: SpawnMethod, options: ProcessOptions, onExit: @escaping (ProcessExit) -> Void) {
         self.pid = pid
         self.pidfd = pidfd
@@ -53,7 +53,7 @@ public final class ChildProcess: LoopHandle {
         hasOwnProcessGroup = options.newProcessGroup
         killGroupOnExit = options.newProcessGroup && options.killGroupOnExit
         self.onExit = onExit
-        super.init(loop: loop, initialisedHandle: memory, byteCount: byteCount)
+        super.init(loop: loop, initialisedHandle: memory)
     }
 
     /// Starts a child process on `loop`.

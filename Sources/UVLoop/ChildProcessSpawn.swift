@@ -63,7 +63,7 @@ extension ChildProcess {
                 return uv_spawn(loop.rawLoop, process, &uvOptions)
             }
         }
-        let child = ChildProcess(loop: loop, memory: memory, byteCount: MemoryLayout<uv_process_t>.size,
+        let child = ChildProcess(loop: loop, memory: memory,
                                  pid: process.pointee.pid, pidfd: -1, method: .libuv, options: options, onExit: onExit)
         if result < 0 {
             // uv_spawn initialised the handle even though it failed: close it, and the pipes.
@@ -145,7 +145,7 @@ extension ChildProcess {
             stdio.closePipes()
             throw UVError(code: initResult, operation: "\(description): watch pidfd")
         }
-        let child = ChildProcess(loop: loop, memory: memory, byteCount: MemoryLayout<uv_poll_t>.size,
+        let child = ChildProcess(loop: loop, memory: memory,
                                  pid: result, pidfd: pidfd, method: .pidfd, options: options, onExit: onExit)
         loop.liveProcesses[ObjectIdentifier(child)] = child
         uv_poll_start(poll, Int32(UV_READABLE.rawValue)) { handle, _, _ in

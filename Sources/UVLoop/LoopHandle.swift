@@ -23,7 +23,6 @@ public class LoopHandle {
     public unowned(unsafe) let loop: EventLoop
     /// The handle's memory, allocated by the subclass and freed after the close callback.
     let rawHandle: UnsafeMutablePointer<uv_handle_t>
-    private let byteCount: Int
     /// Where the handle is in its lifecycle.
     @exclusivity(unchecked) public private(set) var state: HandleState = .open
 
@@ -36,9 +35,8 @@ public class LoopHandle {
     }
 
     /// Takes ownership of `memory`, which the subclass has already initialised with `uv_*_init`.
-    init(loop: EventLoop, initialisedHandle memory: UnsafeMutableRawPointer, byteCount: Int) {
+    init(loop: EventLoop, initialisedHandle memory: UnsafeMutableRawPointer) {
         self.loop = loop
-        self.byteCount = byteCount
         self.rawHandle = memory.assumingMemoryBound(to: uv_handle_t.self)
         rawHandle.pointee.data = Unmanaged.passRetained(self).toOpaque()
         loop.openHandleCount += 1

@@ -25,7 +25,7 @@ public final class LoopLagWatchdog: LoopHandle {
         self.report = report
         let memory = LoopHandle.allocate(uv_prepare_t.self)
         uv_prepare_init(loop.rawLoop, memory.assumingMemoryBound(to: uv_prepare_t.self))
-        super.init(loop: loop, initialisedHandle: memory, byteCount: MemoryLayout<uv_prepare_t>.size)
+        super.init(loop: loop, initialisedHandle: memory)
         uv_prepare_start(memory.assumingMemoryBound(to: uv_prepare_t.self)) { handle in
             guard let data = handle?.pointee.data else { return }
             Unmanaged<LoopLagWatchdog>.fromOpaque(data).takeUnretainedValue().beforePoll()
@@ -68,7 +68,7 @@ final class LagCheckHandle: LoopHandle {
         self.onCheck = onCheck
         let memory = LoopHandle.allocate(uv_check_t.self)
         uv_check_init(loop.rawLoop, memory.assumingMemoryBound(to: uv_check_t.self))
-        super.init(loop: loop, initialisedHandle: memory, byteCount: MemoryLayout<uv_check_t>.size)
+        super.init(loop: loop, initialisedHandle: memory)
         uv_check_start(memory.assumingMemoryBound(to: uv_check_t.self)) { handle in
             guard let data = handle?.pointee.data else { return }
             Unmanaged<LagCheckHandle>.fromOpaque(data).takeUnretainedValue().onCheck()

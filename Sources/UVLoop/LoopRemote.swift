@@ -213,7 +213,7 @@ final class AsyncWakeupHandle: LoopHandle {
             guard let data = async?.pointee.data else { return }
             Unmanaged<AsyncWakeupHandle>.fromOpaque(data).takeUnretainedValue().remote.drainRemoteJobs()
         }
-        super.init(loop: loop, initialisedHandle: memory, byteCount: MemoryLayout<uv_async_t>.size)
+        super.init(loop: loop, initialisedHandle: memory)
         uv_unref(rawHandle)
     }
 

@@ -18,7 +18,7 @@ public final class LoopTimer: LoopHandle {
         self.handler = handler
         let memory = LoopHandle.allocate(uv_timer_t.self)
         uv_timer_init(loop.rawLoop, memory.assumingMemoryBound(to: uv_timer_t.self))
-        super.init(loop: loop, initialisedHandle: memory, byteCount: MemoryLayout<uv_timer_t>.size)
+        super.init(loop: loop, initialisedHandle: memory)
     }
 
     /// Arms (or re-arms) the timer to fire after `delay`, then every `interval` if given.

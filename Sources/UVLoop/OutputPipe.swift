@@ -20,7 +20,7 @@ final class OutputPipe: LoopHandle {
         readBuffer = .allocate(byteCount: 16 * 1024, alignment: 16)
         let memory = LoopHandle.allocate(uv_pipe_t.self)
         uv_pipe_init(loop.rawLoop, memory.assumingMemoryBound(to: uv_pipe_t.self), 0)
-        super.init(loop: loop, initialisedHandle: memory, byteCount: MemoryLayout<uv_pipe_t>.size)
+        super.init(loop: loop, initialisedHandle: memory)
     }
 
     deinit { readBuffer.deallocate() }

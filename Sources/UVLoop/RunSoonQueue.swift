@@ -114,7 +114,7 @@ final class RunSoonCheckHandle: LoopHandle {
         self.queue = queue
         let memory = LoopHandle.allocate(uv_check_t.self)
         uv_check_init(loop.rawLoop, memory.assumingMemoryBound(to: uv_check_t.self))
-        super.init(loop: loop, initialisedHandle: memory, byteCount: MemoryLayout<uv_check_t>.size)
+        super.init(loop: loop, initialisedHandle: memory)
         uv_check_start(memory.assumingMemoryBound(to: uv_check_t.self)) { check in
             guard let data = check?.pointee.data else { return }
             Unmanaged<RunSoonCheckHandle>.fromOpaque(data).takeUnretainedValue().queue.drain()
@@ -128,7 +128,7 @@ final class RunSoonIdleHandle: LoopHandle {
     init(loop: EventLoop) {
         let memory = LoopHandle.allocate(uv_idle_t.self)
         uv_idle_init(loop.rawLoop, memory.assumingMemoryBound(to: uv_idle_t.self))
-        super.init(loop: loop, initialisedHandle: memory, byteCount: MemoryLayout<uv_idle_t>.size)
+        super.init(loop: loop, initialisedHandle: memory)
     }
 
     func start() {

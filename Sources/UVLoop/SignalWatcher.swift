@@ -36,7 +36,7 @@ public final class SignalWatcher: LoopHandle {
             memory.deallocate()
             throw UVError(code: initResult, operation: "watch signal \(signal)")
         }
-        super.init(loop: loop, initialisedHandle: memory, byteCount: MemoryLayout<uv_signal_t>.size)
+        super.init(loop: loop, initialisedHandle: memory)
         SignalDispositions.willWatch(signal)
         let result = uv_signal_start(signalPointer, { handle, signal in
             guard let data = handle?.pointee.data else { return }
