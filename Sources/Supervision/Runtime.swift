@@ -35,6 +35,18 @@ public protocol SupervisorRuntime: AnyObject {
 public protocol RunSoonJob: AnyObject {
     /// Called once per ``SupervisorRuntime/runSoon(_:)``.
     func runSoonJob()
+
+    /// Calls ``runSoonJob()`` on the instance at `object` without reference counting: lets a
+    /// runtime queue jobs as trivially copyable (address, type) pairs. Keep the default.
+    static func runSoonJob(unretained object: UnsafeMutableRawPointer)
+}
+
+extension RunSoonJob {
+    /// Calls ``runSoonJob()`` on the instance at `object` at +0.
+    @inlinable
+    public static func runSoonJob(unretained object: UnsafeMutableRawPointer) {
+        Unmanaged<Self>.fromOpaque(object)._withUnsafeGuaranteedRef { $0.runSoonJob() }
+    }
 }
 
 /// A timer made by ``SupervisorRuntime/makeTimer(_:)``.

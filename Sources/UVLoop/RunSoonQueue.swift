@@ -15,14 +15,13 @@ final class RunSoonQueue {
     enum Job {
         case closure(() -> Void)
         case runnable(any LoopRunnable)
-        case unretained(UnretainedRunnable)
         case executorJob(UnownedJob)
     }
 
     private let rawLoop: UnsafeMutablePointer<uv_loop_t>
     @exclusivity(unchecked) private var pending: [Job] = []
-    @exclusivity(unchecked) private var pendingUnretained: [UnretainedRunnable] = []
-    @exclusivity(unchecked) private var drainingUnretained: [UnretainedRunnable] = []
+    @exclusivity(unchecked) private var pendingUnretained = TrivialBuffer<UnretainedRunnable>(capacity: 64)
+    @exclusivity(unchecked) private var drainingUnretained = TrivialBuffer<UnretainedRunnable>(capacity: 64)
     @exclusivity(unchecked) private var draining: [Job] = []
     private var checkHandle: RunSoonCheckHandle?
     private var idleHandle: RunSoonIdleHandle?
@@ -57,7 +56,12 @@ final class RunSoonQueue {
 
     @inline(__always)
     private func startIdleIfNeeded() {
-        if !idleActive, let idleHandle, idleHandle.isOpen {
+        if !idleActive { startIdle() }
+    }
+
+    @inline(never)
+    private func startIdle() {
+        if let idleHandle, idleHandle.isOpen {
             idleActive = true
             idleHandle.start()
         }
@@ -70,11 +74,10 @@ final class RunSoonQueue {
             return
         }
         if !pendingUnretained.isEmpty {
-            swap(&pendingUnretained, &drainingUnretained)
-            drainingUnretained.withUnsafeBufferPointer { jobs in
-                for job in jobs { job.object.runOnLoop() }
-            }
-            drainingUnretained.removeAll(keepingCapacity: true)
+            pendingUnretained.exchange(with: &drainingUnretained)
+            let jobs = drainingUnretained.base
+            for index in 0..<drainingUnretained.count { jobs[index].run() }
+            drainingUnretained.removeAll()
         }
         if pending.isEmpty {
             if pendingUnretained.isEmpty { stopIdle() }
@@ -85,7 +88,6 @@ final class RunSoonQueue {
             switch draining[index] {
             case .closure(let job): job()
             case .runnable(let runnable): runnable.runOnLoop()
-            case .unretained(let reference): reference.object.runOnLoop()
             case .executorJob(let job): remote?.runExecutorJob(job)
             }
         }
@@ -100,24 +102,20 @@ final class RunSoonQueue {
     }
 }
 
-/// A runnable the queue does not retain (no reference counting per job); its owner keeps it alive.
-struct UnretainedRunnable {
-    unowned(unsafe) let object: any LoopRunnable
-}
-
 /// The `uv_check_t` that drains the run-soon queue after each I/O poll. Unreferenced, so it
 /// never keeps the loop alive by itself.
 final class RunSoonCheckHandle: LoopHandle {
-    unowned(unsafe) let queue: RunSoonQueue
+    /// Unretained (the queue owns this handle); `Unmanaged` so that draining costs no retain.
+    let queue: Unmanaged<RunSoonQueue>
 
     init(loop: EventLoop, queue: RunSoonQueue) {
-        self.queue = queue
+        self.queue = Unmanaged.passUnretained(queue)
         let memory = LoopHandle.allocate(uv_check_t.self)
         uv_check_init(loop.rawLoop, memory.assumingMemoryBound(to: uv_check_t.self))
         super.init(loop: loop, initialisedHandle: memory)
         uv_check_start(memory.assumingMemoryBound(to: uv_check_t.self)) { check in
             guard let data = check?.pointee.data else { return }
-            Unmanaged<RunSoonCheckHandle>.fromOpaque(data).takeUnretainedValue().queue.drain()
+            Unmanaged<RunSoonCheckHandle>.fromOpaque(data)._withUnsafeGuaranteedRef { $0.queue._withUnsafeGuaranteedRef { $0.drain() } }
         }
         uv_unref(rawHandle)
     }

@@ -29,8 +29,13 @@ public final class UVRuntime: SupervisorRuntime, LoopRunnable {
     /// (`PR_SET_PDEATHSIG`, pidfd method only). Default: SIGKILL; `nil` to let children outlive it.
     public var parentDeathSignal: Int32?
 
-    @exclusivity(unchecked) private var pending: [any RunSoonJob] = []
-    @exclusivity(unchecked) private var draining: [any RunSoonJob] = []
+    // Restart jobs for the next turn, each retained until it has run (a supervisor dropped
+    // meanwhile still gets its turn, then goes away). The first waits in its own slot (the
+    // common case: one supervisor restarting one child), the rest in an array; an array for
+    // every job cost a quarter of a restart's own work (measured with callgrind).
+    @exclusivity(unchecked) private var firstJob: QueuedJob?
+    @exclusivity(unchecked) private var laterJobs: [QueuedJob] = []
+    @exclusivity(unchecked) private var spareJobs: [QueuedJob] = []
     @exclusivity(unchecked) private var scheduled = false
 
     /// A runtime on `loop`. Call it on the loop's thread.
@@ -52,7 +57,11 @@ public final class UVRuntime: SupervisorRuntime, LoopRunnable {
     /// Queues `job` for the next loop turn. All jobs share one run-soon entry, so a restart costs
     /// no allocation here.
     public func runSoon(_ job: any RunSoonJob) {
-        pending.append(job)
+        if firstJob == nil && laterJobs.isEmpty {
+            firstJob = QueuedJob(job)
+        } else {
+            laterJobs.append(QueuedJob(job))
+        }
         if !scheduled {
             scheduled = true
             // Unretained: the runtime outlives every turn of its loop it schedules (the loop and
@@ -64,9 +73,18 @@ public final class UVRuntime: SupervisorRuntime, LoopRunnable {
     /// Runs the jobs queued before this turn.
     public func runOnLoop() {
         scheduled = false
-        swap(&pending, &draining)
-        for index in draining.indices { draining[index].runSoonJob() }
-        draining.removeAll(keepingCapacity: true)
+        let first = firstJob.take()
+        if laterJobs.isEmpty {
+            first?.runAndRelease()
+            return
+        }
+        // Jobs queued from here on wait for the next turn.
+        var batch = spareJobs
+        swap(&batch, &laterJobs)
+        first?.runAndRelease()
+        for job in batch { job.runAndRelease() }
+        batch.removeAll(keepingCapacity: true)
+        spareJobs = batch
     }
 
     /// Traps unless called on the loop's thread.
@@ -128,6 +146,22 @@ public final class UVRuntime: SupervisorRuntime, LoopRunnable {
             try? remote.execute { delivery.value(termination) }
         }
         return AsyncTaskWorker(task: task)
+    }
+}
+
+/// A queued restart job: the retained object and its type (which knows how to call it).
+struct QueuedJob {
+    let object: UnsafeMutableRawPointer
+    let type: any RunSoonJob.Type
+
+    init(_ job: any RunSoonJob) {
+        object = Unmanaged.passRetained(job as AnyObject).toOpaque()
+        type = Swift.type(of: job)
+    }
+
+    func runAndRelease() {
+        type.runSoonJob(unretained: object)
+        Unmanaged<AnyObject>.fromOpaque(object).release()
     }
 }
 

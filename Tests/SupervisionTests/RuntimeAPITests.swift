@@ -99,6 +99,40 @@ struct RuntimeAPITests {
         #expect(harness.status("t")?.restartCount == 2)
     }
 
+    @Test("a context is reused only when nothing kept it, and then starts fresh")
+    func contextReuse() throws {
+        // What each incarnation saw at its start: identity, restart count, stop state, onStop.
+        var seen: [(id: ObjectIdentifier, restartCount: Int, stopRequested: Bool, hadOnStop: Bool)] = []
+        var kept: [LoopTaskContext] = []
+        var keepFrom = 3
+        let harness = try Harness(SupervisorSpec(intensity: generous, children: [
+            ChildSpec(id: "t", .loopTask { context in
+                seen.append((ObjectIdentifier(context), context.restartCount, context.stopRequested, context.onStop != nil))
+                context.onStop = { context.finish() }   // a cycle the end must break
+                if seen.count >= keepFrom { kept.append(context); return }
+                context.fail("at once")
+            })]))
+        harness.start()
+        // Three incarnations failed at once and kept nothing: the same object served them all,
+        // each time with its own restart count, no stop request and no stale onStop.
+        #expect(seen.count == 3)
+        #expect(Set(seen.map(\.id)).count == 1)
+        #expect(seen.map(\.restartCount) == [0, 1, 2])
+        #expect(seen.allSatisfy { !$0.stopRequested && !$0.hadOnStop })
+        // The third was kept by the task: its end must not hand it to the next incarnation.
+        kept[0].fail("kept")
+        harness.runtime.runUntilIdle()
+        #expect(seen.count == 4)
+        #expect(seen[3].id != seen[2].id)
+        #expect(seen[3].restartCount == 3)
+        // Reports through a kept, ended context are ignored.
+        kept[0].fail("stale")
+        harness.runtime.runUntilIdle()
+        #expect(seen.count == 4)
+        #expect(harness.status("t")?.state == .running)
+        keepFrom = .max
+    }
+
     @Test("a task failing inside its own start is handled after the start returns, never re-entrantly")
     func failsInsideStart() throws {
         var starts = 0

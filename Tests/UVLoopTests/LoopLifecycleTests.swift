@@ -84,6 +84,42 @@ struct LoopLifecycleTests {
         #expect(report == .clean)
     }
 
+    @Test("unretained run-soon jobs run once each, in order, through overrides, next turn only")
+    func unretainedRunSoon() async throws {
+        let report = try await withCheckedLoop { loop in
+            var log: [String] = []
+            let base = RecordingRunnable(name: "base") { log.append($0) }
+            let derived: RecordingRunnable = OverridingRunnable(name: "derived") { log.append($0) }
+            // Enqueued through the base type: the call must still reach the subclass override.
+            loop.runSoon(unretained: base)
+            loop.runSoon(unretained: derived)
+            loop.runSoon(unretained: base)
+            #expect(log.isEmpty, "nothing runs in the caller's stack")
+            loop.run(.noWait)
+            #expect(log == ["base", "derived!", "base"])
+
+            // Past the lane's initial capacity (it grows), and a job that re-enqueues itself waits
+            // for the next turn.
+            log.removeAll()
+            var remaining = 1_000
+            let counter = RecordingRunnable(name: "n") { _ in remaining -= 1 }
+            for _ in 0..<1_000 { loop.runSoon(unretained: counter) }
+            let again = RecordingRunnable(name: "again") { log.append($0) }
+            again.onRun = { [unowned loop, unowned again] in
+                if log.count < 3 { loop.runSoon(unretained: again) }
+            }
+            loop.runSoon(unretained: again)
+            loop.run(.noWait)
+            #expect(remaining == 0)
+            #expect(log == ["again"])
+            loop.run(.noWait)
+            loop.run(.noWait)
+            #expect(log == ["again", "again", "again"])
+            withExtendedLifetime((base, derived, counter, again)) {}
+        }
+        #expect(report == .clean)
+    }
+
     @Test("the loop's clock advances with uv_now and updateTime")
     func clock() async throws {
         let report = try await withCheckedLoop { loop in
@@ -99,4 +135,24 @@ struct LoopLifecycleTests {
         }
         #expect(report == .clean)
     }
+}
+
+/// A runnable that reports its name, for the run-soon lane tests.
+class RecordingRunnable: LoopRunnable {
+    let name: String
+    let record: (String) -> Void
+    var onRun: (() -> Void)?
+    init(name: String, record: @escaping (String) -> Void) {
+        self.name = name
+        self.record = record
+    }
+    func runOnLoop() {
+        record(name)
+        onRun?()
+    }
+}
+
+/// Overrides `runOnLoop`: the unretained lane must dispatch to it.
+final class OverridingRunnable: RecordingRunnable {
+    override func runOnLoop() { record(name + "!") }
 }
