@@ -68,7 +68,7 @@ enum UVSide {
             let job = CountingRemoteJob(remote: remote, target: size)
             var t0: UInt64 = 0
             let producer = Thread {
-                for _ in 0..<size { try? remote.execute(job) }
+                for _ in 0..<size { try? remote.execute(unretained: job) }
             }
             t0 = now()
             producer.start()

@@ -10,6 +10,9 @@ import CLibUV
 /// executor.
 ///
 /// Submissions go into a mutex-guarded queue and wake the loop through one `uv_async_t`.
+/// Unretained runnables have a lane of their own, trivially copyable entries in a `realloc`'d
+/// buffer, so the lock is held for a store and an increment; every other job remembers how many
+/// unretained ones were queued before it, which keeps one submission order across both lanes.
 /// `uv_async_send` coalesces (many sends may give one callback), so the callback drains the
 /// whole queue. Submissions made on the loop thread itself skip the lock and the wakeup syscall:
 /// they go straight to the loop's run-soon queue. After the loop has closed, ``execute(_:)``
@@ -29,19 +32,31 @@ public final class LoopRemote: Sendable {
         case stopLoop
     }
 
-    private struct SharedState {
-        var jobs: [RemoteJob] = []
+    /// A job of the general lane and its place among the unretained ones.
+    struct OrderedJob {
+        let job: RemoteJob
+        /// How many unretained jobs of the same batch were queued before this one.
+        let afterUnretained: Int
+    }
+
+    /// What the submitting threads share with the loop, under `lock`.
+    private struct SharedQueue: ~Copyable {
+        var unretained = TrivialBuffer<UnretainedRunnable>(capacity: 64)
+        var jobs: [OrderedJob] = []
         var wakeupPending = false
         var closed = false
     }
 
-    private let shared = LockedValue(SharedState())
+    private let lock = PthreadMutex()
+    @exclusivity(unchecked) nonisolated(unsafe) private var shared = SharedQueue()
     private let ownerThread: pthread_t
     // Loop-confined fields: written once during attach, read only on the loop thread.
     nonisolated(unsafe) private unowned(unsafe) var loop: EventLoop?
     nonisolated(unsafe) private var asyncHandle: UnsafeMutablePointer<uv_async_t>?
     nonisolated(unsafe) private var wakeupHandle: AsyncWakeupHandle?
-    nonisolated(unsafe) private var spareBatch: [RemoteJob] = []
+    // The batch being run, owned by the loop thread (swapped with the shared lanes).
+    @exclusivity(unchecked) nonisolated(unsafe) private var drainingUnretained = TrivialBuffer<UnretainedRunnable>(capacity: 64)
+    @exclusivity(unchecked) nonisolated(unsafe) private var drainingJobs: [OrderedJob] = []
 
     init(ownerThread: pthread_t) {
         self.ownerThread = ownerThread
@@ -59,7 +74,11 @@ public final class LoopRemote: Sendable {
     public var inLoopThread: Bool { pthread_equal(pthread_self(), ownerThread) != 0 }
 
     /// Whether the loop has closed (or is closing) and refuses submissions.
-    public var isClosed: Bool { shared.withLock { $0.closed } }
+    public var isClosed: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return shared.closed
+    }
 
     /// Runs `job` on the loop thread, in submission order per submitting thread.
     /// - Throws: ``UVError`` (`ECANCELED`) when the loop is closed.
@@ -72,6 +91,37 @@ public final class LoopRemote: Sendable {
     /// - Throws: ``UVError`` (`ECANCELED`) when the loop is closed.
     public func execute(_ runnable: some LoopRunnable & Sendable) throws(UVError) {
         try submit(.runnable(runnable), operation: "execute on the loop")
+    }
+
+    /// Like ``execute(_:)-(LoopRunnable&Sendable)`` without retaining `runnable`: no reference
+    /// counting per job, so the submitting thread never writes to the object (its reference
+    /// count shares a cache line with its fields, which the loop thread writes). The caller
+    /// must keep `runnable` alive until it has run; the hot path of a producer that owns a
+    /// long-lived job object.
+    /// - Throws: ``UVError`` (`ECANCELED`) when the loop is closed (the job will not run).
+    public func execute(unretained runnable: some LoopRunnable & Sendable) throws(UVError) {
+        let job = UnretainedRunnable(runnable)
+        if inLoopThread, let loop, !loop.isClosed {
+            loop.runSoonQueue.enqueueUnretained(job)
+            return
+        }
+        lock.lock()
+        if shared.closed {
+            lock.unlock()
+            throw UVError(code: UV_ECANCELED.rawValue, operation: "execute on the loop: the loop is closed")
+        }
+        shared.unretained.append(job)
+        wakeLoopLocked()
+        lock.unlock()
+    }
+
+    /// Wakes the loop unless a wakeup is already on its way. Call with `lock` held.
+    @inline(__always)
+    private func wakeLoopLocked() {
+        if !shared.wakeupPending {
+            shared.wakeupPending = true
+            uv_async_send(asyncHandle)
+        }
     }
 
     /// Runs `job` on the loop thread with the loop itself, to create or use handles there.
@@ -97,18 +147,14 @@ public final class LoopRemote: Sendable {
             }
             return
         }
-        let accepted = shared.withLock { state -> Bool in
-            if state.closed { return false }
-            state.jobs.append(job)
-            if !state.wakeupPending {
-                state.wakeupPending = true
-                uv_async_send(asyncHandle)
-            }
-            return true
-        }
-        if !accepted {
+        lock.lock()
+        if shared.closed {
+            lock.unlock()
             throw UVError(code: UV_ECANCELED.rawValue, operation: "\(operation()): the loop is closed")
         }
+        shared.jobs.append(OrderedJob(job: job, afterUnretained: shared.unretained.count))
+        wakeLoopLocked()
+        lock.unlock()
     }
 
     private func run(_ job: RemoteJob) {
@@ -123,28 +169,42 @@ public final class LoopRemote: Sendable {
 
     /// Called by the async handle on the loop thread: runs every job queued so far.
     func drainRemoteJobs() {
-        var batch = spareBatch
-        spareBatch = []
-        shared.withLock { state in
-            swap(&state.jobs, &batch)
-            state.wakeupPending = false
+        lock.lock()
+        shared.unretained.exchange(with: &drainingUnretained)
+        swap(&shared.jobs, &drainingJobs)
+        shared.wakeupPending = false
+        lock.unlock()
+        // Merge the lanes back into submission order.
+        let unretained = drainingUnretained.base
+        var nextUnretained = 0
+        for index in drainingJobs.indices {
+            let ordered = drainingJobs[index]
+            while nextUnretained < ordered.afterUnretained {
+                unretained[nextUnretained].run()
+                nextUnretained += 1
+            }
+            run(ordered.job)
         }
-        for index in batch.indices { run(batch[index]) }
-        batch.removeAll(keepingCapacity: true)
-        spareBatch = batch
+        while nextUnretained < drainingUnretained.count {
+            unretained[nextUnretained].run()
+            nextUnretained += 1
+        }
+        drainingUnretained.removeAll()
+        if !drainingJobs.isEmpty { drainingJobs.removeAll(keepingCapacity: true) }
     }
 
-    var hasPendingJobs: Bool { shared.withLock { !$0.jobs.isEmpty } }
+    var hasPendingJobs: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return !shared.jobs.isEmpty || !shared.unretained.isEmpty
+    }
 
     /// Teardown, step 1: from now on submissions are refused; queued jobs still run.
     func refuseNewWork() {
-        shared.withLock { state in
-            state.closed = true
-            if !state.jobs.isEmpty, !state.wakeupPending {
-                state.wakeupPending = true
-                uv_async_send(asyncHandle)
-            }
-        }
+        lock.lock()
+        shared.closed = true
+        if !shared.jobs.isEmpty || !shared.unretained.isEmpty { wakeLoopLocked() }
+        lock.unlock()
     }
 
     /// The loop's ``EventLoop/run(_:)`` in `untilStopped` mode keeps the loop alive through us.

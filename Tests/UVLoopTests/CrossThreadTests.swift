@@ -12,6 +12,24 @@ private final class Recorder: @unchecked Sendable {
     var offLoop = 0
 }
 
+/// A job that records its thread's sequence number on the loop.
+private final class SequencedJob: LoopRunnable, @unchecked Sendable {
+    let recorder: Recorder
+    let remote: LoopRemote
+    let thread: Int
+    let value: Int
+    init(recorder: Recorder, remote: LoopRemote, thread: Int, value: Int) {
+        self.recorder = recorder
+        self.remote = remote
+        self.thread = thread
+        self.value = value
+    }
+    func runOnLoop() {
+        if !remote.inLoopThread { recorder.offLoop += 1 }
+        recorder.perThread[thread].append(value)
+    }
+}
+
 private actor LoopPinned {
     let remote: LoopRemote
     var counter = 0
@@ -61,6 +79,41 @@ struct CrossThreadTests {
                 #expect(values == Array(0..<10_000))
             }
             #expect(throws: Never.self) { try thread.shutdown().get() }
+        }
+    }
+
+    @Test("unretained, retained and closure jobs from 4 threads keep one per-thread order")
+    func mixedLanesKeepOrder() async throws {
+        try await ExclusiveResources.run {
+            let thread = try EventLoopThread()
+            let recorder = Recorder()
+            let remote = thread.remote
+            let perThread = 6_000
+            // One object per unretained job (the submitter keeps them alive until they ran).
+            let jobs = (0..<4).map { index in
+                (0..<perThread).map { SequencedJob(recorder: recorder, remote: remote, thread: index, value: $0) }
+            }
+            let threads = startThreads(4) { index in
+                for value in 0..<perThread {
+                    switch value % 3 {
+                    case 0: try! remote.execute(unretained: jobs[index][value])
+                    case 1: try! remote.execute(jobs[index][value])
+                    default: try! remote.execute { recorder.perThread[index].append(value) }
+                    }
+                }
+            }
+            for handle in threads { pthread_join(handle, nil) }
+            await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+                try! remote.execute { done.resume() }
+            }
+            #expect(recorder.offLoop == 0)
+            for values in recorder.perThread {
+                #expect(values == Array(0..<perThread))
+            }
+            #expect(throws: Never.self) { try thread.shutdown().get() }
+            let refused = #expect(throws: UVError.self) { try remote.execute(unretained: jobs[0][0]) }
+            #expect(refused?.name == "ECANCELED")
+            withExtendedLifetime(jobs) {}
         }
     }
 
