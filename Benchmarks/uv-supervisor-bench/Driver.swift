@@ -172,7 +172,9 @@ struct Driver {
                     return "\(format(sample.median)) (\(format(sample.min))-\(format(sample.max)))"
                 }
                 func ratio(_ top: String, _ bottom: String) -> String {
-                    guard let a = sample(top)?.median, let b = sample(bottom)?.median, b > 0, !a.isNaN else { return "-" }
+                    guard let a = sample(top)?.median, let b = sample(bottom)?.median, !a.isNaN else { return "-" }
+                    if a == b { return "1.0x" }   // both zero included
+                    guard b > 0 else { return "-" }
                     return String((a / b * 100).rounded() / 100) + "x"
                 }
                 let unit = sample("uv")?.unit ?? ""

@@ -12,9 +12,9 @@
 #include <uv.h>
 
 static double cpu_ns(void) {
-    struct rusage usage;
-    getrusage(RUSAGE_SELF, &usage);
-    return (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1e9 + (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) * 1e3;
+    struct timespec time;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &time);
+    return time.tv_sec * 1e9 + time.tv_nsec;
 }
 
 static void report(const char *metric, const char *unit, double value) {
