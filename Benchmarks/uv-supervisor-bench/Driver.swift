@@ -30,7 +30,7 @@ let workloads: [Workload] = [
     Workload(name: "process_crash_loop", fullSize: 5_000, quickSize: 1_000, hasC: true, singleRound: true,
              what: "a child that exits at once, zero backoff: restarts per second"),
     Workload(name: "idle_wakeups", fullSize: 10_000, quickSize: 1_000, hasC: false, singleRound: true,
-             what: "100 idle tasks + 10 sleeping children: context switches and CPU in the window"),
+             what: "100 idle tasks + 10 sleeping children: the supervisor threads' wakeups and CPU time in the window"),
     Workload(name: "memory_per_task", fullSize: 10_000, quickSize: 2_000, hasC: false, singleRound: false,
              what: "RSS growth per supervised loop task"),
     Workload(name: "memory_per_process", fullSize: 200, quickSize: 20, hasC: false, singleRound: true,

@@ -8,7 +8,8 @@
 ///
 /// Why not `Synchronization.Mutex`: on Linux it is built on raw futex calls that ThreadSanitizer
 /// does not model, so every correctly locked access shows up as a race and `--sanitize=thread`
-/// becomes useless. glibc's mutex takes the same uncontended fast path (one atomic).
+/// becomes useless. glibc's mutex takes the same uncontended fast path (one atomic). Adaptive,
+/// like ``PthreadMutex``.
 public final class LockedValue<Value>: @unchecked Sendable {
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
     private var value: Value
@@ -16,9 +17,7 @@ public final class LockedValue<Value>: @unchecked Sendable {
     /// Creates the lock around `value`.
     public init(_ value: Value) {
         self.value = value
-        mutex = .allocate(capacity: 1)
-        mutex.initialize(to: pthread_mutex_t())
-        pthread_mutex_init(mutex, nil)
+        mutex = makeAdaptiveMutex()
     }
 
     deinit {
@@ -35,15 +34,29 @@ public final class LockedValue<Value>: @unchecked Sendable {
     }
 }
 
+/// A heap-allocated, initialised adaptive mutex (see ``PthreadMutex``).
+private func makeAdaptiveMutex() -> UnsafeMutablePointer<pthread_mutex_t> {
+    let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    mutex.initialize(to: pthread_mutex_t())
+    var attributes = pthread_mutexattr_t()
+    pthread_mutexattr_init(&attributes)
+    pthread_mutexattr_settype(&attributes, Int32(PTHREAD_MUTEX_ADAPTIVE_NP))
+    pthread_mutex_init(mutex, &attributes)
+    pthread_mutexattr_destroy(&attributes)
+    return mutex
+}
+
 /// A bare `pthread_mutex_t` for state that cannot live inside a ``LockedValue`` (non-copyable
 /// buffers); the caller pairs ``lock()`` and ``unlock()``.
+///
+/// Adaptive (`PTHREAD_MUTEX_ADAPTIVE_NP`): a contender spins briefly before sleeping in the
+/// kernel. The sections it guards are a few stores long, so a spin almost always wins, where a
+/// futex sleep and wakeup cost both threads a system call.
 final class PthreadMutex: @unchecked Sendable {
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
 
     init() {
-        mutex = .allocate(capacity: 1)
-        mutex.initialize(to: pthread_mutex_t())
-        pthread_mutex_init(mutex, nil)
+        mutex = makeAdaptiveMutex()
     }
 
     deinit {

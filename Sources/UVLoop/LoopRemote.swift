@@ -271,7 +271,7 @@ final class AsyncWakeupHandle: LoopHandle {
         let memory = LoopHandle.allocate(uv_async_t.self)
         uv_async_init(loop.rawLoop, memory.assumingMemoryBound(to: uv_async_t.self)) { async in
             guard let data = async?.pointee.data else { return }
-            Unmanaged<AsyncWakeupHandle>.fromOpaque(data).takeUnretainedValue().remote.drainRemoteJobs()
+            Unmanaged<AsyncWakeupHandle>.fromOpaque(data)._withUnsafeGuaranteedRef { $0.remote.drainRemoteJobs() }
         }
         super.init(loop: loop, initialisedHandle: memory)
         uv_unref(rawHandle)
