@@ -257,6 +257,10 @@ struct UnretainedRunnable {
         let pair = unsafeBitCast(Runnable.self as any LoopRunnable.Type,
                                  to: (metadata: UnsafeRawPointer, witnessTable: UnsafeRawPointer).self)
         conformance = pair.witnessTable
+        // The layout assumption `run()` relies on, checked in debug builds (and so in the tests).
+        assert(object.load(as: UnsafeRawPointer.self)
+               == unsafeBitCast(type(of: runnable) as AnyClass, to: UnsafeRawPointer.self),
+               "a Swift object's first word is its class metadata")
     }
 
     @inline(__always)
