@@ -66,6 +66,9 @@ struct Driver {
             fputs("unknown workload \(only ?? ""); known: \(workloads.map(\.name).joined(separator: ", "))\n", stderr)
             return 64
         }
+        if selected.contains(where: { $0.name.hasPrefix("process_") || $0.name == "idle_wakeups" || $0.name == "memory_per_process" }) {
+            buildPlainChildHelper(loop: loop)
+        }
         var results: [(workload: Workload, side: String, samples: [Sample])] = []
         var failed = false
         for workload in selected {
