@@ -93,6 +93,12 @@ struct spawn_context {
     pid_t parent;
     volatile int child_errno;
     int report_fd;   // fork fallback: the child writes its errno here (-1 with shared memory)
+    // Signals with a handler and ignored signals (bit n-1 for signal n), read by the parent;
+    // `dispositions_known` is 0 when they could not be read, and the child then asks the
+    // kernel about every signal.
+    int dispositions_known;
+    unsigned long long caught;
+    unsigned long long ignored;
 };
 
 static void child_fail(struct spawn_context *ctx, int err) {
@@ -115,13 +121,20 @@ static int spawn_child(void *argument) {
     long r;
     // The parent's handlers must not run here: reset every caught signal to the default,
     // keep ignored ones ignored (except SIGPIPE, which a program expects at its default).
+    struct cuvs_kernel_sigaction dfl = { (void *)SIG_DFL, 0, NULL, 0 };
     for (int sig = 1; sig < 65; sig++) {
         if (sig == SIGKILL || sig == SIGSTOP) continue;
+        if (ctx->dispositions_known) {
+            // Known from the parent: only the signals that need a change cost a system call.
+            unsigned long long bit = 1ULL << (sig - 1);
+            int reset = (ctx->caught & bit) || (sig == SIGPIPE && (ctx->ignored & bit));
+            if (reset) syscall(SYS_rt_sigaction, sig, &dfl, NULL, 8);
+            continue;
+        }
         struct cuvs_kernel_sigaction old;
         if (syscall(SYS_rt_sigaction, sig, NULL, &old, 8) != 0) continue;
         if (old.handler == (void *)SIG_DFL) continue;
         if (old.handler == (void *)SIG_IGN && sig != SIGPIPE) continue;
-        struct cuvs_kernel_sigaction dfl = { (void *)SIG_DFL, 0, NULL, 0 };
         syscall(SYS_rt_sigaction, sig, &dfl, NULL, 8);
     }
     if (ctx->report_fd >= 0 && ctx->report_fd < 3 + 64) {
@@ -204,14 +217,39 @@ static int spawn_with_fork(const cuvs_spawn_options *options, int *pidfd_out) {
     *pidfd_out = cuvs_pidfd_open(pid);
     return pid;
 }
+// Reads the process's caught and ignored signal masks (SigCgt and SigIgn in /proc/self/status):
+// three system calls, where asking about each signal in the child took 64 while the parent
+// waited (glibc's posix_spawn avoids those queries with its own record of handled signals).
+// A handler installed by another thread between this read and the clone keeps its setting in
+// the child until execve, as with glibc; every signal is blocked there until then.
+static int read_signal_dispositions(unsigned long long *caught, unsigned long long *ignored) {
+    int fd = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/status", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    char text[4096];
+    ssize_t length = read(fd, text, sizeof text - 1);
+    close(fd);
+    if (length <= 0) return 0;
+    text[length] = 0;
+    const char *cgt = strstr(text, "\nSigCgt:\t");
+    const char *ign = strstr(text, "\nSigIgn:\t");
+    if (cgt == NULL || ign == NULL) return 0;
+    *caught = strtoull(cgt + 9, NULL, 16);
+    *ignored = strtoull(ign + 9, NULL, 16);
+    return 1;
+}
+
 int cuvs_spawn(const cuvs_spawn_options *options, int *pidfd_out) {
     if (__tsan_init != NULL) return spawn_with_fork(options, pidfd_out);
     *pidfd_out = -1;
-    struct spawn_context ctx = { options, getpid(), 0, -1 };
-    // The child runs on its own stack (as glibc's posix_spawn does), never on ours.
-    const size_t stack_size = 64 * 1024;
-    void *stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-    if (stack == MAP_FAILED) return -errno;
+    struct spawn_context ctx = { options, getpid(), 0, -1, 0, 0, 0 };
+    ctx.dispositions_known = read_signal_dispositions(&ctx.caught, &ctx.ignored);
+    // The child runs on a stack of its own, carved out of ours: with CLONE_VFORK this thread
+    // is suspended until the child has exec'd or exited, so nothing else uses that memory
+    // meanwhile (musl's posix_spawn does the same). A mapping per spawn cost an mmap, a
+    // munmap and fresh page faults on every restart.
+    char stack_area[32 * 1024] __attribute__((aligned(64)));
+    void *stack = stack_area;
+    const size_t stack_size = sizeof stack_area;
     // Block every signal so that no handler of ours runs in the child before it resets them.
     sigset_t all, old;
     sigfillset(&all);
@@ -220,7 +258,6 @@ int cuvs_spawn(const cuvs_spawn_options *options, int *pidfd_out) {
     pid_t pid = clone(spawn_child, (char *)stack + stack_size, CLONE_VM | CLONE_VFORK | SIGCHLD, &ctx);
     int clone_errno = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    munmap(stack, stack_size);
     if (pid < 0) return -clone_errno;
     if (ctx.child_errno != 0) {
         // The child failed before exec and has exited: reap it here, nobody else will.

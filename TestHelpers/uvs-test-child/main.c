@@ -9,6 +9,7 @@
 //   stamp FILE             append CLOCK_MONOTONIC nanoseconds to FILE, then sleep 60 s
 //   flood BYTES            write BYTES bytes without a newline, then exit 0
 //   abort                  abort()
+//   signals                print the SigBlk, SigIgn and SigCgt lines of /proc/self/status
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <fcntl.h>
@@ -75,6 +76,16 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(mode, "abort")) abort();
+    if (!strcmp(mode, "signals")) {
+        FILE *status = fopen("/proc/self/status", "r");
+        if (!status) return 2;
+        char line[256];
+        while (fgets(line, sizeof line, status)) {
+            if (!strncmp(line, "SigBlk:", 7) || !strncmp(line, "SigIgn:", 7) || !strncmp(line, "SigCgt:", 7)) fputs(line, stdout);
+        }
+        fclose(status);
+        return 0;
+    }
     fprintf(stderr, "unknown mode %s\n", mode);
     return 64;
 }

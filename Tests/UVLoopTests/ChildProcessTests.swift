@@ -112,6 +112,32 @@ struct ChildProcessTests {
         #expect(report == .clean)
     }
 
+    @Test("a child starts with no blocked signals and keeps the parent's ignored signals")
+    func signalDispositions() async throws {
+        // (Handlers cannot be checked after exec, which resets them anyway, and this helper
+        // links the Swift runtime, which installs its own; the reset matters before exec.)
+        let report = try await withCheckedLoop { loop in
+            let watcher = try SignalWatcher(loop: loop, signal: SIGUSR1) { _ in }
+            let oldUSR2 = signal(SIGUSR2, SIG_IGN)
+            defer {
+                signal(SIGUSR2, oldUSR2)
+                watcher.close()
+            }
+            var options = ProcessOptions(.pidfd, argv: [childHelperPath, "signals"])
+            options.stdout = .pipe
+            let result = try runToCompletion(loop, options)
+            var masks: [String: UInt64] = [:]
+            for line in result.stdout {
+                let parts = line.split(separator: ":")
+                if parts.count == 2 { masks[String(parts[0])] = UInt64(parts[1].trimmingPrefix("\t"), radix: 16) }
+            }
+            #expect(masks.count == 3)
+            #expect(masks["SigBlk"] == 0, "the spawn blocks every signal around clone; the child must not inherit that")
+            #expect((masks["SigIgn"] ?? 0) & (UInt64(1) << UInt64(SIGUSR2 - 1)) != 0, "an ignored signal stays ignored")
+        }
+        #expect(report == .clean)
+    }
+
     @Test("a child sees only fds 0, 1, 2 and the descriptors passed to it", arguments: [SpawnMethod.libuv, .pidfd])
     func onlyExpectedDescriptors(method: SpawnMethod) async throws {
         let report = try await withCheckedLoop { loop in
