@@ -9,35 +9,36 @@ struct Workload {
     let fullSize: Int
     let quickSize: Int
     let hasC: Bool
-    /// Processes and idle windows measure many samples in one run: one round is enough.
-    let singleRound: Bool
+    /// Rounds when not the default: process workloads measure many samples per run (3 rounds
+    /// are enough), an idle window or a memory reading one (1 round).
+    let fixedRounds: Int?
     let what: String
 }
 
 let workloads: [Workload] = [
-    Workload(name: "timers_1m", fullSize: 1_000_000, quickSize: 20_000, hasC: true, singleRound: false,
+    Workload(name: "timers_1m", fullSize: 1_000_000, quickSize: 20_000, hasC: true, fixedRounds: nil,
              what: "one-shot timers, random 0-1000 ms, until all fired: CPU ns per timer"),
-    Workload(name: "timer_rearm", fullSize: 100_000, quickSize: 10_000, hasC: true, singleRound: false,
+    Workload(name: "timer_rearm", fullSize: 100_000, quickSize: 10_000, hasC: true, fixedRounds: nil,
              what: "timers re-armed 10 times each: ns per re-arm"),
-    Workload(name: "submit_cross_thread", fullSize: 1_000_000, quickSize: 100_000, hasC: true, singleRound: false,
+    Workload(name: "submit_cross_thread", fullSize: 1_000_000, quickSize: 100_000, hasC: true, fixedRounds: nil,
              what: "another thread submits jobs to the loop: ns per job"),
-    Workload(name: "submit_same_thread", fullSize: 1_000_000, quickSize: 100_000, hasC: true, singleRound: false,
+    Workload(name: "submit_same_thread", fullSize: 1_000_000, quickSize: 100_000, hasC: true, fixedRounds: nil,
              what: "the loop schedules jobs to itself: ns per job"),
-    Workload(name: "task_restart", fullSize: 1_000_000, quickSize: 100_000, hasC: true, singleRound: false,
+    Workload(name: "task_restart", fullSize: 1_000_000, quickSize: 100_000, hasC: true, fixedRounds: nil,
              what: "a supervised task that fails at once, zero backoff: ns per restart"),
-    Workload(name: "process_restart_gap", fullSize: 200, quickSize: 20, hasC: true, singleRound: true,
+    Workload(name: "process_restart_gap", fullSize: 200, quickSize: 20, hasC: true, fixedRounds: 3,
              what: "a child that exits after 50 ms: its exit to the replacement's main, µs"),
-    Workload(name: "process_crash_loop", fullSize: 5_000, quickSize: 1_000, hasC: true, singleRound: true,
+    Workload(name: "process_crash_loop", fullSize: 5_000, quickSize: 1_000, hasC: true, fixedRounds: 3,
              what: "a child that exits at once, zero backoff: restarts per second"),
-    Workload(name: "idle_wakeups", fullSize: 10_000, quickSize: 1_000, hasC: false, singleRound: true,
+    Workload(name: "idle_wakeups", fullSize: 10_000, quickSize: 1_000, hasC: false, fixedRounds: 1,
              what: "100 idle tasks + 10 sleeping children: the supervisor threads' wakeups and CPU time in the window"),
-    Workload(name: "memory_per_task", fullSize: 10_000, quickSize: 2_000, hasC: false, singleRound: false,
+    Workload(name: "memory_per_task", fullSize: 10_000, quickSize: 2_000, hasC: false, fixedRounds: nil,
              what: "RSS growth per supervised loop task"),
-    Workload(name: "memory_per_process", fullSize: 200, quickSize: 20, hasC: false, singleRound: true,
+    Workload(name: "memory_per_process", fullSize: 200, quickSize: 20, hasC: false, fixedRounds: 1,
              what: "RSS growth of the supervisor per supervised process"),
-    Workload(name: "start_stop_10k_tasks", fullSize: 10_000, quickSize: 2_000, hasC: false, singleRound: false,
+    Workload(name: "start_stop_10k_tasks", fullSize: 10_000, quickSize: 2_000, hasC: false, fixedRounds: nil,
              what: "start then gracefully stop the task workers: ms"),
-    Workload(name: "one_for_all_500", fullSize: 500, quickSize: 100, hasC: false, singleRound: false,
+    Workload(name: "one_for_all_500", fullSize: 500, quickSize: 100, hasC: false, fixedRounds: nil,
              what: "oneForAll of loop tasks, one fails: ms until all run again"),
 ]
 
@@ -73,12 +74,15 @@ struct Driver {
         var failed = false
         for workload in selected {
             let size = quick ? workload.quickSize : workload.fullSize
-            let roundCount = workload.singleRound ? 1 : (quick ? 3 : rounds)
+            let roundCount = quick ? (workload.fixedRounds == nil ? 3 : 1) : (workload.fixedRounds ?? rounds)
             if !json { fputs("running \(workload.name) (size \(size), \(roundCount) round\(roundCount == 1 ? "" : "s"))...\n", stderr) }
-            for side in (workload.hasC ? ["c", "uv", "dispatch"] : ["uv", "dispatch"]) {
-                var samples: [String: Sample] = [:]
-                var order: [String] = []
-                for round in 0..<roundCount {
+            let sides = workload.hasC ? ["c", "uv", "dispatch"] : ["uv", "dispatch"]
+            var samples: [String: [String: Sample]] = [:]
+            var order: [String: [String]] = [:]
+            // Round-robin over the sides, so that a machine that drifts (turbo, neighbours on
+            // a shared host) drifts for every side alike.
+            for round in 0..<roundCount {
+                for side in sides {
                     let file = "/tmp/uvs-bench-\(getpid())-\(workload.name)-\(side)-\(round).txt"
                     unlink(file)
                     guard let lines = runSide(side, workload: workload.name, size: size, file: file, loop: loop) else {
@@ -93,11 +97,16 @@ struct Driver {
                     }
                     unlink(file)
                     for (metric, unit, value) in parsed {
-                        if samples[metric] == nil { samples[metric] = Sample(metric: metric, unit: unit); order.append(metric) }
-                        samples[metric]!.values.append(value)
+                        if samples[side, default: [:]][metric] == nil {
+                            samples[side, default: [:]][metric] = Sample(metric: metric, unit: unit)
+                            order[side, default: []].append(metric)
+                        }
+                        samples[side]![metric]!.values.append(value)
                     }
                 }
-                results.append((workload, side, order.map { samples[$0]! }))
+            }
+            for side in sides {
+                results.append((workload, side, (order[side] ?? []).map { samples[side]![$0]! }))
             }
         }
         if json { printJSON(results) } else { printTable(results) }
@@ -190,7 +199,9 @@ struct Driver {
             if index == 0 { print(widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ")) }
         }
         print("")
-        print("Medians of \(quick ? 3 : rounds) rounds (min-max); process and idle workloads: one run of many samples.")
+        print(quick
+              ? "Medians of 3 rounds (min-max); process, idle and memory_per_process workloads: one run."
+              : "Medians of \(rounds) rounds (min-max), the sides taking turns; process workloads: 3 runs of many samples each; idle_wakeups and memory_per_process: one run.")
         print("Ratios: uv/c below 1 is faster than C; dispatch/uv above 1 means Dispatch is slower (for rates, read them inverted).")
     }
 
