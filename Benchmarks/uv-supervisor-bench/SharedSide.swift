@@ -143,9 +143,13 @@ enum SharedSide {
             try start(SupervisorSpec(intensity: intensity, children: [
                 ChildSpec(id: "crasher", .process(ProcessSpec(argv: [childHelper, "exit"])))]))
             let t0 = now()
+            let cpu0 = cpuNanoseconds()
             driver.idle(seconds: Double(size) / 1000)
             let restarts = driver.sync { exits }
+            let cpu = cpuNanoseconds() - cpu0
             report("restarts_per_second", "1/s", Double(restarts) / (Double(now() - t0) / 1e9))
+            // The supervisor's own CPU (its threads; the children are other processes).
+            report("supervisor_cpu_per_restart", "µs", cpu / Double(max(1, restarts)) / 1e3)
             stop()
         case "idle_wakeups":
             var children = idleTasks(100)

@@ -218,10 +218,14 @@ static void processes(const char *helper, const char *mode, const char *file, lo
     process_options.flags = UV_PROCESS_DETACHED;
     target = n;
     uint64_t t0 = uv_hrtime();
+    double cpu0 = cpu_ns();
     if (seconds > 0) loop_deadline = t0 + (uint64_t)(seconds * 1e9);
     spawn_next();
     uv_run(uv_default_loop(), UV_RUN_DEFAULT);
-    if (seconds > 0) report("restarts_per_second", "1/s", counter / ((uv_hrtime() - t0) / 1e9));
+    if (seconds > 0) {
+        report("restarts_per_second", "1/s", counter / ((uv_hrtime() - t0) / 1e9));
+        report("supervisor_cpu_per_restart", "µs", (cpu_ns() - cpu0) / (counter > 0 ? counter : 1) / 1e3);
+    }
 }
 
 int main(int argc, char **argv) {

@@ -112,7 +112,7 @@ public final class DispatchRuntime: SupervisorRuntime {
         spawnOptions.stdio_fds = (childFDs[0], childFDs[1], childFDs[2])
         spawnOptions.new_session = spec.newProcessGroup ? 1 : 0
         spawnOptions.argv = UnsafePointer(prepared.argv.pointer)
-        spawnOptions.envp = UnsafePointer(prepared.envp.pointer)
+        spawnOptions.envp = UnsafePointer(prepared.environmentPointer)
         var pidfd: Int32 = -1
         let pid: Int32 = prepared.resolvedPath.withCString { file in
             let directory = prepared.workingDirectory.map { strdup($0) } ?? nil

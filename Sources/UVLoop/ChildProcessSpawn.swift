@@ -40,7 +40,7 @@ extension ChildProcess {
         let memory = LoopHandle.allocate(uv_process_t.self)
         let process = memory.assumingMemoryBound(to: uv_process_t.self)
         let argv = prepared.argv.pointer
-        let envp = prepared.envp.pointer
+        let envp = prepared.environmentPointer
         let result: Int32 = prepared.resolvedPath.withCString { file in
             let directory = prepared.workingDirectory.map { strdup($0) } ?? nil
             defer { free(directory) }
@@ -106,7 +106,7 @@ extension ChildProcess {
         spawnOptions.set_gid = options.groupID == nil ? 0 : 1
         spawnOptions.gid = Int32(bitPattern: options.groupID ?? 0)
         spawnOptions.argv = UnsafePointer(prepared.argv.pointer)
-        spawnOptions.envp = UnsafePointer(prepared.envp.pointer)
+        spawnOptions.envp = UnsafePointer(prepared.environmentPointer)
         var pidfd: Int32 = -1
         let extra = options.extraDescriptors
         let result: Int32 = prepared.resolvedPath.withCString { file in

@@ -18,8 +18,9 @@ public struct SpawnPreparation {
     public let resolvedPath: String
     /// `argv`, NULL-terminated.
     public let argv: CStringArray
-    /// `KEY=value` entries, NULL-terminated.
-    public let envp: CStringArray
+    /// `KEY=value` entries, NULL-terminated, for a replaced or amended environment; `nil` when
+    /// the child inherits this process's environment as it is (see ``environmentPointer``).
+    public let envp: CStringArray?
     /// The working directory, if set.
     public let workingDirectory: String?
 
@@ -35,9 +36,17 @@ public struct SpawnPreparation {
         for argument in options.argv where argument.utf8.contains(0) {
             throw UVError(code: UV_EINVAL.rawValue, operation: "\(description): an argument contains a NUL byte")
         }
-        let environment = Self.environment(options.environment)
-        for entry in environment where entry.utf8.contains(0) {
-            throw UVError(code: UV_EINVAL.rawValue, operation: "\(description): an environment entry contains a NUL byte")
+        // Inheriting passes this process's `environ` as it is (as posix_spawn and uv_spawn do):
+        // copying it into a dictionary and back was most of a spawn's own CPU time (measured
+        // with perf on process_crash_loop).
+        let environment: [String]?
+        if case .inherit = options.environment {
+            environment = nil
+        } else {
+            environment = Self.environment(options.environment)
+            for entry in environment! where entry.utf8.contains(0) {
+                throw UVError(code: UV_EINVAL.rawValue, operation: "\(description): an environment entry contains a NUL byte")
+            }
         }
         if let directory = options.workingDirectory {
             var info = stat()
@@ -51,11 +60,28 @@ public struct SpawnPreparation {
         if let signalled = options.extraDescriptors.first(where: { fcntl($0, F_GETFD) < 0 }) {
             throw UVError(errno: EBADF, operation: "\(description): extra descriptor \(signalled) is not open")
         }
-        resolvedPath = try Self.resolve(program, in: options, environment: environment, description: description)
+        let searchPath: String?
+        if let environment {
+            searchPath = environment.first { $0.hasPrefix("PATH=") }.map { String($0.dropFirst(5)) }
+        } else {
+            searchPath = getenv("PATH").map { String(cString: $0) }
+        }
+        resolvedPath = try Self.resolve(program, in: options, searchPath: searchPath, description: description)
         workingDirectory = options.workingDirectory
         argv = CStringArray(options.argv)
-        envp = CStringArray(environment)
+        envp = environment.map { CStringArray($0) }
     }
+
+    /// The environment block for the child: ``envp``, or this process's `environ` when the
+    /// environment is inherited.
+    public var environmentPointer: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?> {
+        if let envp { return envp.pointer }
+        if let inherited = cuvs_environ() { return inherited }
+        return Self.noEnvironment.pointer   // after clearenv(), environ may be NULL
+    }
+
+    /// An empty environment block. Immutable after creation.
+    nonisolated(unsafe) private static let noEnvironment = CStringArray([])
 
     /// `KEY=value` entries for the policy.
     static func environment(_ policy: EnvironmentPolicy) -> [String] {
@@ -87,7 +113,7 @@ public struct SpawnPreparation {
     /// Resolves the program the way `execvp` would, but up front and with a clear error:
     /// a path with a slash is taken relative to the child's working directory; a bare name is
     /// looked up in the child's `PATH`.
-    static func resolve(_ program: String, in options: ProcessOptions, environment: [String], description: String) throws(UVError) -> String {
+    static func resolve(_ program: String, in options: ProcessOptions, searchPath: String?, description: String) throws(UVError) -> String {
         if program.contains("/") {
             var path = program
             if !program.hasPrefix("/"), let directory = options.workingDirectory {
@@ -96,8 +122,7 @@ public struct SpawnPreparation {
             try checkExecutable(path, description: description)
             return path
         }
-        let searchPath = environment.first { $0.hasPrefix("PATH=") }.map { String($0.dropFirst(5)) }
-            ?? "/usr/local/bin:/usr/bin:/bin"
+        let searchPath = searchPath ?? "/usr/local/bin:/usr/bin:/bin"
         var firstError: UVError?
         for directory in searchPath.split(separator: ":", omittingEmptySubsequences: false) {
             let base = directory.isEmpty ? "." : String(directory)
