@@ -78,10 +78,6 @@ final class ChildRecord {
     /// Set once removed from its supervisor.
     @exclusivity(unchecked) var removed = false
 
-    /// The context of the last loop-task incarnation, once it ended: reused for the next one
-    /// when nothing else references it (see ``LoopTaskContext/reuse(restartCount:record:generation:)``).
-    @exclusivity(unchecked) var endedContext: LoopTaskContext?
-
     /// The start closure of a loop task, kept apart so that restarts do not copy the spec's enum.
     let loopTaskStart: ((LoopTaskContext) -> Void)?
     /// The spec's backoff facts a restart decision needs, computed once (`Duration` arithmetic

@@ -14,7 +14,7 @@ public final class LoopTaskContext {
     /// The child's path, `root/ticker`.
     public let path: String
     /// How many times this child was restarted before this incarnation.
-    public private(set) var restartCount: Int
+    public let restartCount: Int
     /// Called once when the supervisor asks the task to stop. The task must then end (with
     /// ``finish()``) within its shutdown timeout, or it is reported abandoned. When `nil`, a stop
     /// request ends the task at once.
@@ -22,7 +22,7 @@ public final class LoopTaskContext {
 
     /// Strong: the record drops this context (breaking the cycle) when the task has ended.
     @exclusivity(unchecked) private(set) var record: ChildRecord?
-    private(set) var generation: UInt64
+    let generation: UInt64
     @exclusivity(unchecked) private(set) var ended = false
 
     init(path: String, restartCount: Int, record: ChildRecord, generation: UInt64) {
@@ -30,18 +30,6 @@ public final class LoopTaskContext {
         self.restartCount = restartCount
         self.record = record
         self.generation = generation
-    }
-
-    /// Makes an ended context, that nothing else references any more, the context of the next
-    /// incarnation: a crash-looping task then costs no allocation per restart. (Only when the
-    /// supervisor holds the sole reference, so no one can tell it was reused.)
-    func reuse(restartCount: Int, record: ChildRecord, generation: UInt64) {
-        self.restartCount = restartCount
-        self.record = record
-        self.generation = generation
-        ended = false
-        stopRequested = false
-        onStop = nil
     }
 
     /// Whether the task was asked to stop.

@@ -156,16 +156,10 @@ public final class Supervisor: RunSoonJob {
         record.state = .running
         let generation = record.generation
         if let startTask = record.loopTaskStart {
-            // The hot path (loop tasks): no copy of the spec's enum, and the ended context is
-            // reused when the old incarnation left no reference to it.
-            let context: LoopTaskContext
-            if isKnownUniquelyReferenced(&record.endedContext), let ended = record.endedContext {
-                context = ended
-                context.reuse(restartCount: record.restartCount, record: record, generation: generation)
-            } else {
-                context = LoopTaskContext(path: record.path, restartCount: record.restartCount, record: record, generation: generation)
-            }
-            record.endedContext = nil
+            // The hot path (loop tasks): no copy of the spec's enum. A fresh context every time:
+            // reusing an ended one that looked unreferenced let a weak or unowned reference of
+            // the old incarnation (a timer closure's) report for the new one.
+            let context = LoopTaskContext(path: record.path, restartCount: record.restartCount, record: record, generation: generation)
             record.worker = .loopTask(context)
             if events.isActive { emit(record, .started(pid: nil)) }
             startTask(context)
@@ -260,10 +254,7 @@ public final class Supervisor: RunSoonJob {
         guard !record.removed, generation == record.generation, record.isActive else { return }
         let reason = record.exitReason(for: ending)
         let wasStopping = record.state == .stopping
-        if case .loopTask(let context) = record.worker {
-            context.abandon()
-            record.endedContext = context
-        }
+        if case .loopTask(let context) = record.worker { context.abandon() }
         record.worker = nil
         record.timer?.disarm()
         record.lastExit = reason
