@@ -102,7 +102,7 @@ public final class LoopRemote: Sendable {
     public func execute(unretained runnable: some LoopRunnable & Sendable) throws(UVError) {
         let job = UnretainedRunnable(runnable)
         if inLoopThread, let loop, !loop.isClosed {
-            loop.runSoonQueue.enqueueUnretained(job)
+            loop.runSoonQueue.enqueue(.unretained(job))
             return
         }
         lock.lock()

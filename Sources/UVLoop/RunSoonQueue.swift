@@ -15,6 +15,9 @@ final class RunSoonQueue {
     enum Job {
         case closure(() -> Void)
         case runnable(any LoopRunnable)
+        /// From ``LoopRemote/execute(unretained:)`` on the loop thread: kept in this lane so
+        /// that it stays in order with the remote's other same-thread submissions.
+        case unretained(UnretainedRunnable)
         case executorJob(UnownedJob)
     }
 
@@ -88,6 +91,7 @@ final class RunSoonQueue {
             switch draining[index] {
             case .closure(let job): job()
             case .runnable(let runnable): runnable.runOnLoop()
+            case .unretained(let runnable): runnable.run()
             case .executorJob(let job): remote?.runExecutorJob(job)
             }
         }

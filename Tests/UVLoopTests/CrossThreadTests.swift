@@ -30,6 +30,18 @@ private final class SequencedJob: LoopRunnable, @unchecked Sendable {
     }
 }
 
+/// Loop-confined values appended to by jobs (only the loop thread touches it).
+private final class OrderLog: @unchecked Sendable {
+    var values: [Int] = []
+}
+
+/// A runnable for same-thread submissions.
+private final class SameThreadJob: LoopRunnable, @unchecked Sendable {
+    let body: () -> Void
+    init(_ body: @escaping () -> Void) { self.body = body }
+    func runOnLoop() { body() }
+}
+
 private actor LoopPinned {
     let remote: LoopRemote
     var counter = 0
@@ -152,6 +164,16 @@ struct CrossThreadTests {
             loop.run(.noWait)
             loop.run(.noWait)
             #expect(order == [1])
+            // Same-thread submissions keep their order across the kinds of job.
+            let log = OrderLog()
+            let second = SameThreadJob { log.values.append(2) }
+            try loop.remote.execute { log.values.append(1) }
+            try loop.remote.execute(unretained: second)
+            try loop.remote.execute { log.values.append(3) }
+            #expect(log.values.isEmpty)
+            loop.run(.noWait)
+            #expect(log.values == [1, 2, 3])
+            withExtendedLifetime(second) {}
         }
         #expect(report == .clean)
     }
