@@ -8,12 +8,12 @@ func report(_ metric: String, _ unit: String, _ value: Double) {
     print("metric=\(metric) unit=\(unit) value=\(value)")
 }
 
-/// CPU time (user + system) of this process, in nanoseconds.
-func cpuNanoseconds() -> Double {
-    // CLOCK_PROCESS_CPUTIME_ID is the scheduler's exact runtime; getrusage's user/system split is
+/// CPU time (user + system) of this process, or of the calling thread, in nanoseconds.
+func cpuNanoseconds(_ clock: clockid_t = CLOCK_PROCESS_CPUTIME_ID) -> Double {
+    // The CPU-time clocks are the scheduler's exact runtime; getrusage's user/system split is
     // sampled at tick granularity, which made one wakeup look like a quarter of a millisecond.
     var time = timespec()
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &time)
+    clock_gettime(clock, &time)
     return Double(time.tv_sec) * 1e9 + Double(time.tv_nsec)
 }
 
@@ -128,7 +128,8 @@ func percentile(_ values: [Double], _ p: Double) -> Double {
 /// Context switches and CPU time of every thread of this process but the calling one.
 struct OtherThreadsUsage {
     let switches: Int
-    let cpuNanoseconds: Double
+    /// Nanoseconds.
+    let cpuTime: Double
 
     init() {
         var process = rusage()
@@ -138,15 +139,10 @@ struct OtherThreadsUsage {
         switches = (process.ru_nvcsw + process.ru_nivcsw) - (thread.ru_nvcsw + thread.ru_nivcsw)
         // The calling thread's clock read on both sides of the process clock, averaged: its own
         // time between the reads would otherwise show up as a few hundred ns of noise.
-        func nanoseconds(_ clock: clockid_t) -> Double {
-            var time = timespec()
-            clock_gettime(clock, &time)
-            return Double(time.tv_sec) * 1e9 + Double(time.tv_nsec)
-        }
-        let threadBefore = nanoseconds(CLOCK_THREAD_CPUTIME_ID)
-        let processTime = nanoseconds(CLOCK_PROCESS_CPUTIME_ID)
-        let threadAfter = nanoseconds(CLOCK_THREAD_CPUTIME_ID)
-        cpuNanoseconds = processTime - (threadBefore + threadAfter) / 2
+        let threadBefore = cpuNanoseconds(CLOCK_THREAD_CPUTIME_ID)
+        let processTime = cpuNanoseconds()
+        let threadAfter = cpuNanoseconds(CLOCK_THREAD_CPUTIME_ID)
+        cpuTime = processTime - (threadBefore + threadAfter) / 2
     }
 }
 

@@ -65,7 +65,7 @@ final class HostDriver: @unchecked Sendable {
             let before = OtherThreadsUsage()
             sleep(seconds: seconds)
             let after = OtherThreadsUsage()
-            result = (after.switches - before.switches, after.cpuNanoseconds - before.cpuNanoseconds)
+            result = (after.switches - before.switches, after.cpuTime - before.cpuTime)
         }
         switch host {
         case .uv(let loop):

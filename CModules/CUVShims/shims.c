@@ -14,7 +14,6 @@
 #include <pthread.h>
 #include <spawn.h>
 #include <sched.h>
-#include <sys/mman.h>
 
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434

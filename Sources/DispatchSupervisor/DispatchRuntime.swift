@@ -143,13 +143,7 @@ public final class DispatchRuntime: SupervisorRuntime {
         let delivery = QueueConfined(onExit)
         let queue = self.queue
         let task = Task {
-            let termination: WorkerTermination
-            do {
-                try await body()
-                termination = .returned
-            } catch {
-                termination = .threw(String(describing: error))
-            }
+            let termination = await WorkerTermination.ofAsyncTask(body)
             queue.async { delivery.value(termination) }
         }
         return AsyncTaskWorker(task: task)

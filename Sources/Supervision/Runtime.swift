@@ -35,18 +35,6 @@ public protocol SupervisorRuntime: AnyObject {
 public protocol RunSoonJob: AnyObject {
     /// Called once per ``SupervisorRuntime/runSoon(_:)``.
     func runSoonJob()
-
-    /// Calls ``runSoonJob()`` on the instance at `object` without reference counting: lets a
-    /// runtime queue jobs as trivially copyable (address, type) pairs. Keep the default.
-    static func runSoonJob(unretained object: UnsafeMutableRawPointer)
-}
-
-extension RunSoonJob {
-    /// Calls ``runSoonJob()`` on the instance at `object` at +0.
-    @inlinable
-    public static func runSoonJob(unretained object: UnsafeMutableRawPointer) {
-        Unmanaged<Self>.fromOpaque(object)._withUnsafeGuaranteedRef { $0.runSoonJob() }
-    }
 }
 
 /// A timer made by ``SupervisorRuntime/makeTimer(_:)``.
@@ -78,6 +66,19 @@ extension Duration {
         if overflow { return seconds < 0 ? Int64.min : Int64.max }
         let (sum, overflow2) = scaled.addingReportingOverflow(attoseconds / 1_000_000_000)
         return overflow2 ? Int64.max : sum
+    }
+}
+
+extension WorkerTermination {
+    /// Runs an async-task worker's body to its end: `.returned`, or `.threw` with the error's
+    /// description. Shared by the runtimes, so both report a task's end alike.
+    public static func ofAsyncTask(_ body: @Sendable () async throws -> Void) async -> WorkerTermination {
+        do {
+            try await body()
+            return .returned
+        } catch {
+            return .threw(String(describing: error))
+        }
     }
 }
 

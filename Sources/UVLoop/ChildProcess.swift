@@ -88,16 +88,19 @@ public final class ChildProcess: LoopHandle {
         if options.extraDescriptors.count > 64 {
             throw UVError(code: UV_EINVAL.rawValue, operation: "\(description): at most 64 extra descriptors")
         }
-        // libuv closes nothing in the child: any descriptor without FD_CLOEXEC would leak into
-        // it, including ones this process inherited from its own parent. A supervisor's children
-        // get 0-2 and what was configured, so mark every descriptor >= 3 close-on-exec first
-        // (one close_range call). The pidfd method also closes strays in the child itself.
-        _ = cuvs_cloexec_from(3)
+        var stdio = try StdioSetup(loop: loop, options: options, onOutput: onOutput, description: description)
+        defer { stdio.closeParentCopies() }
         switch options.spawnMethod {
         case .libuv:
-            return try spawnWithLibUV(on: loop, options, prepared: prepared, onOutput: onOutput, onExit: onExit)
+            // libuv closes nothing in the child: any descriptor without FD_CLOEXEC would leak
+            // into it, including ones this process inherited from its own parent. A supervisor's
+            // children get 0-2 and what was configured, so mark every descriptor >= 3
+            // close-on-exec first (one close_range call). The pidfd method's child does that
+            // itself, after installing its descriptors, so it needs no pass in the parent.
+            _ = cuvs_cloexec_from(3)
+            return try spawnWithLibUV(on: loop, options, prepared: prepared, stdio: &stdio, onExit: onExit)
         case .pidfd:
-            return try spawnWithPidfd(on: loop, options, prepared: prepared, onOutput: onOutput, onExit: onExit)
+            return try spawnWithPidfd(on: loop, options, prepared: prepared, stdio: &stdio, onExit: onExit)
         }
     }
 

@@ -10,11 +10,9 @@ extension ChildProcess {
     /// `uv_spawn`: libuv forks, sets up the child and reports the exit from its SIGCHLD handler.
     static func spawnWithLibUV(
         on loop: EventLoop, _ options: ProcessOptions, prepared: SpawnPreparation,
-        onOutput: ((ProcessOutput) -> Void)?, onExit: @escaping (ProcessExit) -> Void
+        stdio: inout StdioSetup, onExit: @escaping (ProcessExit) -> Void
     ) throws(UVError) -> ChildProcess {
         let description = prepared.description
-        var stdio = try StdioSetup(loop: loop, options: options, onOutput: onOutput, description: description)
-        defer { stdio.closeParentCopies() }
         var containers = [uv_stdio_container_t](repeating: uv_stdio_container_t(), count: 3 + options.extraDescriptors.count)
         for fd in 0..<3 {
             switch stdio.sources[fd] {
@@ -81,11 +79,9 @@ extension ChildProcess {
     /// closed in the child), the exit watched through a pidfd.
     static func spawnWithPidfd(
         on loop: EventLoop, _ options: ProcessOptions, prepared: SpawnPreparation,
-        onOutput: ((ProcessOutput) -> Void)?, onExit: @escaping (ProcessExit) -> Void
+        stdio: inout StdioSetup, onExit: @escaping (ProcessExit) -> Void
     ) throws(UVError) -> ChildProcess {
         let description = prepared.description
-        var stdio = try StdioSetup(loop: loop, options: options, onOutput: onOutput, description: description)
-        defer { stdio.closeParentCopies() }
         // Pipes: we make them (close-on-exec); the child gets the write end as its stdout/err.
         for fd in 1..<3 {
             if case .pipe(let pipe) = stdio.sources[fd] {

@@ -62,7 +62,7 @@ public final class EventLoop {
         }
         rawLoop = loop
         ownerThread = currentThread()
-        runSoonQueue = RunSoonQueue(rawLoop: loop)
+        runSoonQueue = RunSoonQueue()
         remote = LoopRemote(ownerThread: ownerThread)
         runSoonQueue.attach(to: self)
         remote.attach(to: self)

@@ -11,43 +11,25 @@
 /// becomes useless. glibc's mutex takes the same uncontended fast path (one atomic). Adaptive,
 /// like ``PthreadMutex``.
 public final class LockedValue<Value>: @unchecked Sendable {
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private let mutex = PthreadMutex()
     private var value: Value
 
     /// Creates the lock around `value`.
     public init(_ value: Value) {
         self.value = value
-        mutex = makeAdaptiveMutex()
-    }
-
-    deinit {
-        pthread_mutex_destroy(mutex)
-        mutex.deallocate()
     }
 
     /// Runs `body` with exclusive access to the value.
     @inline(__always)
     public func withLock<Result>(_ body: (inout Value) throws -> Result) rethrows -> Result {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
+        mutex.lock()
+        defer { mutex.unlock() }
         return try body(&value)
     }
 }
 
-/// A heap-allocated, initialised adaptive mutex (see ``PthreadMutex``).
-private func makeAdaptiveMutex() -> UnsafeMutablePointer<pthread_mutex_t> {
-    let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    mutex.initialize(to: pthread_mutex_t())
-    var attributes = pthread_mutexattr_t()
-    pthread_mutexattr_init(&attributes)
-    pthread_mutexattr_settype(&attributes, Int32(PTHREAD_MUTEX_ADAPTIVE_NP))
-    pthread_mutex_init(mutex, &attributes)
-    pthread_mutexattr_destroy(&attributes)
-    return mutex
-}
-
-/// A bare `pthread_mutex_t` for state that cannot live inside a ``LockedValue`` (non-copyable
-/// buffers); the caller pairs ``lock()`` and ``unlock()``.
+/// A bare `pthread_mutex_t` (behind ``LockedValue``, and alone for state that cannot live in
+/// one, such as non-copyable buffers); the caller pairs ``lock()`` and ``unlock()``.
 ///
 /// Adaptive (`PTHREAD_MUTEX_ADAPTIVE_NP`): a contender spins briefly before sleeping in the
 /// kernel. The sections it guards are a few stores long, so a spin almost always wins, where a
@@ -56,7 +38,13 @@ final class PthreadMutex: @unchecked Sendable {
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
 
     init() {
-        mutex = makeAdaptiveMutex()
+        mutex = .allocate(capacity: 1)
+        mutex.initialize(to: pthread_mutex_t())
+        var attributes = pthread_mutexattr_t()
+        pthread_mutexattr_init(&attributes)
+        pthread_mutexattr_settype(&attributes, Int32(PTHREAD_MUTEX_ADAPTIVE_NP))
+        pthread_mutex_init(mutex, &attributes)
+        pthread_mutexattr_destroy(&attributes)
     }
 
     deinit {

@@ -16,12 +16,10 @@ import CLibUV
 /// `perf` on `timer_rearm`: `uv_timer_stop` took 57%).
 public final class LoopTimer: LoopHandle {
     private var handler: () -> Void
-    /// The loop time (ms) the libuv timer is armed for, while armed as a one-shot.
-    @exclusivity(unchecked) private var armedDue: UInt64 = 0
-    /// The deadline asked for: later than `armedDue` when a re-arm was deferred.
-    @exclusivity(unchecked) private var wantedDue: UInt64 = 0
-    /// Whether the libuv timer is armed as a one-shot (the only kind re-armed lazily).
-    @exclusivity(unchecked) private var armedOneShot = false
+    /// A later deadline (loop time, ms) asked for while armed as a one-shot: the timer arms
+    /// itself for it when the earlier one fires. 0 when none. (Whether and until when the
+    /// libuv timer is armed is libuv's own state, read with `uv_is_active` and friends.)
+    @exclusivity(unchecked) private var deferredDue: UInt64 = 0
 
     private var timerPointer: UnsafeMutablePointer<uv_timer_t> {
         UnsafeMutableRawPointer(rawHandle).assumingMemoryBound(to: uv_timer_t.self)
@@ -46,38 +44,32 @@ public final class LoopTimer: LoopHandle {
     public func start(afterMilliseconds delay: UInt64, repeatingMilliseconds interval: UInt64 = 0) throws(UVError) {
         guard isOpen else { throw UVError.closed("start timer") }
         loop.assertInLoop()
-        let (sum, overflow) = uv_now(loop.rawLoop).addingReportingOverflow(delay)
-        let due = overflow ? UInt64.max : sum
-        if interval == 0 && armedOneShot && due >= armedDue {
-            // Later than the armed deadline: defer, no heap operation (see the type's notes).
-            wantedDue = due
+        let timer = timerPointer
+        if interval == 0 && uv_is_active(rawHandle) != 0 && uv_timer_get_repeat(timer) == 0
+            && delay >= uv_timer_get_due_in(timer) {
+            // Not earlier than the armed one-shot deadline: defer, no heap operation (see the
+            // type's notes).
+            let (due, overflow) = uv_now(loop.rawLoop).addingReportingOverflow(delay)
+            deferredDue = overflow ? .max : due
             return
         }
-        try arm(delay: delay, due: due, interval: interval)
-    }
-
-    private func arm(delay: UInt64, due: UInt64, interval: UInt64) throws(UVError) {
-        let result = uv_timer_start(timerPointer, { timer in
+        deferredDue = 0
+        try UVError.check(uv_timer_start(timer, { timer in
             guard let data = timer?.pointee.data else { return }
             Unmanaged<LoopTimer>.fromOpaque(data)._withUnsafeGuaranteedRef { $0.fired() }
-        }, delay, interval)
-        try UVError.check(result, "start timer")
-        armedOneShot = interval == 0
-        armedDue = due
-        wantedDue = due
+        }, delay, interval), "start timer")
     }
 
     private func fired() {
-        if armedOneShot {
-            armedOneShot = false
-            if wantedDue > armedDue {
-                // A deferred re-arm: sleep again for the rest, without calling the handler.
-                let now = uv_now(loop.rawLoop)
-                if wantedDue > now {
-                    try? arm(delay: wantedDue - now, due: wantedDue, interval: 0)
-                    return
-                }
+        if deferredDue != 0 {
+            // A deferred re-arm: sleep again for the rest, without calling the handler.
+            let due = deferredDue
+            let now = uv_now(loop.rawLoop)
+            if due > now {
+                try? start(afterMilliseconds: due - now)   // not active now: arms for real
+                return
             }
+            deferredDue = 0
         }
         handler()
     }
@@ -86,7 +78,7 @@ public final class LoopTimer: LoopHandle {
     public func stop() {
         guard isOpen else { return }
         loop.assertInLoop()
-        armedOneShot = false
+        deferredDue = 0
         uv_timer_stop(timerPointer)
     }
 
@@ -100,7 +92,7 @@ public final class LoopTimer: LoopHandle {
     }
 
     override func willClose() {
-        armedOneShot = false
+        deferredDue = 0
         uv_timer_stop(timerPointer)
     }
 

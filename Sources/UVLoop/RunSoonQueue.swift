@@ -21,7 +21,6 @@ final class RunSoonQueue {
         case executorJob(UnownedJob)
     }
 
-    private let rawLoop: UnsafeMutablePointer<uv_loop_t>
     @exclusivity(unchecked) private var pending: [Job] = []
     @exclusivity(unchecked) private var pendingUnretained = TrivialBuffer<UnretainedRunnable>(capacity: 64)
     @exclusivity(unchecked) private var drainingUnretained = TrivialBuffer<UnretainedRunnable>(capacity: 64)
@@ -31,8 +30,7 @@ final class RunSoonQueue {
     @exclusivity(unchecked) private var idleActive = false
     private unowned(unsafe) var remote: LoopRemote?
 
-    init(rawLoop: UnsafeMutablePointer<uv_loop_t>) {
-        self.rawLoop = rawLoop
+    init() {
         pending.reserveCapacity(64)
         draining.reserveCapacity(64)
     }

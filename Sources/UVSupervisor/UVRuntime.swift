@@ -33,9 +33,9 @@ public final class UVRuntime: SupervisorRuntime, LoopRunnable {
     // meanwhile still gets its turn, then goes away). The first waits in its own slot (the
     // common case: one supervisor restarting one child), the rest in an array; an array for
     // every job cost a quarter of a restart's own work (measured with callgrind).
-    @exclusivity(unchecked) private var firstJob: QueuedJob?
-    @exclusivity(unchecked) private var laterJobs: [QueuedJob] = []
-    @exclusivity(unchecked) private var spareJobs: [QueuedJob] = []
+    @exclusivity(unchecked) private var firstJob: (any RunSoonJob)?
+    @exclusivity(unchecked) private var laterJobs: [any RunSoonJob] = []
+    @exclusivity(unchecked) private var spareJobs: [any RunSoonJob] = []
     @exclusivity(unchecked) private var scheduled = false
 
     /// A runtime on `loop`. Call it on the loop's thread.
@@ -58,9 +58,9 @@ public final class UVRuntime: SupervisorRuntime, LoopRunnable {
     /// no allocation here.
     public func runSoon(_ job: any RunSoonJob) {
         if firstJob == nil && laterJobs.isEmpty {
-            firstJob = QueuedJob(job)
+            firstJob = job
         } else {
-            laterJobs.append(QueuedJob(job))
+            laterJobs.append(job)
         }
         if !scheduled {
             scheduled = true
@@ -75,14 +75,14 @@ public final class UVRuntime: SupervisorRuntime, LoopRunnable {
         scheduled = false
         let first = firstJob.take()
         if laterJobs.isEmpty {
-            first?.runAndRelease()
+            first?.runSoonJob()
             return
         }
         // Jobs queued from here on wait for the next turn.
         var batch = spareJobs
         swap(&batch, &laterJobs)
-        first?.runAndRelease()
-        for job in batch { job.runAndRelease() }
+        first?.runSoonJob()
+        for job in batch { job.runSoonJob() }
         batch.removeAll(keepingCapacity: true)
         spareJobs = batch
     }
@@ -135,33 +135,11 @@ public final class UVRuntime: SupervisorRuntime, LoopRunnable {
         let remote = loop.remote
         let delivery = LoopConfined(onExit)
         let task = Task(executorPreference: remote) {
-            let termination: WorkerTermination
-            do {
-                try await body()
-                termination = .returned
-            } catch {
-                termination = .threw(String(describing: error))
-            }
+            let termination = await WorkerTermination.ofAsyncTask(body)
             // Hop explicitly: the report must run on the loop thread, after this start returned.
             try? remote.execute { delivery.value(termination) }
         }
         return AsyncTaskWorker(task: task)
-    }
-}
-
-/// A queued restart job: the retained object and its type (which knows how to call it).
-struct QueuedJob {
-    let object: UnsafeMutableRawPointer
-    let type: any RunSoonJob.Type
-
-    init(_ job: any RunSoonJob) {
-        object = Unmanaged.passRetained(job as AnyObject).toOpaque()
-        type = Swift.type(of: job)
-    }
-
-    func runAndRelease() {
-        type.runSoonJob(unretained: object)
-        Unmanaged<AnyObject>.fromOpaque(object).release()
     }
 }
 
