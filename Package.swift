@@ -3,7 +3,6 @@ import PackageDescription
 
 let package = Package(
     name: "uv-supervisor",
-    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "uv-supervisor-demo", targets: ["uv-supervisor-demo"]),
         .executable(name: "uv-supervisor-bench", targets: ["uv-supervisor-bench"]),
@@ -25,13 +24,16 @@ let package = Package(
             providers: [.apt(["libuv1-dev"])]
         ),
         .target(name: "CUVShims", path: "CModules/CUVShims"),
+        // Spawning without libuv: checks, C strings, errno errors, the output line splitter.
+        // Both runtimes use it; internal to the package.
+        .target(name: "ProcessSpawning", dependencies: ["CUVShims"]),
 
         // Swift over libuv: the loop, handles, processes, cross-thread entry, executors.
-        .target(name: "UVLoop", dependencies: ["CLibUV", "CUVShims"]),
+        .target(name: "UVLoop", dependencies: ["CLibUV", "CUVShims", "ProcessSpawning"]),
         // The supervision tree. Knows no libuv and no Dispatch: it talks to `SupervisorRuntime`.
         .target(name: "Supervision", dependencies: [.product(name: "Logging", package: "swift-log")]),
-        // The same supervision on Dispatch, for comparison (the benchmark runs both).
-        .target(name: "DispatchSupervisor", dependencies: ["Supervision", "UVLoop", "UVSupervisor", "CUVShims"]),
+        // The same supervision on Dispatch, for comparison (the benchmark runs both). No libuv.
+        .target(name: "DispatchSupervisor", dependencies: ["Supervision", "ProcessSpawning", "CUVShims"]),
         // A manual runtime (virtual clock, scripted exits) for deterministic tests of any tree.
         .target(name: "SupervisionTesting", dependencies: ["Supervision"]),
         // The libuv runtime and the face most users import.
@@ -52,7 +54,7 @@ let package = Package(
         .executableTarget(name: "uvs-bench-child", path: "Benchmarks/uvs-bench-child"),
 
         // A small C program the tests spawn (lists its fds, ignores SIGTERM, forks, ...).
-        .executableTarget(name: "uvs-test-child", path: "TestHelpers/uvs-test-child"),
+        .executableTarget(name: "uvs-test-child", dependencies: ["CUVShims"], path: "TestHelpers/uvs-test-child"),
         // A daemon on the one-call API, killed and signalled by the runtime tests.
         .executableTarget(name: "uvs-test-daemon", dependencies: ["UVSupervisor"], path: "TestHelpers/uvs-test-daemon"),
 

@@ -59,7 +59,7 @@ enum UVSide {
         case "submit_same_thread":
             let job = CountingJob()
             let t0 = now()
-            for _ in 0..<size { loop.runSoon(unretained: job) }
+            for _ in 0..<size { loop.runSoon(job) }
             loop.run()
             precondition(job.count == size)
             report("per_job", "ns", Double(now() - t0) / Double(size))
@@ -68,7 +68,7 @@ enum UVSide {
             let job = CountingRemoteJob(remote: remote, target: size)
             var t0: UInt64 = 0
             let producer = Thread {
-                for _ in 0..<size { try? remote.execute(unretained: job) }
+                for _ in 0..<size { try? remote.execute(job) }
             }
             t0 = now()
             producer.start()

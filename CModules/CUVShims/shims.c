@@ -55,30 +55,69 @@ int cuvs_set_child_subreaper(int on) {
     return prctl(PR_SET_CHILD_SUBREAPER, on ? 1 : 0, 0, 0, 0);
 }
 
-int cuvs_cloexec_from(int lowfd) {
-    if (syscall(SYS_close_range, (unsigned)lowfd, ~0U, CLOSE_RANGE_CLOEXEC) == 0) return 0;
-    DIR *dir = opendir("/proc/self/fd");
-    if (dir == NULL) return -1;
-    int self = dirfd(dir);
-    struct dirent *entry;
-    while ((entry = readdir(dir)) != NULL) {
-        int fd = atoi(entry->d_name);
-        if (entry->d_name[0] < '0' || entry->d_name[0] > '9' || fd < lowfd || fd == self) continue;
-        int flags = fcntl(fd, F_GETFD);
-        if (flags >= 0) fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
-    }
-    closedir(dir);
-    return 0;
-}
-
 int cuvs_errno(void) { return errno; }
+
+int cuvs_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+
+const char *cuvs_error_name(int error) { return strerrorname_np(error); }
+
+const char *cuvs_error_message(int error, char *buffer, size_t length) {
+    return strerror_r(error, buffer, length);   // the GNU variant: returns the message
+}
 
 extern char **environ;
 char **cuvs_environ(void) { return environ; }
 
-// The child half of cuvs_spawn. It runs in the parent's memory (CLONE_VM) on a stack of its
-// own until execve, so it makes raw system calls only: no libc wrapper that a sanitizer or the
-// dynamic linker might intercept, no allocation, no locks. It writes nothing but `*child_errno`.
+// The child half of cuvs_spawn. It runs in the parent's memory (CLONE_VM), on the parent
+// thread's TLS, on a stack of its own until execve, so it makes raw system calls only: no libc
+// wrapper (which would write the parent thread's errno, and which a sanitizer or the dynamic
+// linker might intercept), no allocation, no locks. It writes nothing of the parent's but
+// `child_errno`.
+
+#if defined(__x86_64__)
+__attribute__((no_sanitize("address", "thread", "undefined"), always_inline))
+static inline long raw_syscall(long n, long a, long b, long c, long d, long e, long f) {
+    long result;
+    register long r10 __asm__("r10") = d;
+    register long r8 __asm__("r8") = e;
+    register long r9 __asm__("r9") = f;
+    __asm__ volatile("syscall"
+                     : "=a"(result)
+                     : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
+                     : "rcx", "r11", "memory");
+    return result;   // -errno on failure
+}
+#elif defined(__aarch64__)
+__attribute__((no_sanitize("address", "thread", "undefined"), always_inline))
+static inline long raw_syscall(long n, long a, long b, long c, long d, long e, long f) {
+    register long x8 __asm__("x8") = n;
+    register long x0 __asm__("x0") = a;
+    register long x1 __asm__("x1") = b;
+    register long x2 __asm__("x2") = c;
+    register long x3 __asm__("x3") = d;
+    register long x4 __asm__("x4") = e;
+    register long x5 __asm__("x5") = f;
+    __asm__ volatile("svc 0"
+                     : "+r"(x0)
+                     : "r"(x8), "r"(x1), "r"(x2), "r"(x3), "r"(x4), "r"(x5)
+                     : "memory");
+    return x0;   // -errno on failure
+}
+#else
+// Other architectures: libc's syscall(), which writes errno on failure; cuvs_spawn restores
+// the parent's errno after the child has gone.
+static inline long raw_syscall(long n, long a, long b, long c, long d, long e, long f) {
+    long result = syscall(n, a, b, c, d, e, f);
+    return result == -1 ? -errno : result;
+}
+#endif
+
+#define SYS0(n) raw_syscall((n), 0, 0, 0, 0, 0, 0)
+#define SYS1(n, a) raw_syscall((n), (long)(a), 0, 0, 0, 0, 0)
+#define SYS2(n, a, b) raw_syscall((n), (long)(a), (long)(b), 0, 0, 0, 0)
+#define SYS3(n, a, b, c) raw_syscall((n), (long)(a), (long)(b), (long)(c), 0, 0, 0)
+#define SYS4(n, a, b, c, d) raw_syscall((n), (long)(a), (long)(b), (long)(c), (long)(d), 0, 0)
+#define SYS5(n, a, b, c, d, e) raw_syscall((n), (long)(a), (long)(b), (long)(c), (long)(d), (long)(e), 0)
 
 struct cuvs_kernel_sigaction {
     void *handler;
@@ -100,18 +139,37 @@ struct spawn_context {
     unsigned long long ignored;
 };
 
-static void child_fail(struct spawn_context *ctx, int err) {
+__attribute__((no_sanitize("address", "thread", "undefined"), noreturn))
+static void child_fail(struct spawn_context *ctx, long negative_errno) {
+    int err = (int)-negative_errno;
     ctx->child_errno = err;
-    if (ctx->report_fd >= 0) syscall(SYS_write, ctx->report_fd, &err, sizeof err);
-    syscall(SYS_exit_group, 127);
+    if (ctx->report_fd >= 0) SYS3(SYS_write, ctx->report_fd, &err, sizeof err);
+    for (;;) SYS1(SYS_exit_group, 127);
 }
 
-#define CHILD_FAIL(ctx, err) child_fail((ctx), (err))
-
-// ThreadSanitizer's runtime, when present in the process (its interceptors apply to this file
-// even though it is not instrumented itself).
-extern void __tsan_init(void) __attribute__((weak));
-
+// Marks every descriptor >= lowfd close-on-exec except `keep`, walking /proc/self/fd with
+// getdents64 (for kernels without close_range): no allocation, no limit on descriptor numbers.
+__attribute__((no_sanitize("address", "thread", "undefined")))
+static long child_cloexec_walk(int lowfd, int keep) {
+    long dir = SYS4(SYS_openat, AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+    if (dir < 0) return dir;
+    char buffer[2048] __attribute__((aligned(8)));
+    for (;;) {
+        long got = SYS3(SYS_getdents64, dir, buffer, sizeof buffer);
+        if (got <= 0) { SYS1(SYS_close, dir); return got; }
+        for (long offset = 0; offset < got;) {
+            // struct linux_dirent64: u64 d_ino, s64 d_off, u16 d_reclen, u8 d_type, char d_name[]
+            unsigned short reclen = *(unsigned short *)(buffer + offset + 16);
+            const char *name = buffer + offset + 19;
+            offset += reclen;
+            if (name[0] < '0' || name[0] > '9') continue;
+            long fd = 0;
+            for (const char *c = name; *c >= '0' && *c <= '9'; c++) fd = fd * 10 + (*c - '0');
+            if (fd < lowfd || fd == dir || fd == keep) continue;
+            SYS3(SYS_fcntl, fd, F_SETFD, FD_CLOEXEC);
+        }
+    }
+}
 
 __attribute__((no_sanitize("address", "thread", "undefined")))
 static int spawn_child(void *argument) {
@@ -120,6 +178,7 @@ static int spawn_child(void *argument) {
     long r;
     // The parent's handlers must not run here: reset every caught signal to the default,
     // keep ignored ones ignored (except SIGPIPE, which a program expects at its default).
+    // Every signal is blocked until the end (the parent blocked them all before cloning).
     struct cuvs_kernel_sigaction dfl = { (void *)SIG_DFL, 0, NULL, 0 };
     for (int sig = 1; sig < 65; sig++) {
         if (sig == SIGKILL || sig == SIGSTOP) continue;
@@ -127,67 +186,70 @@ static int spawn_child(void *argument) {
             // Known from the parent: only the signals that need a change cost a system call.
             unsigned long long bit = 1ULL << (sig - 1);
             int reset = (ctx->caught & bit) || (sig == SIGPIPE && (ctx->ignored & bit));
-            if (reset) syscall(SYS_rt_sigaction, sig, &dfl, NULL, 8);
+            if (reset) SYS4(SYS_rt_sigaction, sig, &dfl, NULL, 8);
             continue;
         }
         struct cuvs_kernel_sigaction old;
-        if (syscall(SYS_rt_sigaction, sig, NULL, &old, 8) != 0) continue;
+        if (SYS4(SYS_rt_sigaction, sig, NULL, &old, 8) != 0) continue;
         if (old.handler == (void *)SIG_DFL) continue;
         if (old.handler == (void *)SIG_IGN && sig != SIGPIPE) continue;
-        syscall(SYS_rt_sigaction, sig, &dfl, NULL, 8);
+        SYS4(SYS_rt_sigaction, sig, &dfl, NULL, 8);
     }
     if (ctx->report_fd >= 0 && ctx->report_fd < 3 + 64) {
         // Keep the report descriptor out of the range the targets are installed into.
-        long moved = syscall(SYS_fcntl, ctx->report_fd, F_DUPFD_CLOEXEC, 3 + 64);
+        long moved = SYS3(SYS_fcntl, ctx->report_fd, F_DUPFD_CLOEXEC, 3 + 64);
         if (moved >= 0) ctx->report_fd = (int)moved;
     }
-    if (o->new_session && syscall(SYS_setsid) < 0) CHILD_FAIL(ctx, errno);
+    if (o->new_session && (r = SYS0(SYS_setsid)) < 0) child_fail(ctx, r);
     if (o->parent_death_signal > 0) {
-        if (syscall(SYS_prctl, PR_SET_PDEATHSIG, o->parent_death_signal, 0, 0, 0) != 0) CHILD_FAIL(ctx, errno);
+        if ((r = SYS5(SYS_prctl, PR_SET_PDEATHSIG, o->parent_death_signal, 0, 0, 0)) != 0) child_fail(ctx, r);
         // The parent may have died before prctl took effect.
-        if (syscall(SYS_getppid) != ctx->parent) CHILD_FAIL(ctx, ESRCH);
+        if (SYS0(SYS_getppid) != ctx->parent) child_fail(ctx, -ESRCH);
     }
     // Install 0, 1, 2 and the extra descriptors at 3.. . Every source is first copied above
-    // the target range, so installing one target cannot clobber another source.
+    // the target range, so installing one target cannot clobber another source (the scheme
+    // cuvs_posix_spawn follows too).
+    if (o->extra_count < 0 || o->extra_count > 64) child_fail(ctx, -EINVAL);
     int total = 3 + o->extra_count;
     int sources[3 + 64];
-    if (o->extra_count < 0 || o->extra_count > 64) CHILD_FAIL(ctx, EINVAL);
     for (int i = 0; i < total; i++) {
         int fd = i < 3 ? o->stdio_fds[i] : o->extra_fds[i - 3];
         if (fd < 0) {
-            r = syscall(SYS_openat, AT_FDCWD, "/dev/null", i == 0 ? O_RDONLY : O_RDWR);
-            if (r < 0) CHILD_FAIL(ctx, errno);
+            r = SYS4(SYS_openat, AT_FDCWD, "/dev/null", i == 0 ? O_RDONLY : O_RDWR, 0);
+            if (r < 0) child_fail(ctx, r);
             fd = (int)r;
         }
-        r = syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, total);
-        if (r < 0) CHILD_FAIL(ctx, errno);
+        r = SYS3(SYS_fcntl, fd, F_DUPFD_CLOEXEC, total);
+        if (r < 0) child_fail(ctx, r);
         sources[i] = (int)r;
     }
     for (int i = 0; i < total; i++) {
         // dup2 semantics (clears FD_CLOEXEC on the target); dup3 refuses equal descriptors,
         // which cannot happen here since every source is >= total.
-        if (syscall(SYS_dup3, sources[i], i, 0) < 0) CHILD_FAIL(ctx, errno);
+        if ((r = SYS3(SYS_dup3, sources[i], i, 0)) < 0) child_fail(ctx, r);
     }
     // Nothing else reaches the program, not even a descriptor another thread opened without
     // O_CLOEXEC a moment ago (the copies above go too): everything above the targets is marked
-    // close-on-exec, so the error report (fork fallback) still works until execve.
-    if (syscall(SYS_close_range, (unsigned)total, ~0U, CLOSE_RANGE_CLOEXEC) != 0) {
-        for (int fd = total; fd < 4096; fd++) {
-            if (fd != ctx->report_fd) syscall(SYS_close, fd);
-        }
+    // close-on-exec in this child's own descriptor table (the parent's is untouched), so the
+    // error report (fork fallback) still works until execve.
+    if (SYS3(SYS_close_range, (unsigned)total, ~0U, CLOSE_RANGE_CLOEXEC) != 0) {
+        if ((r = child_cloexec_walk(total, ctx->report_fd)) < 0) child_fail(ctx, r);
     }
-    if (o->cwd != NULL && syscall(SYS_chdir, o->cwd) != 0) CHILD_FAIL(ctx, errno);
+    if (o->cwd != NULL && (r = SYS1(SYS_chdir, o->cwd)) != 0) child_fail(ctx, r);
     if (o->set_gid) {
-        if (syscall(SYS_setgroups, 0, NULL) != 0) CHILD_FAIL(ctx, errno);
-        if (syscall(SYS_setgid, o->gid) != 0) CHILD_FAIL(ctx, errno);
+        if ((r = SYS2(SYS_setgroups, 0, NULL)) != 0) child_fail(ctx, r);
+        if ((r = SYS1(SYS_setgid, o->gid)) != 0) child_fail(ctx, r);
     }
-    if (o->set_uid && syscall(SYS_setuid, o->uid) != 0) CHILD_FAIL(ctx, errno);
+    if (o->set_uid && (r = SYS1(SYS_setuid, o->uid)) != 0) child_fail(ctx, r);
     unsigned long empty = 0;
-    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &empty, NULL, 8);
-    syscall(SYS_execve, o->file, o->argv, o->envp);
-    CHILD_FAIL(ctx, errno);
-    return 127;
+    SYS4(SYS_rt_sigprocmask, SIG_SETMASK, &empty, NULL, 8);
+    r = SYS3(SYS_execve, o->file, o->argv, o->envp);
+    child_fail(ctx, r);
 }
+
+// ThreadSanitizer's runtime, when present in the process (its interceptors apply to this file
+// even though it is not instrumented itself).
+extern void __tsan_init(void) __attribute__((weak));
 
 // ThreadSanitizer intercepts clone and vfork and cannot follow a child that shares its memory;
 // under TSan only, spawn with a plain fork and report exec errors through a close-on-exec pipe.
@@ -195,7 +257,7 @@ static int spawn_with_fork(const cuvs_spawn_options *options, int *pidfd_out) {
     *pidfd_out = -1;
     int report[2];
     if (pipe2(report, O_CLOEXEC) != 0) return -errno;
-    struct spawn_context ctx = { options, getpid(), 0, report[1] };
+    struct spawn_context ctx = { options, getpid(), 0, report[1], 0, 0, 0 };
     pid_t pid = fork();
     if (pid == 0) {
         spawn_child(&ctx);
@@ -216,13 +278,14 @@ static int spawn_with_fork(const cuvs_spawn_options *options, int *pidfd_out) {
     *pidfd_out = cuvs_pidfd_open(pid);
     return pid;
 }
+
 // Reads the process's caught and ignored signal masks (SigCgt and SigIgn in /proc/self/status):
 // three system calls, where asking about each signal in the child took 64 while the parent
-// waited (glibc's posix_spawn avoids those queries with its own record of handled signals).
-// A handler installed by another thread between this read and the clone keeps its setting in
-// the child until execve, as with glibc; every signal is blocked there until then.
+// waited. A handler installed by another thread between this read and the clone keeps its
+// setting in the child until execve, as with glibc's posix_spawn; every signal is blocked there
+// until then, so it cannot run.
 static int read_signal_dispositions(unsigned long long *caught, unsigned long long *ignored) {
-    int fd = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/status", O_RDONLY | O_CLOEXEC);
+    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
     if (fd < 0) return 0;
     char text[4096];
     ssize_t length = read(fd, text, sizeof text - 1);
@@ -237,34 +300,56 @@ static int read_signal_dispositions(unsigned long long *caught, unsigned long lo
     return 1;
 }
 
+#ifndef CLONE_PIDFD
+#define CLONE_PIDFD 0x00001000
+#endif
+
+// Why a child of our own instead of posix_spawn (which glibc also runs on a CLONE_VM|CLONE_VFORK
+// child): posix_spawn has no way to set a parent-death signal, to switch user and group, or to
+// hand back a pidfd atomically before glibc 2.39 (Debian 12 has 2.36). What it can do, the
+// Dispatch runtime uses it for (cuvs_posix_spawn below).
 int cuvs_spawn(const cuvs_spawn_options *options, int *pidfd_out) {
     if (__tsan_init != NULL) return spawn_with_fork(options, pidfd_out);
     *pidfd_out = -1;
+    int saved_errno = errno;
     struct spawn_context ctx = { options, getpid(), 0, -1, 0, 0, 0 };
     ctx.dispositions_known = read_signal_dispositions(&ctx.caught, &ctx.ignored);
     // The child runs on a stack of its own, carved out of ours: with CLONE_VFORK this thread
     // is suspended until the child has exec'd or exited, so nothing else uses that memory
-    // meanwhile (musl's posix_spawn does the same). A mapping per spawn cost an mmap, a
-    // munmap and fresh page faults on every restart.
+    // meanwhile (musl's posix_spawn does the same).
     char stack_area[32 * 1024] __attribute__((aligned(64)));
-    void *stack = stack_area;
-    const size_t stack_size = sizeof stack_area;
-    // Block every signal so that no handler of ours runs in the child before it resets them.
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
+    // Block every signal, glibc's internal ones (SIGCANCEL, SIGSETXID) included, which
+    // pthread_sigmask would leave out: no handler of this process may run in the child, which
+    // shares our memory, before it has reset them.
+    unsigned long all = ~0UL, old = 0;
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, &old, 8);
     // CLONE_VFORK: we resume once the child has exec'd (or exited), so ctx is still valid.
-    pid_t pid = clone(spawn_child, (char *)stack + stack_size, CLONE_VM | CLONE_VFORK | SIGCHLD, &ctx);
+    // CLONE_PIDFD: the kernel hands back a pidfd for exactly this child (Linux 5.2+), so no
+    // pid is ever looked up again.
+    int pidfd = -1;
+    pid_t pid = clone(spawn_child, stack_area + sizeof stack_area,
+                      CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD, &ctx, &pidfd);
     int clone_errno = errno;
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (pid < 0) return -clone_errno;
+    if (pid < 0 && clone_errno == EINVAL) {
+        // A kernel without CLONE_PIDFD: clone without it, then open the pidfd (Linux 5.3+).
+        // The child is ours and unreaped, so its pid cannot have been reused meanwhile.
+        pidfd = -1;
+        pid = clone(spawn_child, stack_area + sizeof stack_area, CLONE_VM | CLONE_VFORK | SIGCHLD, &ctx);
+        clone_errno = errno;
+        if (pid > 0 && ctx.child_errno == 0) pidfd = cuvs_pidfd_open(pid);
+    }
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old, NULL, 8);
+    if (pid < 0) { errno = saved_errno; return -clone_errno; }
     if (ctx.child_errno != 0) {
         // The child failed before exec and has exited: reap it here, nobody else will.
+        if (pidfd >= 0) close(pidfd);
         int status;
         while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+        errno = saved_errno;
         return -ctx.child_errno;
     }
-    *pidfd_out = cuvs_pidfd_open(pid);
+    *pidfd_out = pidfd;
+    errno = saved_errno;
     return pid;
 }
 
@@ -272,38 +357,63 @@ int cuvs_posix_spawn(const cuvs_spawn_options *o, int *pidfd_out) {
     *pidfd_out = -1;
     if (o->parent_death_signal != 0 || o->set_uid || o->set_gid) return -ENOTSUP;
     if (o->extra_count < 0 || o->extra_count > 64) return -EINVAL;
+    int total = 3 + o->extra_count;
+    // The same scheme as cuvs_spawn: every source is first copied above the target range, so
+    // installing one target cannot clobber another source (a daemon started with fd 0 closed
+    // opens a stdout file as fd 0; /dev/null installed as stdin would replace it). posix_spawn
+    // has no "duplicate above" action, so the copies are made here, close-on-exec, and closed
+    // after the spawn: new descriptors of our own, no flag changed on anybody else's.
+    int sources[3 + 64];
+    int copies[3 + 64];
+    int copy_count = 0;
+    int rc = 0;
+    for (int i = 0; i < total; i++) {
+        int fd = i < 3 ? o->stdio_fds[i] : o->extra_fds[i - 3];
+        if (fd >= 0 && fd < total) {
+            int copy = fcntl(fd, F_DUPFD_CLOEXEC, total);
+            if (copy < 0) { rc = errno; break; }
+            copies[copy_count++] = copy;
+            fd = copy;
+        }
+        sources[i] = fd;
+    }
     posix_spawn_file_actions_t actions;
     posix_spawnattr_t attributes;
-    int rc = posix_spawn_file_actions_init(&actions);
-    if (rc != 0) return -rc;
-    rc = posix_spawnattr_init(&attributes);
-    if (rc != 0) { posix_spawn_file_actions_destroy(&actions); return -rc; }
-    short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
-    if (o->new_session) flags |= POSIX_SPAWN_SETSID;
-    sigset_t empty, all;
-    sigemptyset(&empty);
-    sigfillset(&all);
-    posix_spawnattr_setsigmask(&attributes, &empty);
-    posix_spawnattr_setsigdefault(&attributes, &all);
-    posix_spawnattr_setflags(&attributes, flags);
-    int total = 3 + o->extra_count;
+    int have_actions = 0, have_attributes = 0;
+    if (rc == 0 && (rc = posix_spawn_file_actions_init(&actions)) == 0) have_actions = 1;
+    if (rc == 0 && (rc = posix_spawnattr_init(&attributes)) == 0) have_attributes = 1;
+    if (rc == 0) {
+        short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
+        if (o->new_session) flags |= POSIX_SPAWN_SETSID;
+        sigset_t empty, all;
+        sigemptyset(&empty);
+        sigfillset(&all);
+        posix_spawnattr_setsigmask(&attributes, &empty);
+        posix_spawnattr_setsigdefault(&attributes, &all);
+        posix_spawnattr_setflags(&attributes, flags);
+    }
     for (int i = 0; i < total && rc == 0; i++) {
-        int fd = i < 3 ? o->stdio_fds[i] : o->extra_fds[i - 3];
-        if (fd < 0) {
+        if (sources[i] < 0) {
             rc = posix_spawn_file_actions_addopen(&actions, i, "/dev/null", i == 0 ? O_RDONLY : O_RDWR, 0);
-        } else if (fd == i) {
-            // dup2 onto itself keeps FD_CLOEXEC; glibc's posix_spawn clears it for fd == newfd.
-            rc = posix_spawn_file_actions_adddup2(&actions, fd, i);
         } else {
-            rc = posix_spawn_file_actions_adddup2(&actions, fd, i);
+            rc = posix_spawn_file_actions_adddup2(&actions, sources[i], i);   // sources[i] >= total
         }
     }
+    // Everything else is closed in the child only.
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
+    if (rc == 0) rc = posix_spawn_file_actions_addclosefrom_np(&actions, total);
+#else
+#error "cuvs_posix_spawn needs posix_spawn_file_actions_addclosefrom_np (glibc 2.34 or later)"
+#endif
     if (rc == 0 && o->cwd != NULL) rc = posix_spawn_file_actions_addchdir_np(&actions, o->cwd);
     pid_t pid = -1;
     if (rc == 0) rc = posix_spawn(&pid, o->file, &actions, &attributes, o->argv, o->envp);
-    posix_spawn_file_actions_destroy(&actions);
-    posix_spawnattr_destroy(&attributes);
+    if (have_actions) posix_spawn_file_actions_destroy(&actions);
+    if (have_attributes) posix_spawnattr_destroy(&attributes);
+    for (int i = 0; i < copy_count; i++) close(copies[i]);
     if (rc != 0) return -rc;
+    // Not atomic (glibc 2.36 has no pidfd_spawn), but safe: the child is ours and unreaped, so
+    // its pid cannot be reused before this call.
     *pidfd_out = cuvs_pidfd_open(pid);
     if (*pidfd_out < 0) {
         int err = errno;

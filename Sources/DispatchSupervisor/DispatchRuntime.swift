@@ -1,13 +1,10 @@
 #if canImport(Glibc)
 @preconcurrency import Glibc
-#elseif canImport(Musl)
-@preconcurrency import Musl
 #endif
 import CUVShims
 import Dispatch
+import ProcessSpawning
 import Supervision
-import UVLoop
-import UVSupervisor
 
 /// The Dispatch runtime: the same supervision logic driven by Dispatch, for comparison with the
 /// libuv runtime (see the benchmark).
@@ -65,49 +62,57 @@ public final class DispatchRuntime: SupervisorRuntime {
     }
 
     /// Spawns with `posix_spawn` and watches the pidfd.
-    public func startProcess(_ spec: ProcessSpec, path: String, events: EventSink,
+    public func startProcess(_ spec: ProcessSpec, path: String,
+                             onOutput: @escaping (_ stream: String, _ line: String) -> Void,
                              onExit: @escaping (WorkerTermination) -> Void) throws(SupervisionError) -> any RunningWorker {
         if spec.userID != nil || spec.groupID != nil {
             throw SupervisionError(.startFailed, "\(path): the Dispatch runtime cannot switch user or group")
         }
-        let options = ProcessOptions(spec)
+        let environment: SpawnEnvironment
+        switch spec.environment {
+        case .inherit: environment = .inherit
+        case .replace(let variables): environment = .replace(variables)
+        case .inheritWithOverrides(let overrides): environment = .inheritWithOverrides(overrides)
+        }
         let prepared: SpawnPreparation
-        do { prepared = try SpawnPreparation(options) } catch { throw SupervisionError(.startFailed, error.description) }
+        do {
+            prepared = try SpawnPreparation(argv: spec.argv, environment: environment, workingDirectory: spec.workingDirectory)
+        } catch {
+            throw SupervisionError(.startFailed, error.description)
+        }
         let description = prepared.description
 
         var parentCopies: [Int32] = []   // closed after the spawn
         defer { parentCopies.forEach { _ = Glibc.close($0) } }
         var captureReadEnds: [(fd: Int32, stream: String)] = []
+        func fail(_ error: SpawnError) -> SupervisionError {
+            captureReadEnds.forEach { _ = Glibc.close($0.fd) }
+            return SupervisionError(.startFailed, error.description)
+        }
         var childFDs: [Int32] = [-1, -1, -1]
         for (fd, policy) in [spec.stdin, spec.stdout, spec.stderr].enumerated() {
             switch policy {
             case .inherit: childFDs[fd] = Int32(fd)
             case .null: childFDs[fd] = -1
             case .file(let target, let append):
-                let flags: Int32 = fd == 0 ? O_RDONLY | O_CLOEXEC : O_WRONLY | O_CREAT | O_CLOEXEC | (append ? O_APPEND : O_TRUNC)
-                let opened = open(target, flags, 0o644)
-                if opened < 0 {
-                    captureReadEnds.forEach { _ = Glibc.close($0.fd) }
-                    throw SupervisionError(.startFailed, UVError(errno: cuvs_errno(), operation: "\(description): stdio file \"\(target)\"").description)
+                do {
+                    let opened = try openStdioFile(path: target, append: append, forInput: fd == 0, description: description)
+                    parentCopies.append(opened)
+                    childFDs[fd] = opened
+                } catch {
+                    throw fail(error)
                 }
-                parentCopies.append(opened)
-                childFDs[fd] = opened
             case .capture:
                 var ends: [Int32] = [-1, -1]
-                if pipe(&ends) != 0 {
-                    captureReadEnds.forEach { _ = Glibc.close($0.fd) }
-                    throw SupervisionError(.startFailed, UVError(errno: cuvs_errno(), operation: "\(description): pipe").description)
+                if cuvs_pipe_cloexec(&ends) != 0 {
+                    throw fail(SpawnError(errno: cuvs_errno(), operation: "\(description): pipe"))
                 }
-                _ = fcntl(ends[0], F_SETFD, FD_CLOEXEC)
-                _ = fcntl(ends[1], F_SETFD, FD_CLOEXEC)
                 _ = fcntl(ends[0], F_SETFL, fcntl(ends[0], F_GETFL) | O_NONBLOCK)
                 parentCopies.append(ends[1])
                 childFDs[fd] = ends[1]
                 captureReadEnds.append((ends[0], fd == 1 ? "stdout" : "stderr"))
             }
         }
-        // posix_spawn closes nothing in the child: mark our descriptors close-on-exec first.
-        _ = cuvs_cloexec_from(3)
         var spawnOptions = cuvs_spawn_options()
         spawnOptions.stdio_fds = (childFDs[0], childFDs[1], childFDs[2])
         spawnOptions.new_session = spec.newProcessGroup ? 1 : 0
@@ -122,16 +127,11 @@ public final class DispatchRuntime: SupervisorRuntime {
             return cuvs_posix_spawn(&spawnOptions, &pidfd)
         }
         if pid < 0 {
-            captureReadEnds.forEach { _ = Glibc.close($0.fd) }
-            throw SupervisionError(.startFailed, UVError(errno: -pid, operation: description).description)
+            throw fail(SpawnError(errno: -pid, operation: description))
         }
         let worker = DispatchProcessWorker(pid: pid, pidfd: pidfd, ownGroup: spec.newProcessGroup, stopSignal: spec.stopSignal)
         for (fd, stream) in captureReadEnds {
-            LineReader.start(fd: fd, queue: queue) { line in
-                guard events.isActive else { return }
-                events.emit(SupervisorEvent(path: path, time: Int64(bitPattern: DispatchTime.now().uptimeNanoseconds),
-                                            kind: .output(stream: stream, line: line), restartCount: 0))
-            }
+            LineReader.start(fd: fd, queue: queue) { line in onOutput(stream, line) }
         }
         worker.watch(queue: queue, onExit: onExit)
         return worker
@@ -140,7 +140,7 @@ public final class DispatchRuntime: SupervisorRuntime {
     /// Runs an async task on the global executor; its end is reported on the queue.
     public func startAsyncTask(_ body: @escaping @Sendable () async throws -> Void, path: String,
                                onExit: @escaping (WorkerTermination) -> Void) throws(SupervisionError) -> any RunningWorker {
-        let delivery = QueueConfined(onExit)
+        let delivery = QueueBound(onExit, queue: queue)
         let queue = self.queue
         let task = Task {
             let termination = await WorkerTermination.ofAsyncTask(body)
@@ -155,10 +155,22 @@ final class WeakRuntime: @unchecked Sendable {
     weak var runtime: DispatchRuntime?
 }
 
-/// Carries a queue-confined value through a `Sendable` closure that runs on that queue.
-final class QueueConfined<Value>: @unchecked Sendable {
-    let value: Value
-    init(_ value: Value) { self.value = value }
+/// A value that belongs to one serial queue, carried through `Sendable` closures and touched
+/// only on that queue: every access checks (the Dispatch counterpart of `LoopBound`).
+struct QueueBound<Value>: @unchecked Sendable {
+    private let storage: Value
+    private let queue: DispatchQueue
+
+    init(_ value: Value, queue: DispatchQueue) {
+        dispatchPrecondition(condition: .onQueue(queue))
+        storage = value
+        self.queue = queue
+    }
+
+    var value: Value {
+        dispatchPrecondition(condition: .onQueue(queue))
+        return storage
+    }
 }
 
 final class DispatchRuntimeTimer: RuntimeTimer {
@@ -256,25 +268,17 @@ final class DispatchProcessWorker: RunningWorker {
 enum LineReader {
     static func start(fd: Int32, queue: DispatchQueue, onLine: @escaping (String) -> Void) {
         let source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
-        var partial: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 16 * 1024)
+        var lines = LineSplitter()
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 16 * 1024, alignment: 16)
         source.setEventHandler {
             while true {
-                let count = read(fd, &buffer, buffer.count)
+                let count = read(fd, buffer.baseAddress, buffer.count)
                 if count > 0 {
-                    for byte in buffer[0..<count] {
-                        if byte == UInt8(ascii: "\n") || partial.count >= ChildProcess.maxLineLength {
-                            onLine(String(decoding: partial, as: UTF8.self))
-                            partial.removeAll(keepingCapacity: true)
-                            if byte == UInt8(ascii: "\n") { continue }
-                        }
-                        partial.append(byte)
-                    }
+                    lines.feed(UnsafeRawBufferPointer(rebasing: buffer[0..<count]), onLine)
                 } else if count < 0 && (cuvs_errno() == EAGAIN || cuvs_errno() == EINTR) {
                     return
                 } else {
-                    if !partial.isEmpty { onLine(String(decoding: partial, as: UTF8.self)) }
-                    partial.removeAll()
+                    lines.finish(onLine)
                     source.cancel()
                     return
                 }
@@ -282,6 +286,7 @@ enum LineReader {
         }
         source.setCancelHandler {
             source.setEventHandler(handler: nil)   // breaks the source <-> handler cycle
+            buffer.deallocate()
             _ = Glibc.close(fd)
         }
         source.activate()

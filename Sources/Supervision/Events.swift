@@ -101,7 +101,7 @@ public final class EventSink {
         didSet { updateActive() }
     }
     /// Whether anybody listens; when not, events are not even built (read on every transition).
-    @exclusivity(unchecked) public private(set) var isActive = false
+    public private(set) var isActive = false
 
     /// A sink with an optional logger.
     public init(logger: Logger? = nil) {

@@ -82,6 +82,8 @@ extension Backoff {
             let unit = Double(random.next() >> 11) / Double(1 << 53)   // [0, 1)
             base *= 1 + jitter * (2 * unit - 1)
         }
-        return Int64(max(0, min(base, maximumNanos)))
+        let delay = max(0, min(base, maximumNanos))
+        // Double(Int64.max) rounds up to 2^63, which Int64 cannot hold.
+        return delay >= Double(Int64.max) ? .max : Int64(delay)
     }
 }

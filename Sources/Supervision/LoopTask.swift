@@ -18,12 +18,12 @@ public final class LoopTaskContext {
     /// Called once when the supervisor asks the task to stop. The task must then end (with
     /// ``finish()``) within its shutdown timeout, or it is reported abandoned. When `nil`, a stop
     /// request ends the task at once.
-    @exclusivity(unchecked) public var onStop: (() -> Void)?
+    public var onStop: (() -> Void)?
 
     /// Strong: the record drops this context (breaking the cycle) when the task has ended.
-    @exclusivity(unchecked) private(set) var record: ChildRecord?
+    private(set) var record: ChildRecord?
     let generation: UInt64
-    @exclusivity(unchecked) private(set) var ended = false
+    private(set) var ended = false
 
     init(path: String, restartCount: Int, record: ChildRecord, generation: UInt64) {
         self.path = path
@@ -33,7 +33,7 @@ public final class LoopTaskContext {
     }
 
     /// Whether the task was asked to stop.
-    @exclusivity(unchecked) public private(set) var stopRequested = false
+    public private(set) var stopRequested = false
 
     /// The task ended normally (or, after a stop request, as asked).
     public func finish() { end(.returned) }

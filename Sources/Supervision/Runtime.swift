@@ -22,7 +22,13 @@ public protocol SupervisorRuntime: AnyObject {
     /// thread (never from inside this call).
     /// - Throws: ``SupervisionError`` with code ``SupervisionError/Code/startFailed`` and a
     ///   message naming the program and the system's error name.
-    func startProcess(_ spec: ProcessSpec, path: String, events: EventSink,
+    ///
+    /// - Parameters:
+    ///   - onOutput: for streams set to ``ProcessStdio/capture``: each line (`"stdout"` or
+    ///     `"stderr"`, the line without its newline), on the runtime's thread; the supervisor
+    ///     turns them into events on its own clock.
+    func startProcess(_ spec: ProcessSpec, path: String,
+                      onOutput: @escaping (_ stream: String, _ line: String) -> Void,
                       onExit: @escaping (WorkerTermination) -> Void) throws(SupervisionError) -> any RunningWorker
 
     /// Starts an async-task worker. `onExit` must be called exactly once, later, on the
@@ -56,6 +62,17 @@ public protocol RunningWorker: AnyObject {
     /// Ends the worker at once if its kind allows (SIGKILL to a process's group). Returns
     /// `false` when it cannot be killed (a task), in which case it will be abandoned.
     func kill() -> Bool
+}
+
+extension Int64 {
+    /// `self + other`, saturating at `Int64.min` and `Int64.max` instead of trapping: deadlines
+    /// built from user durations (`.seconds(Int64.max)`) must not crash a supervisor.
+    @inline(__always)
+    package func addingSaturating(_ other: Int64) -> Int64 {
+        let (sum, overflow) = addingReportingOverflow(other)
+        if !overflow { return sum }
+        return other > 0 ? .max : .min
+    }
 }
 
 extension Duration {

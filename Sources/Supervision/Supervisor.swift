@@ -19,10 +19,7 @@ import Logging
 /// root.onEvent { print($0) }
 /// root.start()
 /// ```
-public final class Supervisor: RunSoonJob {
-    // Exclusivity: a supervisor is confined to one thread and its hot-path properties never
-    // overlap in an inout access, so their dynamic exclusivity checks (a fifth of a restart's
-    // cost, measured) are turned off with @exclusivity(unchecked).
+public final class Supervisor {
 
     /// The lifecycle of a supervisor.
     public enum State: Sendable, Equatable {
@@ -43,39 +40,40 @@ public final class Supervisor: RunSoonJob {
     /// Where the whole tree's events go.
     public let events: EventSink
     /// The current state.
-    @exclusivity(unchecked) public private(set) var state: State = .idle {
+    public private(set) var state: State = .idle {
         didSet { isRunning = state == .running }
     }
     /// `state == .running`, kept as a flag: matching the enum copies its `ExitReason` payload
     /// (reference counting), and the restart path asks several times per restart.
-    @exclusivity(unchecked) private(set) var isRunning = false
+    private(set) var isRunning = false
 
     let runtime: any SupervisorRuntime
     let random: RandomSource
-    @exclusivity(unchecked) private(set) var records: [ChildRecord] = []
-    @exclusivity(unchecked) private var intensity: IntensityWindow
+    private(set) var records: [ChildRecord] = []
+    private var intensity: IntensityWindow
     private unowned var parentRecord: ChildRecord?
     private var parentGeneration: UInt64 = 0
     private var terminationHandlers: [(ExitReason) -> Void] = []
 
     // Mailbox: ends reported while busy, oldest first. The oldest waits in its own slot (the
     // common case is one end at a time, a task failing inside its own start), later ones in the
-    // array; an array for every end cost a tenth of a restart (measured with callgrind).
-    @exclusivity(unchecked) private var firstMail: Mail?
-    @exclusivity(unchecked) private var laterMail: [Mail] = []
-    @exclusivity(unchecked) private var laterMailHead = 0
-    @exclusivity(unchecked) private var processing = false
+    // array, so the common case allocates nothing.
+    private var firstMail: Mail?
+    private var laterMail: [Mail] = []
+    private var laterMailHead = 0
+    private var processing = false
 
     // Ordered stops: one child at a time, each ended (or killed/abandoned) before the next.
-    @exclusivity(unchecked) private var stopQueue: [(record: ChildRecord, purpose: StopPurpose)] = []
-    @exclusivity(unchecked) private var stopHead = 0
-    @exclusivity(unchecked) private var currentStop: ChildRecord?
+    private var stopQueue: [(record: ChildRecord, purpose: StopPurpose)] = []
+    private var stopHead = 0
+    private var currentStop: ChildRecord?
     private var shutdownDeadline: Int64?
 
     // Restarts waiting for their delay or for their group to stop.
-    @exclusivity(unchecked) private var awaiting: [ChildRecord] = []
+    private var awaiting: [ChildRecord] = []
     private var restartTimer: (any RuntimeTimer)?
-    @exclusivity(unchecked) private var restartPassQueued = false
+    /// The run-soon entry of a restart pass (queued at most once at a time).
+    private let restartPass = RestartPass()
     private var dynamicCounter = 0
 
     /// Creates a root supervisor after validating `spec` (and every nested spec): nothing starts
@@ -117,6 +115,7 @@ public final class Supervisor: RunSoonJob {
         restartTimer?.close()
         for record in records {
             record.removed = true
+            record.detached = true
             record.timer?.close()
             record.timer = nil
         }
@@ -169,9 +168,15 @@ public final class Supervisor: RunSoonJob {
         case .process(let process):
             do {
                 // Weak: a process can outlive a supervisor that was dropped while running.
-                let worker = try runtime.startProcess(process, path: record.path, events: events) { [weak record] termination in
+                let restartCount = record.restartCount
+                let worker = try runtime.startProcess(process, path: record.path, onOutput: { [weak record] stream, line in
+                    // Lines can still arrive after the exit (even after a temporary child was
+                    // removed): they are reported as long as the supervisor exists.
+                    guard let record, !record.detached else { return }
+                    record.supervisor.emitOutput(record, restartCount: restartCount, stream: stream, line: line)
+                }, onExit: { [weak record] termination in
                     record?.workerEnded(generation: generation, termination)
-                }
+                })
                 record.worker = .runtime(worker)
                 emit(record, .started(pid: worker.pid))
             } catch {
@@ -298,7 +303,7 @@ public final class Supervisor: RunSoonJob {
         record.consecutiveRestarts += 1
         let delay = record.hasBackoff
             ? record.spec.backoff.delay(forAttempt: record.consecutiveRestarts, using: &random.generator) : 0
-        let due = now + delay
+        let due = now.addingSaturating(delay)
         markRestarting(record, due: due, decidedAt: now,
                        why: record.hasBackoff ? "backoff step \(record.consecutiveRestarts)" : "immediate")
         switch spec.strategy {
@@ -372,9 +377,10 @@ public final class Supervisor: RunSoonJob {
         let wait = earliest - now
         if wait <= 0 {
             restartTimer?.disarm()
-            if !restartPassQueued {
-                restartPassQueued = true
-                runtime.runSoon(self)
+            if restartPass.supervisor == nil {
+                // The entry holds the supervisor until the pass has run.
+                restartPass.supervisor = self
+                runtime.runSoon(restartPass)
             }
         } else {
             if restartTimer == nil {
@@ -390,11 +396,14 @@ public final class Supervisor: RunSoonJob {
         }
     }
 
-    /// Run-soon entry: a restart pass.
-    public func runSoonJob() {
-        perform {
-            restartPassQueued = false
-            runDueRestarts()
+    /// The run-soon entry of a restart pass. It references its supervisor only while queued,
+    /// so the two form no lasting cycle, and a supervisor dropped meanwhile still gets its pass.
+    private final class RestartPass: RunSoonJob {
+        var supervisor: Supervisor?
+
+        func runSoonJob() {
+            guard let supervisor = supervisor.take() else { return }
+            supervisor.perform { supervisor.runDueRestarts() }
         }
     }
 
@@ -634,6 +643,13 @@ public final class Supervisor: RunSoonJob {
         events.emit(SupervisorEvent(path: record.path, time: now, kind: kind, restartCount: record.restartCount))
     }
 
+    /// A line of a captured stream, on the runtime's clock, with the restart count of the
+    /// incarnation that wrote it (its last lines can arrive after a restart).
+    func emitOutput(_ record: ChildRecord, restartCount: Int, stream: String, line: String) {
+        guard events.isActive else { return }
+        events.emit(SupervisorEvent(path: record.path, time: now, kind: .output(stream: stream, line: line), restartCount: restartCount))
+    }
+
     func emitSupervisorEvent(_ kind: SupervisorEvent.Kind) {
         guard events.isActive else { return }
         events.emit(SupervisorEvent(path: path, time: now, kind: kind, restartCount: parentRecord?.restartCount ?? 0))
@@ -684,7 +700,6 @@ struct Mail {
 
 /// The tree's shared jitter generator (one per root, so a seed fixes the whole tree).
 final class RandomSource {
-    /// Unchecked exclusivity: loop-confined, and only ever passed `inout` to one draw at a time.
-    @exclusivity(unchecked) var generator: SplitMix64
+    var generator: SplitMix64
     init(seed: UInt64) { generator = SplitMix64(seed: seed) }
 }

@@ -50,7 +50,7 @@ extension Supervisor {
         if let completion {
             if case .stopped(let reason) = state { completion(reason) } else { addTerminationHandler(completion) }
         }
-        requestShutdown(deadline: deadline.map { now + $0.nanosecondsClamped })
+        requestShutdown(deadline: deadline.map { now.addingSaturating($0.nanosecondsClamped) })
     }
 
     /// Calls `handler` once with the final reason when the supervisor has stopped.

@@ -78,7 +78,7 @@ public final class ManualRuntime: SupervisorRuntime {
     /// Advances the clock by `duration`, firing due timers in deadline order (ties in arming
     /// order) and running run-soon jobs after each.
     public func advance(by duration: Duration) {
-        let target = nowNanoseconds + duration.nanosecondsClamped
+        let target = nowNanoseconds.addingSaturating(duration.nanosecondsClamped)
         runUntilIdle()
         while let next = nextDueTimer(before: target) {
             nowNanoseconds = max(nowNanoseconds, next.deadline)
@@ -131,9 +131,23 @@ public final class ManualRuntime: SupervisorRuntime {
     }
 
     /// Records the start of a simulated process (fake pid) or fails it as ``startFailures`` says.
-    public func startProcess(_ spec: ProcessSpec, path: String, events: EventSink,
+    public func startProcess(_ spec: ProcessSpec, path: String,
+                             onOutput: @escaping (_ stream: String, _ line: String) -> Void,
                              onExit: @escaping (WorkerTermination) -> Void) throws(SupervisionError) -> any RunningWorker {
-        try start(path: path, pid: true, stopSignal: spec.stopSignal, onExit: onExit)
+        let worker = try start(path: path, pid: true, stopSignal: spec.stopSignal, onExit: onExit)
+        worker.onOutput = onOutput
+        return worker
+    }
+
+    /// The simulated process at `path` writes `line` to a captured stream (`"stdout"` or
+    /// `"stderr"`), delivered at once.
+    /// - Returns: whether such a process was running.
+    @discardableResult
+    public func write(_ path: String, stream: String = "stdout", line: String) -> Bool {
+        guard let worker = running[path], let onOutput = worker.onOutput else { return false }
+        onOutput(stream, line)
+        runUntilIdle()
+        return true
     }
 
     /// Records the start of a simulated async task (its body is not run).
@@ -194,6 +208,8 @@ public final class ManualWorker: RunningWorker {
     public private(set) var killed = false
     private let stopSignal: Int32
     private var onExit: ((WorkerTermination) -> Void)?
+    /// Where a simulated process's captured lines go.
+    var onOutput: ((_ stream: String, _ line: String) -> Void)?
     private unowned let runtime: ManualRuntime
 
     init(runtime: ManualRuntime, path: String, pid: Int32?, stopSignal: Int32, onExit: @escaping (WorkerTermination) -> Void) {
@@ -259,7 +275,7 @@ final class ManualTimer: RuntimeTimer {
 
     func arm(afterNanoseconds nanoseconds: Int64) {
         guard !closed else { return }
-        deadline = runtime.nowNanoseconds + max(0, nanoseconds)
+        deadline = runtime.nowNanoseconds.addingSaturating(max(0, nanoseconds))
         sequence = runtime.nextSequence()
     }
 

@@ -5,6 +5,7 @@
 #endif
 import CLibUV
 import CUVShims
+import ProcessSpawning
 
 /// A child process watched on the loop, started with `uv_spawn` or the Linux pidfd fast path
 /// (see ``SpawnMethod``).
@@ -21,7 +22,7 @@ import CUVShims
 /// ```
 public final class ChildProcess: LoopHandle {
     /// Lines longer than this many bytes are delivered in pieces, so memory stays bounded.
-    public static let maxLineLength = 64 * 1024
+    public static let maxLineLength = LineSplitter.defaultMaxLineLength
 
     /// Whether this kernel supports pidfds (probed once).
     public static let pidfdSupported: Bool = {
@@ -71,7 +72,7 @@ public final class ChildProcess: LoopHandle {
         onExit: @escaping (ProcessExit) -> Void
     ) throws(UVError) -> ChildProcess {
         loop.preconditionInLoop("ChildProcess.spawn")
-        let prepared = try SpawnPreparation(options)
+        let prepared = try SpawnPreparation(options: options)
         let description = prepared.description
         if options.stdin == .pipe {
             throw UVError(code: UV_EINVAL.rawValue, operation: "\(description): stdin cannot be a pipe")
@@ -92,12 +93,9 @@ public final class ChildProcess: LoopHandle {
         defer { stdio.closeParentCopies() }
         switch options.spawnMethod {
         case .libuv:
-            // libuv closes nothing in the child: any descriptor without FD_CLOEXEC would leak
-            // into it, including ones this process inherited from its own parent. A supervisor's
-            // children get 0-2 and what was configured, so mark every descriptor >= 3
-            // close-on-exec first (one close_range call). The pidfd method's child does that
-            // itself, after installing its descriptors, so it needs no pass in the parent.
-            _ = cuvs_cloexec_from(3)
+            // libuv closes nothing in the child, and marking the host's descriptors
+            // close-on-exec from here would change them for the whole program: with this method
+            // the child inherits every descriptor that lacks FD_CLOEXEC (see SpawnMethod.libuv).
             return try spawnWithLibUV(on: loop, options, prepared: prepared, stdio: &stdio, onExit: onExit)
         case .pidfd:
             return try spawnWithPidfd(on: loop, options, prepared: prepared, stdio: &stdio, onExit: onExit)
@@ -206,5 +204,30 @@ public final class ChildProcess: LoopHandle {
         let poll = UnsafeMutableRawPointer(rawHandle).assumingMemoryBound(to: uv_poll_t.self)
         uv_poll_stop(poll)
         didExit(signal != 0 ? .signaled(signal) : .exited(code))
+    }
+}
+
+extension SpawnPreparation {
+    /// The checks and C strings for `options`, with errors in the loop layer's terms.
+    init(options: ProcessOptions) throws(UVError) {
+        let environment: SpawnEnvironment
+        switch options.environment {
+        case .inherit: environment = .inherit
+        case .replace(let variables): environment = .replace(variables)
+        case .inheritWithOverrides(let overrides): environment = .inheritWithOverrides(overrides)
+        }
+        do {
+            try self.init(argv: options.argv, environment: environment, workingDirectory: options.workingDirectory,
+                          extraDescriptors: options.extraDescriptors)
+        } catch {
+            throw UVError(error)
+        }
+    }
+}
+
+extension UVError {
+    /// The same error in the loop layer's terms.
+    init(_ error: SpawnError) {
+        self.init(errno: error.errno, operation: error.operation)
     }
 }

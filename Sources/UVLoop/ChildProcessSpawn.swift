@@ -5,6 +5,7 @@
 #endif
 import CLibUV
 import CUVShims
+import ProcessSpawning
 
 extension ChildProcess {
     /// `uv_spawn`: libuv forks, sets up the child and reports the exit from its SIGCHLD handler.
@@ -183,10 +184,10 @@ struct StdioSetup {
                 } catch {
                     closeParentCopies()
                     closePipes()
-                    throw error
+                    throw UVError(error)
                 }
             case .pipe:
-                let stream: OutputStream = fd == 1 ? .standardOutput : .standardError
+                let stream: StandardStream = fd == 1 ? .standardOutput : .standardError
                 let pipe = OutputPipe(loop: loop, stream: stream, maxLineLength: ChildProcess.maxLineLength,
                                       handler: onOutput ?? { _ in })
                 pipes.append(pipe)

@@ -145,21 +145,21 @@ public final class EventLoop {
     }
 
     /// Allocation-free variant of ``runSoon(_:)-(()->Void)`` for hot paths: the loop calls
-    /// `runnable.runOnLoop()` on the next turn (once per enqueue).
+    /// `runnable.runOnLoop()` on the next turn (once per enqueue), holding it until then.
     @inline(__always)
     public func runSoon(_ runnable: some LoopRunnable) {
-        assertInLoop()
-        runSoonQueue.enqueue(.runnable(runnable))
+        preconditionInLoop("EventLoop.runSoon")
+        runSoonQueue.enqueue(runnable)
     }
 
-    /// Like ``runSoon(_:)-4fz1s`` without retaining `runnable`: no reference counting per job,
-    /// as a C loop would store a function and a pointer. The caller must keep `runnable` alive
-    /// until it has run (runtimes and supervisors that live as long as the loop use this).
-    /// Unretained jobs run in order among themselves, before the other jobs of the same turn.
+    /// Queues `job` for the next turn *without retaining it*, the package-internal fast lane
+    /// (one word per job, no reference counting). Unsafe: the caller guarantees that `job`
+    /// lives until it has run (see ``UnsafeUnretainedLoopJob``). Unretained jobs run first in
+    /// their turn, in submission order among themselves.
     @inline(__always)
-    public func runSoon(unretained runnable: some LoopRunnable) {
-        assertInLoop()
-        runSoonQueue.enqueueUnretained(UnretainedRunnable(runnable))
+    package func runSoon(unsafeUnretained job: UnsafeUnretainedLoopJob) {
+        preconditionInLoop("EventLoop.runSoon")
+        runSoonQueue.enqueue(unsafeUnretained: job)
     }
 
     // MARK: Teardown
@@ -167,16 +167,19 @@ public final class EventLoop {
     /// The number of libuv handles opened on this loop whose close callback has not run yet.
     public var liveHandleCount: Int { openHandleCount }
 
-    /// Tears the loop down: refuses new submissions, runs the ones already queued, kills child
-    /// processes still running (SIGKILL to their group) and waits for their exit, closes every
-    /// handle, runs until all close callbacks have fired, and closes the libuv loop.
+    /// Tears the loop down: refuses new submissions through ``remote`` (from every thread, the
+    /// loop's own included), runs the ones already accepted, kills child processes still running
+    /// (SIGKILL to their group) and waits for their exit, closes every handle, runs until all
+    /// close callbacks have fired, and closes the libuv loop. Jobs that close callbacks queue
+    /// with ``runSoon(_:)-(()->Void)`` during the teardown still run before it returns.
     ///
     /// Idempotent. Throws when `uv_loop_close` does not return 0 (a handle that could not be
     /// closed), which would be a bug in this layer.
     public func close() throws(UVError) {
         if isClosed { return }
         preconditionInLoop("EventLoop.close")
-        // 1. No new work from other threads; run what was already accepted.
+        // 1. No new work from other threads (or this one, through the remote); run what was
+        //    already accepted.
         remote.refuseNewWork()
         while runSoonQueue.hasPendingJobs || remote.hasPendingJobs {
             uv_run(rawLoop, UV_RUN_NOWAIT)
@@ -199,74 +202,26 @@ public final class EventLoop {
         // Processes that outlived the deadline above still need their handle closed.
         for process in liveProcesses.values { process.abandonForTeardown() }
         liveProcesses.removeAll()
-        while uv_run(rawLoop, UV_RUN_DEFAULT) != 0 {}
-        uv_run(rawLoop, UV_RUN_NOWAIT)
+        repeat {
+            while uv_run(rawLoop, UV_RUN_DEFAULT) != 0 {}
+            uv_run(rawLoop, UV_RUN_NOWAIT)
+            // The check handle that drains run-soon jobs is closed by now: run the jobs that
+            // close callbacks queued here, so none is silently dropped.
+            runSoonQueue.drain()
+        } while runSoonQueue.hasPendingJobs || uv_loop_alive(rawLoop) != 0
         let result = uv_loop_close(rawLoop)
+        remote.loopDidClose()
         if result < 0 {
             throw UVError(code: result, operation: "uv_loop_close (\(openHandleCount) handles still open)")
         }
         isClosed = true
-        remote.loopDidClose()
         rawLoop.deallocate()
     }
 }
 
 /// An object the loop can run without allocating a closure (see ``EventLoop/runSoon(_:)-4fz1s``).
+/// The loop holds a strong reference to it from the submission until it has run.
 public protocol LoopRunnable: AnyObject {
     /// Called on the loop thread, once per time the object was enqueued.
     func runOnLoop()
-
-    /// Calls ``runOnLoop()`` on the instance at `object` without retaining it: how the
-    /// unretained queues (``EventLoop/runSoon(unretained:)``, ``LoopRemote/execute(unretained:)``)
-    /// call their jobs. Keep the default implementation.
-    ///
-    /// Why a static requirement: a queue entry of an address and this metatype is trivially
-    /// copyable, and calling through it needs no strong reference, where calling a method on an
-    /// `unowned(unsafe)` existential costs a retain and a release per job (measured: a third of
-    /// a same-thread submit).
-    static func runOnLoop(unretained object: UnsafeMutableRawPointer)
-}
-
-extension LoopRunnable {
-    /// Calls ``runOnLoop()`` on the instance at `object` at +0 (no reference counting).
-    @inlinable
-    public static func runOnLoop(unretained object: UnsafeMutableRawPointer) {
-        Unmanaged<Self>.fromOpaque(object)._withUnsafeGuaranteedRef { $0.runOnLoop() }
-    }
-}
-
-/// A job held without a reference, in two words as a C queue holds a function and its argument:
-/// the object's address and the witness table of its `LoopRunnable` conformance. Trivially
-/// copyable, so queues of them do no reference counting; the submitter keeps the object alive
-/// until it has run.
-///
-/// The call rebuilds the `any LoopRunnable.Type` metatype from the object's class (a Swift
-/// object's first word is its class metadata) and the stored witness table: an existential
-/// metatype is exactly that pair, and the class (the dynamic type, a subclass at worst) is a
-/// valid `Self` for the conformance's witnesses. Why not store the metatype itself: a third
-/// word per job made a million-job queue's page faults cost 2 ns a job (measured).
-struct UnretainedRunnable {
-    let object: UnsafeMutableRawPointer
-    let conformance: UnsafeRawPointer
-
-    @inline(__always)
-    init<Runnable: LoopRunnable>(_ runnable: Runnable) {
-        object = Unmanaged.passUnretained(runnable).toOpaque()
-        // `as any ...` keeps the existential closed (SE-0352 would otherwise pass the opened,
-        // one-word concrete metatype).
-        let pair = unsafeBitCast(Runnable.self as any LoopRunnable.Type,
-                                 to: (metadata: UnsafeRawPointer, witnessTable: UnsafeRawPointer).self)
-        conformance = pair.witnessTable
-        // The layout assumption `run()` relies on, checked in debug builds (and so in the tests).
-        assert(object.load(as: UnsafeRawPointer.self)
-               == unsafeBitCast(type(of: runnable) as AnyClass, to: UnsafeRawPointer.self),
-               "a Swift object's first word is its class metadata")
-    }
-
-    @inline(__always)
-    func run() {
-        let metadata = object.load(as: UnsafeRawPointer.self)
-        let type = unsafeBitCast((metadata, conformance), to: (any LoopRunnable.Type).self)
-        type.runOnLoop(unretained: object)
-    }
 }

@@ -24,7 +24,7 @@ public class LoopHandle {
     /// The handle's memory, allocated by the subclass and freed after the close callback.
     let rawHandle: UnsafeMutablePointer<uv_handle_t>
     /// Where the handle is in its lifecycle.
-    @exclusivity(unchecked) public private(set) var state: HandleState = .open
+    public private(set) var state: HandleState = .open
 
     /// Allocates zeroed memory for a handle of type `T`; the subclass initialises it.
     static func allocate<T>(_ type: T.Type) -> UnsafeMutableRawPointer {

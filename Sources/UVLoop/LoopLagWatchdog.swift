@@ -20,8 +20,7 @@ public final class LoopLagWatchdog: LoopHandle {
     /// Starts watching `loop`; `report` receives each iteration's callback time above `threshold`.
     public init(loop: EventLoop, threshold: Duration, report: @escaping (Duration) -> Void) throws(UVError) {
         loop.preconditionInLoop("LoopLagWatchdog.init")
-        thresholdNanoseconds = UInt64(max(0, threshold.components.seconds)) * 1_000_000_000
-            + UInt64(max(0, threshold.components.attoseconds / 1_000_000_000))
+        thresholdNanoseconds = threshold.saturatingNanoseconds
         self.report = report
         let memory = LoopHandle.allocate(uv_prepare_t.self)
         uv_prepare_init(loop.rawLoop, memory.assumingMemoryBound(to: uv_prepare_t.self))
@@ -47,7 +46,7 @@ public final class LoopLagWatchdog: LoopHandle {
         let now = uv_hrtime()
         let busy = ioCallbacks + (now > checkedAt ? now - checkedAt : 0)
         checkedAt = 0
-        if busy > thresholdNanoseconds { report(.nanoseconds(Int64(busy))) }
+        if busy > thresholdNanoseconds { report(.nanoseconds(Int64(clamping: busy))) }
     }
 
     override func willClose() {

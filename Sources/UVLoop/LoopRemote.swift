@@ -10,21 +10,24 @@ import CLibUV
 /// executor.
 ///
 /// Submissions go into a mutex-guarded queue and wake the loop through one `uv_async_t`.
-/// Unretained runnables have a lane of their own, trivially copyable entries in a `realloc`'d
-/// buffer, so the lock is held for a store and an increment; every other job remembers how many
-/// unretained ones were queued before it, which keeps one submission order across both lanes.
 /// `uv_async_send` coalesces (many sends may give one callback), so the callback drains the
 /// whole queue. Submissions made on the loop thread itself skip the lock and the wakeup syscall:
-/// they go straight to the loop's run-soon queue. After the loop has closed, ``execute(_:)``
-/// throws instead of touching the freed async handle (the `closed` flag and `uv_async_send`
-/// are both under the same lock).
+/// they go straight to the loop's run-soon queue. Once the loop's ``EventLoop/close()`` has
+/// begun, every submission is refused, from any thread: ``execute(_:)`` throws, and an executor
+/// job traps (see below). The `closed` flag and `uv_async_send` are under the same lock, so a
+/// refused submission never touches the freed async handle.
 ///
 /// As a `SerialExecutor` it lets actors pin themselves to the loop thread; as a `TaskExecutor`
 /// it runs async code there under `withTaskExecutorPreference(remote) { ... }`. The loop must
-/// outlive every actor and task bound to it: a job enqueued after close is a programming error
-/// and traps with a message.
-public final class LoopRemote: Sendable {
-    enum RemoteJob: Sendable {
+/// outlive every actor and task bound to it: a job enqueued once the loop is closing is a
+/// programming error and traps with a message.
+///
+/// Why `@unchecked Sendable`: the shared queue is only touched under `lock`; every other stored
+/// property is either immutable after `attach(to:)` (which runs before the loop is handed to
+/// anybody) or touched only on the loop's thread (`loop`, `refusing`, the draining batch), and
+/// every entry point checks which thread it is on before touching those.
+public final class LoopRemote: @unchecked Sendable {
+    enum RemoteJob {
         case closure(@Sendable () -> Void)
         case runnable(any LoopRunnable & Sendable)
         case closureWithLoop(@Sendable (EventLoop) -> Void)
@@ -32,31 +35,24 @@ public final class LoopRemote: Sendable {
         case stopLoop
     }
 
-    /// A job of the general lane and its place among the unretained ones.
-    struct OrderedJob {
-        let job: RemoteJob
-        /// How many unretained jobs of the same batch were queued before this one.
-        let afterUnretained: Int
-    }
-
     /// What the submitting threads share with the loop, under `lock`.
-    private struct SharedQueue: ~Copyable {
-        var unretained = TrivialBuffer<UnretainedRunnable>(capacity: 64)
-        var jobs: [OrderedJob] = []
+    private struct SharedQueue {
+        var jobs: [RemoteJob] = []
         var wakeupPending = false
         var closed = false
     }
 
     private let lock = PthreadMutex()
-    @exclusivity(unchecked) nonisolated(unsafe) private var shared = SharedQueue()
+    private var shared = SharedQueue()
     private let ownerThread: pthread_t
-    // Loop-confined fields: written once during attach, read only on the loop thread.
-    nonisolated(unsafe) private unowned(unsafe) var loop: EventLoop?
-    nonisolated(unsafe) private var asyncHandle: UnsafeMutablePointer<uv_async_t>?
-    nonisolated(unsafe) private var wakeupHandle: AsyncWakeupHandle?
-    // The batch being run, owned by the loop thread (swapped with the shared lanes).
-    @exclusivity(unchecked) nonisolated(unsafe) private var drainingUnretained = TrivialBuffer<UnretainedRunnable>(capacity: 64)
-    @exclusivity(unchecked) nonisolated(unsafe) private var drainingJobs: [OrderedJob] = []
+    // Loop-thread state (see the type's notes).
+    private unowned var loop: EventLoop?
+    private var asyncHandle: UnsafeMutablePointer<uv_async_t>?
+    private var wakeupHandle: AsyncWakeupHandle?
+    /// Set on the loop thread when teardown begins: same-thread submissions are refused too.
+    private var refusing = false
+    /// The batch being run, swapped with the shared queue.
+    private var drainingJobs: [RemoteJob] = []
 
     init(ownerThread: pthread_t) {
         self.ownerThread = ownerThread
@@ -73,6 +69,11 @@ public final class LoopRemote: Sendable {
     @inline(__always)
     public var inLoopThread: Bool { pthread_equal(pthread_self(), ownerThread) != 0 }
 
+    /// Traps with a clear message when called from another thread than the loop's.
+    public func preconditionInLoop(_ what: @autoclosure () -> String, file: StaticString = #fileID, line: UInt = #line) {
+        precondition(inLoopThread, "\(what()) must be called on the event loop's thread", file: file, line: line)
+    }
+
     /// Whether the loop has closed (or is closing) and refuses submissions.
     public var isClosed: Bool {
         lock.lock()
@@ -81,69 +82,41 @@ public final class LoopRemote: Sendable {
     }
 
     /// Runs `job` on the loop thread, in submission order per submitting thread.
-    /// - Throws: ``UVError`` (`ECANCELED`) when the loop is closed.
+    /// - Throws: ``UVError`` (`ECANCELED`) when the loop is closing or closed.
     public func execute(_ job: @escaping @Sendable () -> Void) throws(UVError) {
         try submit(.closure(job), operation: "execute on the loop")
     }
 
-    /// Runs `runnable.runOnLoop()` on the loop thread: the allocation-free way to submit (no
-    /// closure context per job), for hot cross-thread paths.
-    /// - Throws: ``UVError`` (`ECANCELED`) when the loop is closed.
+    /// Runs `runnable.runOnLoop()` on the loop thread: the way to submit without a closure
+    /// context per job, for hot cross-thread paths. The loop holds `runnable` until it has run.
+    /// - Throws: ``UVError`` (`ECANCELED`) when the loop is closing or closed.
     public func execute(_ runnable: some LoopRunnable & Sendable) throws(UVError) {
         try submit(.runnable(runnable), operation: "execute on the loop")
     }
 
-    /// Like ``execute(_:)-(LoopRunnable&Sendable)`` without retaining `runnable`: no reference
-    /// counting per job, so the submitting thread never writes to the object (its reference
-    /// count shares a cache line with its fields, which the loop thread writes). The caller
-    /// must keep `runnable` alive until it has run; the hot path of a producer that owns a
-    /// long-lived job object.
-    /// - Throws: ``UVError`` (`ECANCELED`) when the loop is closed (the job will not run).
-    public func execute(unretained runnable: some LoopRunnable & Sendable) throws(UVError) {
-        let job = UnretainedRunnable(runnable)
-        if inLoopThread, let loop, !loop.isClosed {
-            loop.runSoonQueue.enqueue(.unretained(job))
-            return
-        }
-        lock.lock()
-        if shared.closed {
-            lock.unlock()
-            throw UVError(code: UV_ECANCELED.rawValue, operation: "execute on the loop: the loop is closed")
-        }
-        shared.unretained.append(job)
-        wakeLoopLocked()
-        lock.unlock()
-    }
-
-    /// Wakes the loop unless a wakeup is already on its way. Call with `lock` held.
-    @inline(__always)
-    private func wakeLoopLocked() {
-        if !shared.wakeupPending {
-            shared.wakeupPending = true
-            uv_async_send(asyncHandle)
-        }
-    }
-
     /// Runs `job` on the loop thread with the loop itself, to create or use handles there.
-    /// - Throws: ``UVError`` (`ECANCELED`) when the loop is closed.
+    /// - Throws: ``UVError`` (`ECANCELED`) when the loop is closing or closed.
     public func executeWithLoop(_ job: @escaping @Sendable (EventLoop) -> Void) throws(UVError) {
         try submit(.closureWithLoop(job), operation: "execute on the loop")
     }
 
     /// Asks the loop to return from ``EventLoop/run(_:)``, from any thread.
-    /// - Throws: ``UVError`` (`ECANCELED`) when the loop is closed.
+    /// - Throws: ``UVError`` (`ECANCELED`) when the loop is closing or closed.
     public func stop() throws(UVError) {
         try submit(.stopLoop, operation: "stop the loop")
     }
 
     @inline(__always)
     private func submit(_ job: RemoteJob, operation: @autoclosure () -> String) throws(UVError) {
-        if inLoopThread, let loop, !loop.isClosed {
+        if inLoopThread, let loop {
             // Same thread: no lock, no syscall; the run-soon queue runs it on the next turn.
-            if case .runnable(let runnable) = job {
-                loop.runSoonQueue.enqueue(.runnable(runnable))
-            } else {
-                loop.runSoonQueue.enqueue(.closure { [unowned(unsafe) self] in self.run(job) })
+            if refusing {
+                throw UVError(code: UV_ECANCELED.rawValue, operation: "\(operation()): the loop is closing")
+            }
+            switch job {
+            case .runnable(let runnable): loop.runSoonQueue.enqueue(runnable)
+            case .executorJob(let executorJob): loop.runSoonQueue.enqueue(.executorJob(executorJob))
+            default: loop.runSoonQueue.enqueue(.closure { [self] in self.run(job) })
             }
             return
         }
@@ -152,8 +125,11 @@ public final class LoopRemote: Sendable {
             lock.unlock()
             throw UVError(code: UV_ECANCELED.rawValue, operation: "\(operation()): the loop is closed")
         }
-        shared.jobs.append(OrderedJob(job: job, afterUnretained: shared.unretained.count))
-        wakeLoopLocked()
+        shared.jobs.append(job)
+        if !shared.wakeupPending {
+            shared.wakeupPending = true
+            uv_async_send(asyncHandle)
+        }
         lock.unlock()
     }
 
@@ -170,40 +146,29 @@ public final class LoopRemote: Sendable {
     /// Called by the async handle on the loop thread: runs every job queued so far.
     func drainRemoteJobs() {
         lock.lock()
-        shared.unretained.exchange(with: &drainingUnretained)
         swap(&shared.jobs, &drainingJobs)
         shared.wakeupPending = false
         lock.unlock()
-        // Merge the lanes back into submission order.
-        let unretained = drainingUnretained.base
-        var nextUnretained = 0
-        for index in drainingJobs.indices {
-            let ordered = drainingJobs[index]
-            while nextUnretained < ordered.afterUnretained {
-                unretained[nextUnretained].run()
-                nextUnretained += 1
-            }
-            run(ordered.job)
-        }
-        while nextUnretained < drainingUnretained.count {
-            unretained[nextUnretained].run()
-            nextUnretained += 1
-        }
-        drainingUnretained.removeAll()
+        for index in drainingJobs.indices { run(drainingJobs[index]) }
         if !drainingJobs.isEmpty { drainingJobs.removeAll(keepingCapacity: true) }
     }
 
     var hasPendingJobs: Bool {
         lock.lock()
         defer { lock.unlock() }
-        return !shared.jobs.isEmpty || !shared.unretained.isEmpty
+        return !shared.jobs.isEmpty
     }
 
-    /// Teardown, step 1: from now on submissions are refused; queued jobs still run.
+    /// Teardown, step 1 (on the loop thread): from now on submissions are refused, from this
+    /// thread too; jobs already queued still run.
     func refuseNewWork() {
+        refusing = true
         lock.lock()
         shared.closed = true
-        if !shared.jobs.isEmpty || !shared.unretained.isEmpty { wakeLoopLocked() }
+        if !shared.jobs.isEmpty && !shared.wakeupPending {
+            shared.wakeupPending = true
+            uv_async_send(asyncHandle)
+        }
         lock.unlock()
     }
 
@@ -228,10 +193,6 @@ extension LoopRemote: SerialExecutor, TaskExecutor {
     /// Enqueues a Swift concurrency job to run on the loop thread.
     public func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
-        if inLoopThread, let loop, !loop.isClosed {
-            loop.runSoonQueue.enqueue(.executorJob(job))
-            return
-        }
         do {
             try submit(.executorJob(job), operation: "enqueue an executor job")
         } catch {
@@ -260,7 +221,8 @@ extension LoopRemote: SerialExecutor, TaskExecutor {
 
 /// The `uv_async_t` behind ``LoopRemote``. Unreferenced unless the loop runs `untilStopped`.
 final class AsyncWakeupHandle: LoopHandle {
-    unowned(unsafe) let remote: LoopRemote
+    /// Unowned: the loop owns the remote and closes this handle before it goes.
+    unowned let remote: LoopRemote
 
     var asyncPointer: UnsafeMutablePointer<uv_async_t> {
         UnsafeMutableRawPointer(rawHandle).assumingMemoryBound(to: uv_async_t.self)
@@ -271,7 +233,7 @@ final class AsyncWakeupHandle: LoopHandle {
         let memory = LoopHandle.allocate(uv_async_t.self)
         uv_async_init(loop.rawLoop, memory.assumingMemoryBound(to: uv_async_t.self)) { async in
             guard let data = async?.pointee.data else { return }
-            Unmanaged<AsyncWakeupHandle>.fromOpaque(data)._withUnsafeGuaranteedRef { $0.remote.drainRemoteJobs() }
+            Unmanaged<AsyncWakeupHandle>.fromOpaque(data).takeUnretainedValue().remote.drainRemoteJobs()
         }
         super.init(loop: loop, initialisedHandle: memory)
         uv_unref(rawHandle)

@@ -19,7 +19,7 @@ public final class LoopTimer: LoopHandle {
     /// A later deadline (loop time, ms) asked for while armed as a one-shot: the timer arms
     /// itself for it when the earlier one fires. 0 when none. (Whether and until when the
     /// libuv timer is armed is libuv's own state, read with `uv_is_active` and friends.)
-    @exclusivity(unchecked) private var deferredDue: UInt64 = 0
+    private var deferredDue: UInt64 = 0
 
     private var timerPointer: UnsafeMutablePointer<uv_timer_t> {
         UnsafeMutableRawPointer(rawHandle).assumingMemoryBound(to: uv_timer_t.self)

@@ -1,22 +1,22 @@
 import CLibUV
+import ProcessSpawning
 
 /// A `uv_pipe_t` carrying a child's stdout or stderr to the loop, split into lines.
 /// It closes itself at end of file; the loop's teardown closes it otherwise.
 final class OutputPipe: LoopHandle {
-    let stream: OutputStream
+    let stream: StandardStream
     private var handler: ((ProcessOutput) -> Void)?
-    private var partialLine: [UInt8] = []
+    private var lines: LineSplitter
     private let readBuffer: UnsafeMutableRawBufferPointer
-    private let maxLineLength: Int
 
     var streamPointer: UnsafeMutablePointer<uv_stream_t> {
         UnsafeMutableRawPointer(rawHandle).assumingMemoryBound(to: uv_stream_t.self)
     }
 
-    init(loop: EventLoop, stream: OutputStream, maxLineLength: Int, handler: @escaping (ProcessOutput) -> Void) {
+    init(loop: EventLoop, stream: StandardStream, maxLineLength: Int, handler: @escaping (ProcessOutput) -> Void) {
         self.stream = stream
         self.handler = handler
-        self.maxLineLength = maxLineLength
+        lines = LineSplitter(maxLineLength: maxLineLength)
         readBuffer = .allocate(byteCount: 16 * 1024, alignment: 16)
         let memory = LoopHandle.allocate(uv_pipe_t.self)
         uv_pipe_init(loop.rawLoop, memory.assumingMemoryBound(to: uv_pipe_t.self), 0)
@@ -41,40 +41,21 @@ final class OutputPipe: LoopHandle {
 
     private func didRead(_ count: Int) {
         if count > 0 {
-            consume(UnsafeRawBufferPointer(rebasing: readBuffer[0..<count]))
+            let stream = self.stream
+            lines.feed(UnsafeRawBufferPointer(rebasing: readBuffer[0..<count])) { line in
+                handler?(.line(stream, line))
+            }
         } else if count < 0 {
             // UV_EOF or a read error: either way the stream is over.
             finish()
         }
     }
 
-    private func consume(_ bytes: UnsafeRawBufferPointer) {
-        var lineStart = 0
-        for index in 0..<bytes.count where bytes[index] == UInt8(ascii: "\n") {
-            partialLine.append(contentsOf: bytes[lineStart..<index])
-            emitLine()
-            lineStart = index + 1
-        }
-        var rest = lineStart
-        while rest < bytes.count {
-            let room = maxLineLength - partialLine.count
-            let take = min(room, bytes.count - rest)
-            partialLine.append(contentsOf: bytes[rest..<(rest + take)])
-            rest += take
-            if partialLine.count >= maxLineLength { emitLine() }
-        }
-    }
-
-    private func emitLine() {
-        let text = String(decoding: partialLine, as: UTF8.self)
-        partialLine.removeAll(keepingCapacity: partialLine.count <= 4096)
-        handler?(.line(stream, text))
-    }
-
     private func finish() {
         guard isOpen else { return }
-        if !partialLine.isEmpty { emitLine() }
+        let stream = self.stream
         let handler = self.handler
+        lines.finish { line in handler?(.line(stream, line)) }
         self.handler = nil
         close()
         handler?(.end(stream))

@@ -11,12 +11,25 @@ func currentThread() -> pthread_t { pthread_self() }
 
 extension Duration {
     /// Whole milliseconds, rounded up so that a timer never fires before its duration
-    /// has elapsed; negative durations count as zero.
+    /// has elapsed; negative durations count as zero, and durations too long for a `UInt64`
+    /// of milliseconds saturate (such a timer is never due).
     var uvMilliseconds: UInt64 {
         let (seconds, attoseconds) = components
         if seconds < 0 { return 0 }
-        let wholeMillis = UInt64(seconds) * 1_000
-        let subMillis = (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000
-        return wholeMillis + UInt64(max(0, subMillis))
+        let (wholeMillis, overflow) = UInt64(seconds).multipliedReportingOverflow(by: 1_000)
+        if overflow { return .max }
+        let subMillis = UInt64(max(0, (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000))
+        let (total, overflow2) = wholeMillis.addingReportingOverflow(subMillis)
+        return overflow2 ? .max : total
+    }
+
+    /// Whole nanoseconds, 0 for negative durations, saturating at `UInt64.max`.
+    var saturatingNanoseconds: UInt64 {
+        let (seconds, attoseconds) = components
+        if seconds < 0 { return 0 }
+        let (whole, overflow) = UInt64(seconds).multipliedReportingOverflow(by: 1_000_000_000)
+        if overflow { return .max }
+        let (total, overflow2) = whole.addingReportingOverflow(UInt64(max(0, attoseconds / 1_000_000_000)))
+        return overflow2 ? .max : total
     }
 }

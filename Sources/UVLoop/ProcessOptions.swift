@@ -23,7 +23,7 @@ public enum StdioPolicy: Sendable, Equatable {
 }
 
 /// Which output stream a line came from.
-public enum OutputStream: Sendable, Equatable {
+public enum StandardStream: Sendable, Equatable {
     /// File descriptor 1.
     case standardOutput
     /// File descriptor 2.
@@ -34,9 +34,9 @@ public enum OutputStream: Sendable, Equatable {
 public enum ProcessOutput: Sendable, Equatable {
     /// One line, without its newline. A final line without a newline is delivered too, and a
     /// line longer than ``ChildProcess/maxLineLength`` bytes arrives in pieces of that size.
-    case line(OutputStream, String)
+    case line(StandardStream, String)
     /// The stream reached end of file (the child and everything that inherited it closed it).
-    case end(OutputStream)
+    case end(StandardStream)
 }
 
 /// How a child process ended.
@@ -77,7 +77,8 @@ public struct ProcessOptions: Sendable, Equatable {
     /// Standard error. Default: ``StdioPolicy/inherit``.
     public var stderr: StdioPolicy = .inherit
     /// Open descriptors of the supervisor passed to the child as 3, 4, ... in this order.
-    /// Nothing else is inherited: every descriptor this library opens is close-on-exec.
+    /// With ``SpawnMethod/pidfd`` nothing else is inherited (the child closes every other
+    /// descriptor before `execve`); see ``SpawnMethod/libuv`` for that method.
     public var extraDescriptors: [Int32] = []
     /// Run the child in its own session and process group (`setsid`), so that stopping it
     /// signals the whole group and no grandchild is left behind. Default: `true`.
@@ -105,7 +106,11 @@ public struct ProcessOptions: Sendable, Equatable {
 /// How a child process is started and watched.
 public enum SpawnMethod: Sendable, Equatable {
     /// `uv_spawn` and libuv's SIGCHLD handling: portable, but no hook between fork and exec
-    /// (so no parent-death signal), and signals go by pid.
+    /// (so no parent-death signal), signals go by pid, and libuv closes nothing in the child:
+    /// it inherits every descriptor of this process that lacks `FD_CLOEXEC` besides 0-2 and
+    /// ``ProcessOptions/extraDescriptors``. (Every descriptor this library opens is
+    /// close-on-exec; a host's own ones are its business, and this layer does not change their
+    /// flags behind its back.) Prefer ``pidfd`` where the kernel has it.
     case libuv
     /// Linux: a `vfork`-style spawn in the C shim that sets the session, the parent-death signal
     /// and the descriptors in the child and closes every other descriptor; the exit is watched

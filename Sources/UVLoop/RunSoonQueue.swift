@@ -8,29 +8,35 @@ import CLibUV
 /// pending, which makes that poll non-blocking. Jobs enqueued while draining wait for the next
 /// turn, so a job that re-enqueues itself cannot starve I/O either.
 ///
-/// Unretained runnables (the runtimes' hot path) have a lane of their own with trivially
-/// copyable entries: no reference counting and no value-witness calls per job. Jobs run in
-/// submission order within each lane; the unretained lane is drained first.
+/// Every job is held strongly from its submission until it has run. Runnables (the hot path:
+/// the runtimes' turns) have a lane of their own, an array of class existentials, which
+/// appending and draining handle without the enum's generic copies; every other job remembers
+/// how many runnables were queued before it, so the two lanes run in one submission order.
 final class RunSoonQueue {
     enum Job {
         case closure(() -> Void)
-        case runnable(any LoopRunnable)
-        /// From ``LoopRemote/execute(unretained:)`` on the loop thread: kept in this lane so
-        /// that it stays in order with the remote's other same-thread submissions.
-        case unretained(UnretainedRunnable)
         case executorJob(UnownedJob)
     }
 
-    @exclusivity(unchecked) private var pending: [Job] = []
-    @exclusivity(unchecked) private var pendingUnretained = TrivialBuffer<UnretainedRunnable>(capacity: 64)
-    @exclusivity(unchecked) private var drainingUnretained = TrivialBuffer<UnretainedRunnable>(capacity: 64)
-    @exclusivity(unchecked) private var draining: [Job] = []
+    // Unchecked exclusivity on the runnable lane only: its dynamic checks were a quarter of a
+    // same-thread submit (perf, submit_same_thread); both are private, touched on the loop
+    // thread only, and never passed inout across a call out of this type.
+    @exclusivity(unchecked) private var pendingRunnables: [any LoopRunnable] = []
+    /// The package-internal unretained lane (see ``UnsafeUnretainedLoopJob``): one word a job.
+    private var pendingUnretained = TrivialBuffer<Unmanaged<UnsafeUnretainedLoopJob>>(capacity: 64)
+    private var drainingUnretained = TrivialBuffer<Unmanaged<UnsafeUnretainedLoopJob>>(capacity: 64)
+    private var pending: [(job: Job, afterRunnables: Int)] = []
+    @exclusivity(unchecked) private var drainingRunnables: [any LoopRunnable] = []
+    private var draining: [(job: Job, afterRunnables: Int)] = []
     private var checkHandle: RunSoonCheckHandle?
     private var idleHandle: RunSoonIdleHandle?
-    @exclusivity(unchecked) private var idleActive = false
-    private unowned(unsafe) var remote: LoopRemote?
+    private var idleActive = false
+    /// The remote runs executor jobs (it owns the executor identity). Unowned: the loop owns both.
+    private unowned var remote: LoopRemote?
 
     init() {
+        pendingRunnables.reserveCapacity(64)
+        drainingRunnables.reserveCapacity(64)
         pending.reserveCapacity(64)
         draining.reserveCapacity(64)
     }
@@ -41,22 +47,24 @@ final class RunSoonQueue {
         idleHandle = RunSoonIdleHandle(loop: loop)
     }
 
-    var hasPendingJobs: Bool { !pending.isEmpty || !pendingUnretained.isEmpty }
+    var hasPendingJobs: Bool { !pending.isEmpty || !pendingRunnables.isEmpty || !pendingUnretained.isEmpty }
+
+    /// Queues `job` without retaining it; unretained jobs run first in their turn, in order.
+    @inline(__always)
+    func enqueue(unsafeUnretained job: UnsafeUnretainedLoopJob) {
+        pendingUnretained.append(Unmanaged.passUnretained(job))
+        if !idleActive { startIdle() }
+    }
 
     @inline(__always)
     func enqueue(_ job: Job) {
-        pending.append(job)
-        startIdleIfNeeded()
+        pending.append((job, pendingRunnables.count))
+        if !idleActive { startIdle() }
     }
 
     @inline(__always)
-    func enqueueUnretained(_ runnable: UnretainedRunnable) {
-        pendingUnretained.append(runnable)
-        startIdleIfNeeded()
-    }
-
-    @inline(__always)
-    private func startIdleIfNeeded() {
+    func enqueue(_ runnable: any LoopRunnable) {
+        pendingRunnables.append(runnable)
         if !idleActive { startIdle() }
     }
 
@@ -70,31 +78,39 @@ final class RunSoonQueue {
 
     /// Runs the jobs that were pending when the turn's check phase began.
     func drain() {
-        if pending.isEmpty && pendingUnretained.isEmpty {
-            stopIdle()
-            return
-        }
         if !pendingUnretained.isEmpty {
             pendingUnretained.exchange(with: &drainingUnretained)
             let jobs = drainingUnretained.base
-            for index in 0..<drainingUnretained.count { jobs[index].run() }
+            for index in 0..<drainingUnretained.count {
+                jobs[index]._withUnsafeGuaranteedRef { $0.run() }
+            }
             drainingUnretained.removeAll()
         }
-        if pending.isEmpty {
+        if pending.isEmpty && pendingRunnables.isEmpty {
             if pendingUnretained.isEmpty { stopIdle() }
             return
         }
+        swap(&pendingRunnables, &drainingRunnables)
         swap(&pending, &draining)
+        var nextRunnable = 0
         for index in draining.indices {
-            switch draining[index] {
-            case .closure(let job): job()
-            case .runnable(let runnable): runnable.runOnLoop()
-            case .unretained(let runnable): runnable.run()
-            case .executorJob(let job): remote?.runExecutorJob(job)
+            let (job, afterRunnables) = draining[index]
+            while nextRunnable < afterRunnables {
+                drainingRunnables[nextRunnable].runOnLoop()
+                nextRunnable += 1
+            }
+            switch job {
+            case .closure(let body): body()
+            case .executorJob(let executorJob): remote?.runExecutorJob(executorJob)
             }
         }
-        draining.removeAll(keepingCapacity: true)
-        if pending.isEmpty && pendingUnretained.isEmpty { stopIdle() }
+        while nextRunnable < drainingRunnables.count {
+            drainingRunnables[nextRunnable].runOnLoop()
+            nextRunnable += 1
+        }
+        drainingRunnables.removeAll(keepingCapacity: true)
+        if !draining.isEmpty { draining.removeAll(keepingCapacity: true) }
+        if !hasPendingJobs { stopIdle() }
     }
 
     private func stopIdle() {
@@ -107,17 +123,17 @@ final class RunSoonQueue {
 /// The `uv_check_t` that drains the run-soon queue after each I/O poll. Unreferenced, so it
 /// never keeps the loop alive by itself.
 final class RunSoonCheckHandle: LoopHandle {
-    /// Unretained (the queue owns this handle); `Unmanaged` so that draining costs no retain.
-    let queue: Unmanaged<RunSoonQueue>
+    /// Unowned: the queue owns this handle, and the loop's teardown closes it first.
+    unowned let queue: RunSoonQueue
 
     init(loop: EventLoop, queue: RunSoonQueue) {
-        self.queue = Unmanaged.passUnretained(queue)
+        self.queue = queue
         let memory = LoopHandle.allocate(uv_check_t.self)
         uv_check_init(loop.rawLoop, memory.assumingMemoryBound(to: uv_check_t.self))
         super.init(loop: loop, initialisedHandle: memory)
         uv_check_start(memory.assumingMemoryBound(to: uv_check_t.self)) { check in
             guard let data = check?.pointee.data else { return }
-            Unmanaged<RunSoonCheckHandle>.fromOpaque(data)._withUnsafeGuaranteedRef { $0.queue._withUnsafeGuaranteedRef { $0.drain() } }
+            Unmanaged<RunSoonCheckHandle>.fromOpaque(data).takeUnretainedValue().queue.drain()
         }
         uv_unref(rawHandle)
     }
@@ -139,4 +155,23 @@ final class RunSoonIdleHandle: LoopHandle {
         guard isOpen else { return }
         uv_idle_stop(UnsafeMutableRawPointer(rawHandle).assumingMemoryBound(to: uv_idle_t.self))
     }
+}
+
+/// A job for the loop's package-internal unretained lane (``EventLoop/runSoon(unsafeUnretained:)``):
+/// the queue stores one word per job (an `Unmanaged` reference to this object: no reference
+/// counting per job, no layout assumption) and calls ``run()``.
+///
+/// Unsafe: the queue does not keep the job alive. Whoever enqueues it must guarantee that it
+/// (and what its body uses) lives until it has run, for example by holding a strong
+/// reference in a field that only the body clears.
+package final class UnsafeUnretainedLoopJob {
+    private let body: () -> Void
+
+    package init(_ body: @escaping () -> Void) {
+        self.body = body
+    }
+
+    /// Called on the loop thread once per enqueue.
+    @inline(__always)
+    package func run() { body() }
 }

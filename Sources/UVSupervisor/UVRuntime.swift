@@ -20,7 +20,7 @@ import UVLoop
 /// root.start()
 /// loop.run()
 /// ```
-public final class UVRuntime: SupervisorRuntime, LoopRunnable {
+public final class UVRuntime: SupervisorRuntime {
     /// The loop everything runs on.
     public let loop: EventLoop
     /// How process workers are spawned (default: the pidfd fast path where available).
@@ -29,14 +29,17 @@ public final class UVRuntime: SupervisorRuntime, LoopRunnable {
     /// (`PR_SET_PDEATHSIG`, pidfd method only). Default: SIGKILL; `nil` to let children outlive it.
     public var parentDeathSignal: Int32?
 
-    // Restart jobs for the next turn, each retained until it has run (a supervisor dropped
-    // meanwhile still gets its turn, then goes away). The first waits in its own slot (the
-    // common case: one supervisor restarting one child), the rest in an array; an array for
-    // every job cost a quarter of a restart's own work (measured with callgrind).
-    @exclusivity(unchecked) private var firstJob: (any RunSoonJob)?
-    @exclusivity(unchecked) private var laterJobs: [any RunSoonJob] = []
-    @exclusivity(unchecked) private var spareJobs: [any RunSoonJob] = []
-    @exclusivity(unchecked) private var scheduled = false
+    /// Restart jobs for the next turn, each held until it has run (a supervisor dropped
+    /// meanwhile still gets its turn, then goes away). The first waits in its own slot (the
+    /// common case: one supervisor restarting one child), the rest in an array.
+    private var firstJob: (any RunSoonJob)?
+    private var laterJobs: [any RunSoonJob] = []
+    private var spareJobs: [any RunSoonJob] = []
+    /// The one run-soon entry all of a turn's jobs share.
+    private var turn: UnsafeUnretainedLoopJob?
+    /// Set while a turn is queued: the runtime keeps itself alive until the turn has run (a job
+    /// may drop the last other reference to it, the tree's, while the turn is still running).
+    private var selfWhileQueued: UVRuntime?
 
     /// A runtime on `loop`. Call it on the loop's thread.
     public init(loop: EventLoop, spawnMethod: SpawnMethod = .preferred, parentDeathSignal: Int32? = SIGKILL) {
@@ -49,30 +52,40 @@ public final class UVRuntime: SupervisorRuntime, LoopRunnable {
     // MARK: Clock and scheduling
 
     /// The loop's cached time (`uv_now`, milliseconds, taken once per loop iteration) in
-    /// nanoseconds: what libuv's own timers measure against. Reading the clock on every restart
-    /// decision cost a tenth of a restart (measured); millisecond resolution is what the timers
-    /// have anyway.
+    /// nanoseconds: what libuv's own timers measure against, and millisecond resolution is what
+    /// the timers have anyway.
     public var nowNanoseconds: Int64 { Int64(bitPattern: loop.now &* 1_000_000) }
 
     /// Queues `job` for the next loop turn. All jobs share one run-soon entry, so a restart costs
     /// no allocation here.
     public func runSoon(_ job: any RunSoonJob) {
+        loop.preconditionInLoop("UVRuntime.runSoon")
         if firstJob == nil && laterJobs.isEmpty {
             firstJob = job
         } else {
             laterJobs.append(job)
         }
-        if !scheduled {
-            scheduled = true
-            // Unretained: the runtime outlives every turn of its loop it schedules (the loop and
-            // the supervisors hold it); no reference counting per restart.
-            loop.runSoon(unretained: self)
+        if selfWhileQueued == nil {
+            // Queued unretained, soundly: the runtime holds the entry, and holds itself until
+            // the entry has run.
+            selfWhileQueued = self
+            loop.runSoon(unsafeUnretained: turnJob())
         }
     }
 
+    private func turnJob() -> UnsafeUnretainedLoopJob {
+        if let turn { return turn }
+        // Unowned: the job lives in this runtime's field, and runs only while selfWhileQueued
+        // holds the runtime.
+        let made = UnsafeUnretainedLoopJob { [unowned(unsafe) self] in self.runTurn() }
+        turn = made
+        return made
+    }
+
     /// Runs the jobs queued before this turn.
-    public func runOnLoop() {
-        scheduled = false
+    private func runTurn() {
+        let keepAlive = selfWhileQueued.take()
+        defer { withExtendedLifetime(keepAlive) {} }
         let first = firstJob.take()
         if laterJobs.isEmpty {
             first?.runSoonJob()
@@ -101,23 +114,20 @@ public final class UVRuntime: SupervisorRuntime, LoopRunnable {
 
     /// Spawns a process worker. Spawn errors become ``SupervisionError/Code/startFailed`` with
     /// libuv's error name and the program (`spawn "/usr/bin/nope": ENOENT (...)`).
-    public func startProcess(_ spec: ProcessSpec, path: String, events: EventSink,
+    public func startProcess(_ spec: ProcessSpec, path: String,
+                             onOutput: @escaping (_ stream: String, _ line: String) -> Void,
                              onExit: @escaping (WorkerTermination) -> Void) throws(SupervisionError) -> any RunningWorker {
         var options = ProcessOptions(spec)
         options.spawnMethod = spawnMethod
         options.parentDeathSignal = spawnMethod == .pidfd ? parentDeathSignal : nil
         let wantsOutput = spec.stdout == .capture || spec.stderr == .capture
-        // Captures the sink, not the runtime: a pipe can deliver its last line during the loop's
-        // teardown, after the runtime is gone.
-        let onOutput: ((ProcessOutput) -> Void)? = wantsOutput ? { output in
-            guard case .line(let stream, let line) = output, events.isActive else { return }
-            events.emit(SupervisorEvent(path: path, time: Int64(bitPattern: EventLoop.hrtime()),
-                                        kind: .output(stream: stream == .standardOutput ? "stdout" : "stderr", line: line),
-                                        restartCount: 0))
+        let lineHandler: ((ProcessOutput) -> Void)? = wantsOutput ? { output in
+            guard case .line(let stream, let line) = output else { return }
+            onOutput(stream == .standardOutput ? "stdout" : "stderr", line)
         } : nil
         let worker = UVProcessWorker(stopSignal: spec.stopSignal)
         do {
-            worker.process = try ChildProcess.spawn(on: loop, options, onOutput: onOutput) { exit in
+            worker.process = try ChildProcess.spawn(on: loop, options, onOutput: lineHandler) { exit in
                 switch exit {
                 case .exited(let code): onExit(.exited(code))
                 case .signaled(let signal): onExit(.signaled(signal))
@@ -133,7 +143,7 @@ public final class UVRuntime: SupervisorRuntime, LoopRunnable {
     public func startAsyncTask(_ body: @escaping @Sendable () async throws -> Void, path: String,
                                onExit: @escaping (WorkerTermination) -> Void) throws(SupervisionError) -> any RunningWorker {
         let remote = loop.remote
-        let delivery = LoopConfined(onExit)
+        let delivery = LoopBound(onExit, remote: remote)
         let task = Task(executorPreference: remote) {
             let termination = await WorkerTermination.ofAsyncTask(body)
             // Hop explicitly: the report must run on the loop thread, after this start returned.
@@ -143,19 +153,15 @@ public final class UVRuntime: SupervisorRuntime, LoopRunnable {
     }
 }
 
-/// Carries a loop-confined value through a `Sendable` closure that runs on the loop thread.
-final class LoopConfined<Value>: @unchecked Sendable {
-    let value: Value
-    init(_ value: Value) { self.value = value }
-}
-
 final class UVRuntimeTimer: RuntimeTimer {
     let timer: LoopTimer
 
     init(timer: LoopTimer) { self.timer = timer }
 
     func arm(afterNanoseconds nanoseconds: Int64) {
-        let milliseconds = UInt64(max(0, nanoseconds) + 999_999) / 1_000_000
+        // Rounded up, so the timer never fires early; no overflow at Int64.max.
+        let nanoseconds = UInt64(max(0, nanoseconds))
+        let milliseconds = nanoseconds / 1_000_000 + (nanoseconds % 1_000_000 == 0 ? 0 : 1)
         try? timer.start(afterMilliseconds: milliseconds)
     }
 

@@ -10,6 +10,10 @@
 //   flood BYTES            write BYTES bytes without a newline, then exit 0
 //   abort                  abort()
 //   signals                print the SigBlk, SigIgn and SigCgt lines of /proc/self/status
+//   posix-spawn-stdin-closed FILE
+//                          close fd 0, open FILE (it becomes fd 0), posix_spawn (the Dispatch
+//                          runtime's spawn) `echo hello` with stdin /dev/null and stdout FILE,
+//                          and exit with the child's status
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <fcntl.h>
@@ -20,6 +24,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include "CUVShims.h"
 
 static int list_fds(void) {
     DIR *dir = opendir("/proc/self/fd");
@@ -35,9 +40,33 @@ static int list_fds(void) {
     return 0;
 }
 
+static int posix_spawn_stdin_closed(const char *path) {
+    close(0);
+    int file = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (file != 0) { fprintf(stderr, "expected the file at fd 0, got %d\n", file); return 70; }
+    char *argv[] = { "/bin/sh", "-c", "echo hello", NULL };
+    char *envp[] = { "PATH=/usr/bin:/bin", NULL };
+    cuvs_spawn_options options;
+    memset(&options, 0, sizeof options);
+    options.file = "/bin/sh";
+    options.argv = argv;
+    options.envp = envp;
+    options.stdio_fds[0] = -1;     // /dev/null
+    options.stdio_fds[1] = file;   // fd 0 in this process
+    options.stdio_fds[2] = 2;
+    int pidfd = -1;
+    int pid = cuvs_posix_spawn(&options, &pidfd);
+    if (pid < 0) { fprintf(stderr, "spawn: %s\n", strerror(-pid)); return 71; }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    if (pidfd >= 0) close(pidfd);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) { fprintf(stderr, "usage: uvs-test-child MODE [ARG]\n"); return 64; }
     const char *mode = argv[1];
+    if (strcmp(mode, "posix-spawn-stdin-closed") == 0 && argc > 2) return posix_spawn_stdin_closed(argv[2]);
     const char *arg = argc > 2 ? argv[2] : NULL;
     if (!strcmp(mode, "fds")) return list_fds();
     if (!strcmp(mode, "exit")) return arg ? atoi(arg) : 0;

@@ -94,22 +94,20 @@ struct CrossThreadTests {
         }
     }
 
-    @Test("unretained, retained and closure jobs from 4 threads keep one per-thread order")
+    @Test("runnable and closure jobs from 4 threads keep one per-thread order")
     func mixedLanesKeepOrder() async throws {
         try await ExclusiveResources.run {
             let thread = try EventLoopThread()
             let recorder = Recorder()
             let remote = thread.remote
             let perThread = 6_000
-            // One object per unretained job (the submitter keeps them alive until they ran).
             let jobs = (0..<4).map { index in
                 (0..<perThread).map { SequencedJob(recorder: recorder, remote: remote, thread: index, value: $0) }
             }
             let threads = startThreads(4) { index in
                 for value in 0..<perThread {
-                    switch value % 3 {
-                    case 0: try! remote.execute(unretained: jobs[index][value])
-                    case 1: try! remote.execute(jobs[index][value])
+                    switch value % 2 {
+                    case 0: try! remote.execute(jobs[index][value])
                     default: try! remote.execute { recorder.perThread[index].append(value) }
                     }
                 }
@@ -123,9 +121,8 @@ struct CrossThreadTests {
                 #expect(values == Array(0..<perThread))
             }
             #expect(throws: Never.self) { try thread.shutdown().get() }
-            let refused = #expect(throws: UVError.self) { try remote.execute(unretained: jobs[0][0]) }
+            let refused = #expect(throws: UVError.self) { try remote.execute(jobs[0][0]) }
             #expect(refused?.name == "ECANCELED")
-            withExtendedLifetime(jobs) {}
         }
     }
 
@@ -168,12 +165,11 @@ struct CrossThreadTests {
             let log = OrderLog()
             let second = SameThreadJob { log.values.append(2) }
             try loop.remote.execute { log.values.append(1) }
-            try loop.remote.execute(unretained: second)
+            try loop.remote.execute(second)
             try loop.remote.execute { log.values.append(3) }
             #expect(log.values.isEmpty)
             loop.run(.noWait)
             #expect(log.values == [1, 2, 3])
-            withExtendedLifetime(second) {}
         }
         #expect(report == .clean)
     }

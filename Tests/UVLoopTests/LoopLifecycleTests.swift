@@ -84,38 +84,68 @@ struct LoopLifecycleTests {
         #expect(report == .clean)
     }
 
-    @Test("unretained run-soon jobs run once each, in order, through overrides, next turn only")
-    func unretainedRunSoon() async throws {
+    @Test("run-soon runnables run once each, in order, through overrides, next turn only, held until they ran")
+    func runnableRunSoon() async throws {
         let report = try await withCheckedLoop { loop in
             var log: [String] = []
             let base = RecordingRunnable(name: "base") { log.append($0) }
             let derived: RecordingRunnable = OverridingRunnable(name: "derived") { log.append($0) }
             // Enqueued through the base type: the call must still reach the subclass override.
-            loop.runSoon(unretained: base)
-            loop.runSoon(unretained: derived)
-            loop.runSoon(unretained: base)
+            loop.runSoon(base)
+            loop.runSoon(derived)
+            loop.runSoon(base)
             #expect(log.isEmpty, "nothing runs in the caller's stack")
             loop.run(.noWait)
             #expect(log == ["base", "derived!", "base"])
+
+            // The loop holds a runnable until it has run: dropping the submitter's reference
+            // must not free it.
+            weak var released: RecordingRunnable?
+            do {
+                let transient = RecordingRunnable(name: "transient") { log.append($0) }
+                released = transient
+                loop.runSoon(transient)
+            }
+            #expect(released != nil, "the queue holds the job")
+            loop.run(.noWait)
+            #expect(log.last == "transient")
+            #expect(released == nil, "and lets it go once it ran")
 
             // Past the lane's initial capacity (it grows), and a job that re-enqueues itself waits
             // for the next turn.
             log.removeAll()
             var remaining = 1_000
             let counter = RecordingRunnable(name: "n") { _ in remaining -= 1 }
-            for _ in 0..<1_000 { loop.runSoon(unretained: counter) }
+            for _ in 0..<1_000 { loop.runSoon(counter) }
             let again = RecordingRunnable(name: "again") { log.append($0) }
             again.onRun = { [unowned loop, unowned again] in
-                if log.count < 3 { loop.runSoon(unretained: again) }
+                if log.count < 3 { loop.runSoon(again) }
             }
-            loop.runSoon(unretained: again)
+            loop.runSoon(again)
             loop.run(.noWait)
             #expect(remaining == 0)
             #expect(log == ["again"])
             loop.run(.noWait)
             loop.run(.noWait)
             #expect(log == ["again", "again", "again"])
-            withExtendedLifetime((base, derived, counter, again)) {}
+        }
+        #expect(report == .clean)
+    }
+
+    @Test("the package's unretained lane runs its jobs first in their turn, in order, once each")
+    func unsafeUnretainedLane() async throws {
+        let report = try await withCheckedLoop { loop in
+            var log: [Int] = []
+            let first = UnsafeUnretainedLoopJob { log.append(1) }
+            let second = UnsafeUnretainedLoopJob { log.append(2) }
+            loop.runSoon { log.append(3) }
+            loop.runSoon(unsafeUnretained: first)
+            loop.runSoon(unsafeUnretained: second)
+            loop.runSoon(unsafeUnretained: first)
+            #expect(log.isEmpty)
+            loop.run(.noWait)
+            #expect(log == [1, 2, 1, 3])
+            withExtendedLifetime((first, second)) {}
         }
         #expect(report == .clean)
     }

@@ -23,12 +23,18 @@ int cuvs_pidfd_reap(int pidfd, int *exit_code, int *term_signal);
 /// prctl(PR_SET_CHILD_SUBREAPER, on).
 int cuvs_set_child_subreaper(int on);
 
-/// Sets FD_CLOEXEC on every descriptor >= lowfd (close_range with CLOSE_RANGE_CLOEXEC,
-/// falling back to a /proc/self/fd walk). Returns 0 or -1 with errno.
-int cuvs_cloexec_from(int lowfd);
-
 /// The process environment (`environ`), read without Swift's global-variable checks.
 char **cuvs_environ(void);
+
+/// The symbolic name of an errno value (`ENOENT`), or NULL when unknown.
+const char *cuvs_error_name(int error);
+
+/// The system's message for an errno value (thread-safe: written into `buffer` when needed).
+const char *cuvs_error_message(int error, char *buffer, size_t length);
+
+/// pipe2(fds, O_CLOEXEC): both ends close-on-exec from the start (no window in which another
+/// thread's spawn could inherit them). 0 or -1 with errno.
+int cuvs_pipe_cloexec(int fds[2]);
 
 /// Current errno (Swift's Glibc overlay exposes it, Musl's does not always).
 int cuvs_errno(void);
@@ -50,14 +56,15 @@ typedef struct cuvs_spawn_options {
 } cuvs_spawn_options;
 
 /// Spawns a child with vfork semantics (CLONE_VM | CLONE_VFORK): the child sets up its
-/// session, parent-death signal, stdio, extra descriptors and credentials, closes every other
-/// descriptor, then execs. Returns the pid and
-/// stores a close-on-exec pidfd in *pidfd_out (or -1 when the kernel has no pidfd);
-/// on failure returns -errno (the exec error is reported synchronously).
+/// session, parent-death signal, stdio, extra descriptors and credentials, marks every other
+/// descriptor close-on-exec in its own table, then execs. Returns the pid and stores a
+/// close-on-exec pidfd in *pidfd_out (from CLONE_PIDFD, or -1 when the kernel has no pidfd);
+/// on failure returns -errno (the exec error is reported synchronously). The caller's errno is
+/// left as it was.
 int cuvs_spawn(const cuvs_spawn_options *options, int *pidfd_out);
 
 /// The same spawn with posix_spawn (POSIX_SPAWN_SETSID for the session, file actions for the
-/// descriptors and the working directory): the Dispatch runtime's spawn. The parent-death
+/// descriptors, closefrom and the working directory; glibc 2.34+): the Dispatch runtime's spawn. The parent-death
 /// signal and the user/group fields are not supported here (posix_spawn has no hook for them)
 /// and must be 0. Returns the pid and a pidfd in *pidfd_out, or -errno.
 int cuvs_posix_spawn(const cuvs_spawn_options *options, int *pidfd_out);

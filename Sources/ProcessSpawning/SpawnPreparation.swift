@@ -1,64 +1,72 @@
 #if canImport(Glibc)
 @preconcurrency import Glibc
-#elseif canImport(Musl)
-@preconcurrency import Musl
 #endif
-import CLibUV
 import CUVShims
+
+/// A child's environment, as a spawn needs it.
+package enum SpawnEnvironment: Sendable, Equatable {
+    /// This process's `environ`, passed as it is.
+    case inherit
+    /// Exactly these variables.
+    case replace([String: String])
+    /// This process's environment with these changes: a value sets, `nil` removes.
+    case inheritWithOverrides([String: String?])
+}
 
 /// The checks and C strings a spawn needs: argv and the environment as C arrays, the program
 /// resolved like `execvp` would (but up front, with a clear error), the working directory
 /// checked. Shared by `uv_spawn`, the Linux fast path and the Dispatch runtime's `posix_spawn`,
 /// so every spawn validates the same way. Everything is checked before anything is created,
 /// so bad input leaves nothing behind.
-public struct SpawnPreparation {
+package struct SpawnPreparation {
     /// `spawn "argv0"`, the prefix of every error about this spawn.
-    public let description: String
+    package let description: String
     /// The program's path.
-    public let resolvedPath: String
+    package let resolvedPath: String
     /// `argv`, NULL-terminated.
-    public let argv: CStringArray
+    package let argv: CStringArray
     /// `KEY=value` entries, NULL-terminated, for a replaced or amended environment; `nil` when
     /// the child inherits this process's environment as it is (see ``environmentPointer``).
-    public let envp: CStringArray?
+    package let envp: CStringArray?
     /// The working directory, if set.
-    public let workingDirectory: String?
+    package let workingDirectory: String?
 
-    /// Validates `options` and builds the C arrays.
-    /// - Throws: ``UVError``: `EINVAL` for an empty argv or a NUL byte, `ENOENT`/`EACCES`/`ENOTDIR`
+    /// Validates a spawn's input and builds the C arrays.
+    /// - Throws: ``SpawnError``: `EINVAL` for an empty argv or a NUL byte, `ENOENT`/`EACCES`/`ENOTDIR`
     ///   for the program or the working directory, `EBADF` for an extra descriptor that is not open.
-    public init(_ options: ProcessOptions) throws(UVError) {
-        let shownName = options.argv.first.map { "\"\($0)\"" } ?? "(empty argv)"
+    package init(argv: [String], environment policy: SpawnEnvironment, workingDirectory: String?,
+                 extraDescriptors: [Int32] = []) throws(SpawnError) {
+        let shownName = argv.first.map { "\"\($0)\"" } ?? "(empty argv)"
         description = "spawn \(shownName)"
-        guard let program = options.argv.first, !program.isEmpty else {
-            throw UVError(code: UV_EINVAL.rawValue, operation: "spawn: argv is empty (argv[0] names the program)")
+        guard let program = argv.first, !program.isEmpty else {
+            throw SpawnError(errno: EINVAL, operation: "spawn: argv is empty (argv[0] names the program)")
         }
-        for argument in options.argv where argument.utf8.contains(0) {
-            throw UVError(code: UV_EINVAL.rawValue, operation: "\(description): an argument contains a NUL byte")
+        for argument in argv where argument.utf8.contains(0) {
+            throw SpawnError(errno: EINVAL, operation: "\(description): an argument contains a NUL byte")
         }
-        // Inheriting passes this process's `environ` as it is (as posix_spawn and uv_spawn do):
-        // copying it into a dictionary and back was most of a spawn's own CPU time (measured
-        // with perf on process_crash_loop).
+        // Inheriting passes this process's `environ` as it is (as posix_spawn and uv_spawn do),
+        // without building a copy per spawn.
         let environment: [String]?
-        if case .inherit = options.environment {
+        if case .inherit = policy {
             environment = nil
         } else {
-            environment = Self.environment(options.environment)
-            for entry in environment! where entry.utf8.contains(0) {
-                throw UVError(code: UV_EINVAL.rawValue, operation: "\(description): an environment entry contains a NUL byte")
+            let entries = Self.environment(policy)
+            for entry in entries where entry.utf8.contains(0) {
+                throw SpawnError(errno: EINVAL, operation: "\(description): an environment entry contains a NUL byte")
             }
+            environment = entries
         }
-        if let directory = options.workingDirectory {
+        if let directory = workingDirectory {
             var info = stat()
             if stat(directory, &info) != 0 {
-                throw UVError(errno: cuvs_errno(), operation: "\(description): working directory \"\(directory)\"")
+                throw SpawnError(errno: cuvs_errno(), operation: "\(description): working directory \"\(directory)\"")
             }
             if (info.st_mode & S_IFMT) != S_IFDIR {
-                throw UVError(errno: ENOTDIR, operation: "\(description): working directory \"\(directory)\"")
+                throw SpawnError(errno: ENOTDIR, operation: "\(description): working directory \"\(directory)\"")
             }
         }
-        if let signalled = options.extraDescriptors.first(where: { fcntl($0, F_GETFD) < 0 }) {
-            throw UVError(errno: EBADF, operation: "\(description): extra descriptor \(signalled) is not open")
+        if let closed = extraDescriptors.first(where: { fcntl($0, F_GETFD) < 0 }) {
+            throw SpawnError(errno: EBADF, operation: "\(description): extra descriptor \(closed) is not open")
         }
         let searchPath: String?
         if let environment {
@@ -66,15 +74,15 @@ public struct SpawnPreparation {
         } else {
             searchPath = getenv("PATH").map { String(cString: $0) }
         }
-        resolvedPath = try Self.resolve(program, in: options, searchPath: searchPath, description: description)
-        workingDirectory = options.workingDirectory
-        argv = CStringArray(options.argv)
+        resolvedPath = try Self.resolve(program, workingDirectory: workingDirectory, searchPath: searchPath, description: description)
+        self.workingDirectory = workingDirectory
+        self.argv = CStringArray(argv)
         envp = environment.map { CStringArray($0) }
     }
 
     /// The environment block for the child: ``envp``, or this process's `environ` when the
     /// environment is inherited.
-    public var environmentPointer: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?> {
+    package var environmentPointer: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?> {
         if let envp { return envp.pointer }
         if let inherited = cuvs_environ() { return inherited }
         return Self.noEnvironment.pointer   // after clearenv(), environ may be NULL
@@ -84,7 +92,7 @@ public struct SpawnPreparation {
     nonisolated(unsafe) private static let noEnvironment = CStringArray([])
 
     /// `KEY=value` entries for the policy.
-    static func environment(_ policy: EnvironmentPolicy) -> [String] {
+    static func environment(_ policy: SpawnEnvironment) -> [String] {
         switch policy {
         case .inherit:
             return inheritedEnvironment().map { "\($0.key)=\($0.value)" }
@@ -113,17 +121,17 @@ public struct SpawnPreparation {
     /// Resolves the program the way `execvp` would, but up front and with a clear error:
     /// a path with a slash is taken relative to the child's working directory; a bare name is
     /// looked up in the child's `PATH`.
-    static func resolve(_ program: String, in options: ProcessOptions, searchPath: String?, description: String) throws(UVError) -> String {
+    static func resolve(_ program: String, workingDirectory: String?, searchPath: String?, description: String) throws(SpawnError) -> String {
         if program.contains("/") {
             var path = program
-            if !program.hasPrefix("/"), let directory = options.workingDirectory {
+            if !program.hasPrefix("/"), let directory = workingDirectory {
                 path = directory.hasSuffix("/") ? directory + program : directory + "/" + program
             }
             try checkExecutable(path, description: description)
             return path
         }
         let searchPath = searchPath ?? "/usr/local/bin:/usr/bin:/bin"
-        var firstError: UVError?
+        var firstError: SpawnError?
         for directory in searchPath.split(separator: ":", omittingEmptySubsequences: false) {
             let base = directory.isEmpty ? "." : String(directory)
             let candidate = base + "/" + program
@@ -131,36 +139,36 @@ public struct SpawnPreparation {
                 try checkExecutable(candidate, description: description)
                 return candidate
             } catch {
-                if firstError == nil || error.name != "ENOENT" { firstError = error }
+                if firstError == nil || error.errno != ENOENT { firstError = error }
             }
         }
-        if let firstError, firstError.name != "ENOENT" { throw firstError }
-        throw UVError(errno: ENOENT, operation: "\(description): not found in PATH")
+        if let firstError, firstError.errno != ENOENT { throw firstError }
+        throw SpawnError(errno: ENOENT, operation: "\(description): not found in PATH")
     }
 
-    static func checkExecutable(_ path: String, description: String) throws(UVError) {
+    static func checkExecutable(_ path: String, description: String) throws(SpawnError) {
         var info = stat()
         if stat(path, &info) != 0 {
-            throw UVError(errno: cuvs_errno(), operation: "\(description): \"\(path)\"")
+            throw SpawnError(errno: cuvs_errno(), operation: "\(description): \"\(path)\"")
         }
         if (info.st_mode & S_IFMT) == S_IFDIR {
-            throw UVError(errno: EACCES, operation: "\(description): \"\(path)\" is a directory")
+            throw SpawnError(errno: EACCES, operation: "\(description): \"\(path)\" is a directory")
         }
         if access(path, X_OK) != 0 {
-            throw UVError(errno: cuvs_errno(), operation: "\(description): \"\(path)\"")
+            throw SpawnError(errno: cuvs_errno(), operation: "\(description): \"\(path)\"")
         }
     }
 }
 
 /// A NULL-terminated `char *[]` owning its strings.
-public final class CStringArray {
+package final class CStringArray {
     /// The array.
-    public let pointer: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>
+    package let pointer: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>
     /// The number of strings (without the terminating NULL).
-    public let count: Int
+    package let count: Int
 
     /// Copies `strings`.
-    public init(_ strings: [String]) {
+    package init(_ strings: [String]) {
         count = strings.count
         pointer = .allocate(capacity: strings.count + 1)
         for (index, string) in strings.enumerated() { pointer[index] = strdup(string) }
@@ -174,11 +182,11 @@ public final class CStringArray {
 }
 
 /// Opens a file for a child's stdio, close-on-exec (so only the dup2 inside the child survives).
-func openStdioFile(path: String, append: Bool, forInput: Bool, description: String) throws(UVError) -> Int32 {
+package func openStdioFile(path: String, append: Bool, forInput: Bool, description: String) throws(SpawnError) -> Int32 {
     let flags: Int32 = forInput
         ? O_RDONLY | O_CLOEXEC
         : O_WRONLY | O_CREAT | O_CLOEXEC | (append ? O_APPEND : O_TRUNC)
     let fd = open(path, flags, 0o644)
-    if fd < 0 { throw UVError(errno: cuvs_errno(), operation: "\(description): stdio file \"\(path)\"") }
+    if fd < 0 { throw SpawnError(errno: cuvs_errno(), operation: "\(description): stdio file \"\(path)\"") }
     return fd
 }
