@@ -4,24 +4,26 @@
 import UVSupervisor
 
 /// A cross-thread job: counts on the loop, stops it at the target (no closure per job).
-final class CountingRemoteJob: LoopRunnable, @unchecked Sendable {
+/// Touched only in `run()`, on the loop thread.
+final class CountingRemoteJob: LoopJob, @unchecked Sendable {
     let remote: LoopRemote
     let target: Int
     var count = 0
     init(remote: LoopRemote, target: Int) {
         self.remote = remote
         self.target = target
+        super.init()
     }
-    func runOnLoop() {
+    override func run() {
         count += 1
         if count == target { try? remote.stop() }
     }
 }
 
 /// A job for the allocation-free run-soon path.
-final class CountingJob: LoopRunnable {
+final class CountingJob: LoopJob {
     var count = 0
-    func runOnLoop() { count += 1 }
+    override func run() { count += 1 }
 }
 
 /// The `uv` side: the loop layer and the libuv runtime.

@@ -149,17 +149,15 @@ public final class EventLoop {
     @inline(__always)
     public func runSoon(_ runnable: some LoopRunnable) {
         preconditionInLoop("EventLoop.runSoon")
-        runSoonQueue.enqueue(runnable)
+        runSoonQueue.enqueue(.runnable(runnable))
     }
 
-    /// Queues `job` for the next turn *without retaining it*, the package-internal fast lane
-    /// (one word per job, no reference counting). Unsafe: the caller guarantees that `job`
-    /// lives until it has run (see ``UnsafeUnretainedLoopJob``). Unretained jobs run first in
-    /// their turn, in submission order among themselves.
+    /// The fastest way to run something on the next turn: the loop calls `job.run()` (once
+    /// per submission), holding one reference to `job` until then (see ``LoopJob``).
     @inline(__always)
-    package func runSoon(unsafeUnretained job: UnsafeUnretainedLoopJob) {
+    public func runSoon(_ job: LoopJob) {
         preconditionInLoop("EventLoop.runSoon")
-        runSoonQueue.enqueue(unsafeUnretained: job)
+        runSoonQueue.enqueue(job)
     }
 
     // MARK: Teardown

@@ -10,6 +10,9 @@ import CLibUV
 /// executor.
 ///
 /// Submissions go into a mutex-guarded queue and wake the loop through one `uv_async_t`.
+/// ``LoopJob``s have a lane of their own (one retained word per job, so the lock is held for a
+/// reference count and a store); every other job remembers how many of them were queued before
+/// it, which keeps one submission order across both lanes.
 /// `uv_async_send` coalesces (many sends may give one callback), so the callback drains the
 /// whole queue. Submissions made on the loop thread itself skip the lock and the wakeup syscall:
 /// they go straight to the loop's run-soon queue. Once the loop's ``EventLoop/close()`` has
@@ -36,14 +39,17 @@ public final class LoopRemote: @unchecked Sendable {
     }
 
     /// What the submitting threads share with the loop, under `lock`.
-    private struct SharedQueue {
-        var jobs: [RemoteJob] = []
+    private struct SharedQueue: ~Copyable {
+        var loopJobs = TrivialBuffer<Unmanaged<LoopJob>>(capacity: 64)
+        var jobs: [(job: RemoteJob, afterLoopJobs: Int)] = []
         var wakeupPending = false
         var closed = false
     }
 
     private let lock = PthreadMutex()
-    private var shared = SharedQueue()
+    // Unchecked exclusivity: every access is under `lock` (which is the exclusivity), and the
+    // dynamic check on top cost as much as the lock itself (perf, submit_cross_thread).
+    @exclusivity(unchecked) private var shared = SharedQueue()
     private let ownerThread: pthread_t
     // Loop-thread state (see the type's notes).
     private unowned var loop: EventLoop?
@@ -52,7 +58,8 @@ public final class LoopRemote: @unchecked Sendable {
     /// Set on the loop thread when teardown begins: same-thread submissions are refused too.
     private var refusing = false
     /// The batch being run, swapped with the shared queue.
-    private var drainingJobs: [RemoteJob] = []
+    private var drainingLoopJobs = TrivialBuffer<Unmanaged<LoopJob>>(capacity: 64)
+    private var drainingJobs: [(job: RemoteJob, afterLoopJobs: Int)] = []
 
     init(ownerThread: pthread_t) {
         self.ownerThread = ownerThread
@@ -94,6 +101,38 @@ public final class LoopRemote: @unchecked Sendable {
         try submit(.runnable(runnable), operation: "execute on the loop")
     }
 
+    /// The fastest cross-thread submission: the loop calls `job.run()` on its thread (once per
+    /// submission), holding one reference to `job` until then (see ``LoopJob``).
+    /// - Throws: ``UVError`` (`ECANCELED`) when the loop is closing or closed.
+    public func execute<Job: LoopJob & Sendable>(_ job: Job) throws(UVError) {
+        if inLoopThread, let loop {
+            if refusing {
+                throw UVError(code: UV_ECANCELED.rawValue, operation: "execute on the loop: the loop is closing")
+            }
+            loop.runSoonQueue.enqueue(job)
+            return
+        }
+        let reference = Unmanaged<LoopJob>.passRetained(job)
+        lock.lock()
+        if shared.closed {
+            lock.unlock()
+            reference.release()
+            throw UVError(code: UV_ECANCELED.rawValue, operation: "execute on the loop: the loop is closed")
+        }
+        shared.loopJobs.append(reference)
+        wakeLoopLocked()
+        lock.unlock()
+    }
+
+    /// Wakes the loop unless a wakeup is already on its way. Call with `lock` held.
+    @inline(__always)
+    private func wakeLoopLocked() {
+        if !shared.wakeupPending {
+            shared.wakeupPending = true
+            uv_async_send(asyncHandle)
+        }
+    }
+
     /// Runs `job` on the loop thread with the loop itself, to create or use handles there.
     /// - Throws: ``UVError`` (`ECANCELED`) when the loop is closing or closed.
     public func executeWithLoop(_ job: @escaping @Sendable (EventLoop) -> Void) throws(UVError) {
@@ -114,7 +153,7 @@ public final class LoopRemote: @unchecked Sendable {
                 throw UVError(code: UV_ECANCELED.rawValue, operation: "\(operation()): the loop is closing")
             }
             switch job {
-            case .runnable(let runnable): loop.runSoonQueue.enqueue(runnable)
+            case .runnable(let runnable): loop.runSoonQueue.enqueue(.runnable(runnable))
             case .executorJob(let executorJob): loop.runSoonQueue.enqueue(.executorJob(executorJob))
             default: loop.runSoonQueue.enqueue(.closure { [self] in self.run(job) })
             }
@@ -125,11 +164,8 @@ public final class LoopRemote: @unchecked Sendable {
             lock.unlock()
             throw UVError(code: UV_ECANCELED.rawValue, operation: "\(operation()): the loop is closed")
         }
-        shared.jobs.append(job)
-        if !shared.wakeupPending {
-            shared.wakeupPending = true
-            uv_async_send(asyncHandle)
-        }
+        shared.jobs.append((job, shared.loopJobs.count))
+        wakeLoopLocked()
         lock.unlock()
     }
 
@@ -146,17 +182,33 @@ public final class LoopRemote: @unchecked Sendable {
     /// Called by the async handle on the loop thread: runs every job queued so far.
     func drainRemoteJobs() {
         lock.lock()
+        shared.loopJobs.exchange(with: &drainingLoopJobs)
         swap(&shared.jobs, &drainingJobs)
         shared.wakeupPending = false
         lock.unlock()
-        for index in drainingJobs.indices { run(drainingJobs[index]) }
+        // Merge the lanes back into submission order.
+        let loopJobs = drainingLoopJobs.base
+        var nextLoopJob = 0
+        for index in drainingJobs.indices {
+            let (job, afterLoopJobs) = drainingJobs[index]
+            while nextLoopJob < afterLoopJobs {
+                loopJobs[nextLoopJob].takeRetainedValue().run()
+                nextLoopJob += 1
+            }
+            run(job)
+        }
+        while nextLoopJob < drainingLoopJobs.count {
+            loopJobs[nextLoopJob].takeRetainedValue().run()
+            nextLoopJob += 1
+        }
+        drainingLoopJobs.removeAll()
         if !drainingJobs.isEmpty { drainingJobs.removeAll(keepingCapacity: true) }
     }
 
     var hasPendingJobs: Bool {
         lock.lock()
         defer { lock.unlock() }
-        return !shared.jobs.isEmpty
+        return !shared.jobs.isEmpty || !shared.loopJobs.isEmpty
     }
 
     /// Teardown, step 1 (on the loop thread): from now on submissions are refused, from this
@@ -165,10 +217,7 @@ public final class LoopRemote: @unchecked Sendable {
         refusing = true
         lock.lock()
         shared.closed = true
-        if !shared.jobs.isEmpty && !shared.wakeupPending {
-            shared.wakeupPending = true
-            uv_async_send(asyncHandle)
-        }
+        if !shared.jobs.isEmpty || !shared.loopJobs.isEmpty { wakeLoopLocked() }
         lock.unlock()
     }
 

@@ -8,26 +8,25 @@ import CLibUV
 /// pending, which makes that poll non-blocking. Jobs enqueued while draining wait for the next
 /// turn, so a job that re-enqueues itself cannot starve I/O either.
 ///
-/// Every job is held strongly from its submission until it has run. Runnables (the hot path:
-/// the runtimes' turns) have a lane of their own, an array of class existentials, which
-/// appending and draining handle without the enum's generic copies; every other job remembers
-/// how many runnables were queued before it, so the two lanes run in one submission order.
+/// Every job is held strongly from its submission until it has run. ``LoopJob``s (the hot
+/// path, the runtimes' turns among them) have a lane of their own: one retained word per job in
+/// a `realloc`'d buffer, so an append is a reference count and a store. Every other job
+/// remembers how many ``LoopJob``s were queued before it, so the two lanes run in one
+/// submission order.
 final class RunSoonQueue {
     enum Job {
         case closure(() -> Void)
+        case runnable(any LoopRunnable)
         case executorJob(UnownedJob)
     }
 
-    // Unchecked exclusivity on the runnable lane only: its dynamic checks were a quarter of a
-    // same-thread submit (perf, submit_same_thread); both are private, touched on the loop
+    // Unchecked exclusivity on the job lane only: its dynamic checks were a quarter of a
+    // same-thread submit (perf, submit_same_thread). Both are private, touched on the loop
     // thread only, and never passed inout across a call out of this type.
-    @exclusivity(unchecked) private var pendingRunnables: [any LoopRunnable] = []
-    /// The package-internal unretained lane (see ``UnsafeUnretainedLoopJob``): one word a job.
-    private var pendingUnretained = TrivialBuffer<Unmanaged<UnsafeUnretainedLoopJob>>(capacity: 64)
-    private var drainingUnretained = TrivialBuffer<Unmanaged<UnsafeUnretainedLoopJob>>(capacity: 64)
-    private var pending: [(job: Job, afterRunnables: Int)] = []
-    @exclusivity(unchecked) private var drainingRunnables: [any LoopRunnable] = []
-    private var draining: [(job: Job, afterRunnables: Int)] = []
+    @exclusivity(unchecked) private var pendingJobs = TrivialBuffer<Unmanaged<LoopJob>>(capacity: 64)
+    @exclusivity(unchecked) private var drainingJobs = TrivialBuffer<Unmanaged<LoopJob>>(capacity: 64)
+    private var pending: [(job: Job, afterJobs: Int)] = []
+    private var draining: [(job: Job, afterJobs: Int)] = []
     private var checkHandle: RunSoonCheckHandle?
     private var idleHandle: RunSoonIdleHandle?
     private var idleActive = false
@@ -35,10 +34,13 @@ final class RunSoonQueue {
     private unowned var remote: LoopRemote?
 
     init() {
-        pendingRunnables.reserveCapacity(64)
-        drainingRunnables.reserveCapacity(64)
         pending.reserveCapacity(64)
         draining.reserveCapacity(64)
+    }
+
+    deinit {
+        // Jobs still queued (a loop dropped without running them) are released, not leaked.
+        for index in 0..<pendingJobs.count { pendingJobs.base[index].release() }
     }
 
     func attach(to loop: EventLoop) {
@@ -47,24 +49,18 @@ final class RunSoonQueue {
         idleHandle = RunSoonIdleHandle(loop: loop)
     }
 
-    var hasPendingJobs: Bool { !pending.isEmpty || !pendingRunnables.isEmpty || !pendingUnretained.isEmpty }
-
-    /// Queues `job` without retaining it; unretained jobs run first in their turn, in order.
-    @inline(__always)
-    func enqueue(unsafeUnretained job: UnsafeUnretainedLoopJob) {
-        pendingUnretained.append(Unmanaged.passUnretained(job))
-        if !idleActive { startIdle() }
-    }
+    var hasPendingJobs: Bool { !pending.isEmpty || !pendingJobs.isEmpty }
 
     @inline(__always)
     func enqueue(_ job: Job) {
-        pending.append((job, pendingRunnables.count))
+        pending.append((job, pendingJobs.count))
         if !idleActive { startIdle() }
     }
 
+    /// Queues `job`, retained until it has run.
     @inline(__always)
-    func enqueue(_ runnable: any LoopRunnable) {
-        pendingRunnables.append(runnable)
+    func enqueue(_ job: LoopJob) {
+        pendingJobs.append(Unmanaged.passRetained(job))
         if !idleActive { startIdle() }
     }
 
@@ -78,37 +74,32 @@ final class RunSoonQueue {
 
     /// Runs the jobs that were pending when the turn's check phase began.
     func drain() {
-        if !pendingUnretained.isEmpty {
-            pendingUnretained.exchange(with: &drainingUnretained)
-            let jobs = drainingUnretained.base
-            for index in 0..<drainingUnretained.count {
-                jobs[index]._withUnsafeGuaranteedRef { $0.run() }
-            }
-            drainingUnretained.removeAll()
-        }
-        if pending.isEmpty && pendingRunnables.isEmpty {
-            if pendingUnretained.isEmpty { stopIdle() }
+        if !hasPendingJobs {
+            stopIdle()
             return
         }
-        swap(&pendingRunnables, &drainingRunnables)
+        pendingJobs.exchange(with: &drainingJobs)
         swap(&pending, &draining)
-        var nextRunnable = 0
+        let jobs = drainingJobs.base
+        let jobCount = drainingJobs.count
+        var nextJob = 0
         for index in draining.indices {
-            let (job, afterRunnables) = draining[index]
-            while nextRunnable < afterRunnables {
-                drainingRunnables[nextRunnable].runOnLoop()
-                nextRunnable += 1
+            let (job, afterJobs) = draining[index]
+            while nextJob < afterJobs {
+                jobs[nextJob].takeRetainedValue().run()
+                nextJob += 1
             }
             switch job {
             case .closure(let body): body()
+            case .runnable(let runnable): runnable.runOnLoop()
             case .executorJob(let executorJob): remote?.runExecutorJob(executorJob)
             }
         }
-        while nextRunnable < drainingRunnables.count {
-            drainingRunnables[nextRunnable].runOnLoop()
-            nextRunnable += 1
+        while nextJob < jobCount {
+            jobs[nextJob].takeRetainedValue().run()
+            nextJob += 1
         }
-        drainingRunnables.removeAll(keepingCapacity: true)
+        drainingJobs.removeAll()
         if !draining.isEmpty { draining.removeAll(keepingCapacity: true) }
         if !hasPendingJobs { stopIdle() }
     }
@@ -155,23 +146,4 @@ final class RunSoonIdleHandle: LoopHandle {
         guard isOpen else { return }
         uv_idle_stop(UnsafeMutableRawPointer(rawHandle).assumingMemoryBound(to: uv_idle_t.self))
     }
-}
-
-/// A job for the loop's package-internal unretained lane (``EventLoop/runSoon(unsafeUnretained:)``):
-/// the queue stores one word per job (an `Unmanaged` reference to this object: no reference
-/// counting per job, no layout assumption) and calls ``run()``.
-///
-/// Unsafe: the queue does not keep the job alive. Whoever enqueues it must guarantee that it
-/// (and what its body uses) lives until it has run, for example by holding a strong
-/// reference in a field that only the body clears.
-package final class UnsafeUnretainedLoopJob {
-    private let body: () -> Void
-
-    package init(_ body: @escaping () -> Void) {
-        self.body = body
-    }
-
-    /// Called on the loop thread once per enqueue.
-    @inline(__always)
-    package func run() { body() }
 }

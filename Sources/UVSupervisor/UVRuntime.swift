@@ -36,10 +36,7 @@ public final class UVRuntime: SupervisorRuntime {
     private var laterJobs: [any RunSoonJob] = []
     private var spareJobs: [any RunSoonJob] = []
     /// The one run-soon entry all of a turn's jobs share.
-    private var turn: UnsafeUnretainedLoopJob?
-    /// Set while a turn is queued: the runtime keeps itself alive until the turn has run (a job
-    /// may drop the last other reference to it, the tree's, while the turn is still running).
-    private var selfWhileQueued: UVRuntime?
+    private let turn = Turn()
 
     /// A runtime on `loop`. Call it on the loop's thread.
     public init(loop: EventLoop, spawnMethod: SpawnMethod = .preferred, parentDeathSignal: Int32? = SIGKILL) {
@@ -65,27 +62,16 @@ public final class UVRuntime: SupervisorRuntime {
         } else {
             laterJobs.append(job)
         }
-        if selfWhileQueued == nil {
-            // Queued unretained, soundly: the runtime holds the entry, and holds itself until
-            // the entry has run.
-            selfWhileQueued = self
-            loop.runSoon(unsafeUnretained: turnJob())
+        if turn.runtime == nil {
+            // The entry holds the runtime until it has run: a job may drop the last other
+            // reference to it (the tree's) while the turn is still running.
+            turn.runtime = self
+            loop.runSoon(turn)
         }
-    }
-
-    private func turnJob() -> UnsafeUnretainedLoopJob {
-        if let turn { return turn }
-        // Unowned: the job lives in this runtime's field, and runs only while selfWhileQueued
-        // holds the runtime.
-        let made = UnsafeUnretainedLoopJob { [unowned(unsafe) self] in self.runTurn() }
-        turn = made
-        return made
     }
 
     /// Runs the jobs queued before this turn.
     private func runTurn() {
-        let keepAlive = selfWhileQueued.take()
-        defer { withExtendedLifetime(keepAlive) {} }
         let first = firstJob.take()
         if laterJobs.isEmpty {
             first?.runSoonJob()
@@ -98,6 +84,17 @@ public final class UVRuntime: SupervisorRuntime {
         for job in batch { job.runSoonJob() }
         batch.removeAll(keepingCapacity: true)
         spareJobs = batch
+    }
+
+    /// The run-soon entry of a turn. It references the runtime only while queued, so the two
+    /// form no lasting cycle.
+    private final class Turn: LoopJob {
+        var runtime: UVRuntime?
+
+        override func run() {
+            guard let runtime = runtime.take() else { return }
+            runtime.runTurn()
+        }
     }
 
     /// Traps unless called on the loop's thread.

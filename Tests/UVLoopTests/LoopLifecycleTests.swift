@@ -132,20 +132,31 @@ struct LoopLifecycleTests {
         #expect(report == .clean)
     }
 
-    @Test("the package's unretained lane runs its jobs first in their turn, in order, once each")
-    func unsafeUnretainedLane() async throws {
+    @Test("LoopJobs run once per submission, in one order with closures, held until they ran")
+    func loopJobLane() async throws {
         let report = try await withCheckedLoop { loop in
+            final class Append: LoopJob {
+                let value: Int
+                let log: (Int) -> Void
+                init(_ value: Int, _ log: @escaping (Int) -> Void) { self.value = value; self.log = log }
+                override func run() { log(value) }
+            }
             var log: [Int] = []
-            let first = UnsafeUnretainedLoopJob { log.append(1) }
-            let second = UnsafeUnretainedLoopJob { log.append(2) }
-            loop.runSoon { log.append(3) }
-            loop.runSoon(unsafeUnretained: first)
-            loop.runSoon(unsafeUnretained: second)
-            loop.runSoon(unsafeUnretained: first)
+            let one = Append(1) { log.append($0) }
+            loop.runSoon(one)
+            loop.runSoon { log.append(2) }
+            loop.runSoon(one)
+            weak var released: Append?
+            do {
+                let three = Append(3) { log.append($0) }
+                released = three
+                loop.runSoon(three)
+            }
             #expect(log.isEmpty)
+            #expect(released != nil, "the queue holds the job")
             loop.run(.noWait)
             #expect(log == [1, 2, 1, 3])
-            withExtendedLifetime((first, second)) {}
+            #expect(released == nil, "and lets it go once it ran")
         }
         #expect(report == .clean)
     }
