@@ -13,13 +13,14 @@ struct DemoOptions {
     static let usage = """
     uv-supervisor-demo: a supervision tree that crashes on purpose and heals itself.
 
-    USAGE: uv-supervisor-demo [--duration SECONDS] [--json] [--no-color] [--plain]
+    USAGE: uv-supervisor-demo [--duration SECONDS] [--json] [--no-color] [--plain | --live]
 
     OPTIONS:
       --duration SECONDS  how long the story runs before the graceful shutdown (default 15)
       --json              print every event as one JSON object per line, for tools
       --no-color          no ANSI colours (also when NO_COLOR is set or stdout is not a terminal)
       --plain             event lines instead of the live tree, even on a terminal
+      --live              the live tree even when stdout is not a terminal
       -h, --help          show this help
 
     Ctrl-C shuts the tree down gracefully at any time; a second Ctrl-C kills what is left.
@@ -55,6 +56,8 @@ struct DemoOptions {
                 options.color = false
             case "--plain":
                 options.live = false
+            case "--live":
+                options.live = !options.json
             case "--worker-process":
                 options.workerProcess = true
             default:

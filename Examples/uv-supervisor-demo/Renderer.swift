@@ -7,21 +7,32 @@ import UVSupervisor
 final class Renderer {
     let options: DemoOptions
     let style: Style
-    let startTime: UInt64
+    /// The runtime's clock (nanoseconds), the one events are stamped with.
+    private let now: () -> Int64
+    /// When the story began, on that clock.
+    let startTime: Int64
+    private var legendText = ""
+    /// Live view: the narrator's latest lines (shown above the events, never scrolled away).
+    private var narration: [String] = []
     private var recent: [String] = []
     private var dirty = true
     weak var root: Supervisor?
 
-    init(options: DemoOptions) {
+    init(options: DemoOptions, clock now: @escaping () -> Int64) {
         self.options = options
         self.style = Style(enabled: options.color)
-        startTime = EventLoop.hrtime()
+        self.now = now
+        startTime = now()
+    }
+
+    /// Seconds since the start for a time on the runtime's clock (never negative).
+    func seconds(at time: Int64) -> Double {
+        Double(max(0, time &- startTime)) / 1e9
     }
 
     private func clock(_ time: Int64) -> String {
-        let seconds = Double(UInt64(bitPattern: time) &- startTime) / 1e9
-        let tenths = Int((seconds * 100).rounded())
-        let text = "\(tenths / 100).\(tenths % 100 < 10 ? "0" : "")\(tenths % 100)s"
+        let hundredths = Int((seconds(at: time) * 100).rounded())
+        let text = "\(hundredths / 100).\(hundredths % 100 < 10 ? "0" : "")\(hundredths % 100)s"
         return String(repeating: " ", count: max(0, 7 - text.count)) + text
     }
 
@@ -51,17 +62,35 @@ final class Renderer {
 
     /// A worker's own remark.
     func note(_ path: String, _ text: String) {
+        let time = now()
         if options.json {
-            print("{\"time\":\(Double(EventLoop.hrtime() &- startTime) / 1e9),\"path\":\"\(escape(path))\",\"event\":\"note\",\"detail\":\"\(escape(text))\"}")
+            print("{\"time\":\(seconds(at: time)),\"path\":\"\(escape(path))\",\"event\":\"note\",\"detail\":\"\(escape(text))\"}")
             return
         }
-        show("\(style.dim(clock(Int64(bitPattern: EventLoop.hrtime())))) \(pad(path, 28))\(style.dim("· " + text))")
+        show("\(style.dim(clock(time))) \(pad(path, 28))\(style.dim("· " + text))")
     }
 
-    /// A narrator line (not in JSON mode).
+    /// The story's legend: printed once, or kept as the live view's header.
+    func legend(_ text: String) {
+        if options.json { return }
+        if options.live {
+            legendText = text
+            dirty = true
+        } else {
+            print(style.bold(text))
+        }
+    }
+
+    /// A narrator line (not in JSON mode). In the live view the latest ones stay on screen.
     func say(_ text: String) {
         if options.json { return }
-        show(style.bold(text))
+        if options.live {
+            narration.append(text)
+            if narration.count > 3 { narration.removeFirst(narration.count - 3) }
+            dirty = true
+        } else {
+            print(style.bold(text))
+        }
     }
 
     private func describe(_ kind: SupervisorEvent.Kind) -> String {
@@ -91,17 +120,24 @@ final class Renderer {
     }
 
     /// Redraws the live tree if anything changed (called from a timer, so at most ~10 times a second).
-    func refresh(elapsed: Double, duration: Double) {
+    func refresh() {
         guard options.live, dirty, let root else { return }
         dirty = false
+        let elapsed = seconds(at: now())
         var screen = "\u{1B}[H\u{1B}[2J"
-        screen += style.bold("uv-supervisor demo") + style.dim("  \(Int(elapsed))s / \(Int(duration))s   Ctrl-C stops it gracefully") + "\n\n"
-        screen += style.bold("root") + style.dim("  \(strategyLabels["root"] ?? "")") + "\n"
+        screen += style.bold("uv-supervisor demo") + style.dim("  \(Int(elapsed))s / \(formatSeconds(options.duration))   Ctrl-C stops it gracefully") + "\n"
+        if !legendText.isEmpty { screen += style.dim(legendText) + "\n" }
+        screen += "\n" + style.bold("root") + style.dim("  \(strategyLabels["root"] ?? "")") + "\n"
         screen += tree(root.children(), prefix: "")
+        if !narration.isEmpty { screen += "\n" + narration.map { style.bold($0) }.joined(separator: "\n") + "\n" }
         screen += "\n" + style.bold("Recent events") + "\n"
         screen += recent.joined(separator: "\n") + "\n"
         fputs(screen, stdout)
         fflush(stdout)
+    }
+
+    private func formatSeconds(_ seconds: Double) -> String {
+        seconds == seconds.rounded() ? "\(Int(seconds))s" : "\(seconds)s"
     }
 
     private func tree(_ children: [ChildStatus], prefix: String) -> String {
@@ -152,9 +188,10 @@ final class Renderer {
         }
     }
 
+    /// The last frame, with the time actually elapsed.
     private func refreshForce() {
         dirty = true
-        refresh(elapsed: 0, duration: 0)
+        refresh()
     }
 
     private func json(_ event: SupervisorEvent) -> String {
@@ -177,8 +214,7 @@ final class Renderer {
         case .output(let stream, let line): kind = "output"; detail = "\(stream): \(line)"
         case .loopLag(let duration): kind = "loopLag"; detail = formatDuration(duration)
         }
-        let time = Double(UInt64(bitPattern: event.time) &- startTime) / 1e9
-        return "{\"time\":\(time),\"path\":\"\(escape(event.path))\",\"event\":\"\(kind)\",\"detail\":\"\(escape(detail))\",\"restarts\":\(event.restartCount)}"
+        return "{\"time\":\(seconds(at: event.time)),\"path\":\"\(escape(event.path))\",\"event\":\"\(kind)\",\"detail\":\"\(escape(detail))\",\"restarts\":\(event.restartCount)}"
     }
 
     private func escape(_ text: String) -> String {

@@ -14,15 +14,16 @@ exit(runDemo(options))
 func runDemo(_ options: DemoOptions) -> Int32 {
     do {
         let loop = try EventLoop()
-        let renderer = Renderer(options: options)
+        let runtime = UVRuntime(loop: loop)
+        // Every time shown is on the runtime's clock, the one events carry.
+        let renderer = Renderer(options: options) { runtime.nowNanoseconds }
         let state = StoryState()
         let spec = makeStoryTree(loop: loop, duration: options.duration, state: state) { renderer.note($0, $1) }
-        let runtime = UVRuntime(loop: loop)
         let root = try Supervisor(spec, runtime: runtime)
         renderer.root = root
         root.onEvent { renderer.event($0) }
 
-        renderer.say("""
+        renderer.legend("""
         A supervision tree on one libuv loop. Workers crash on purpose; their supervisors restart them.
           workers/calc-task     a loop task: fails on every job factor that is a multiple of 3 (backoff grows)
           workers/calc-process  a real process: aborts on a multiple of 3 — only a process isolates a crash
@@ -52,10 +53,11 @@ func runDemo(_ options: DemoOptions) -> Int32 {
             shutDown("Time is up: graceful shutdown, every supervisor stops its children last-started first.", within: .seconds(5))
         }
         try end.start(after: .milliseconds(Int(options.duration * 1000)))
-        let redraw = LoopTimer(loop: loop) {
-            renderer.refresh(elapsed: Double(EventLoop.hrtime() - renderer.startTime) / 1e9, duration: options.duration)
+        let redraw = LoopTimer(loop: loop) { renderer.refresh() }
+        if options.live {
+            renderer.refresh()   // the first frame at once, legend included
+            try redraw.start(after: .milliseconds(100), repeating: .milliseconds(100))
         }
-        if options.live { try redraw.start(after: .milliseconds(100), repeating: .milliseconds(100)) }
 
         root.onTermination { _ in
             [interrupt, terminate].forEach { $0.close() }
