@@ -89,7 +89,7 @@ struct BadInputAndSecurityTests {
           .disabled(if: underSanitizer, "the crashing child of an exit test can hang in the backtracer under sanitizers"))
     func wrongThreadHandle() async {
         await ExclusiveResources.run {
-            await #expect(processExitsWith: .failure) {
+            let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
                 let loop = try! EventLoop()
                 var created = false
                 let thread = Thread { _ = LoopTimer(loop: loop) {}; created = true }
@@ -97,6 +97,8 @@ struct BadInputAndSecurityTests {
                 thread.join()
                 _ = created
             }
+            let message = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+            #expect(message.contains("LoopTimer.init must be called on the event loop's thread"), "stderr: \(message.prefix(500))")
         }
     }
 
@@ -104,13 +106,15 @@ struct BadInputAndSecurityTests {
           .disabled(if: underSanitizer, "the crashing child of an exit test can hang in the backtracer under sanitizers"))
     func wrongThreadSupervisor() async {
         await ExclusiveResources.run {
-            await #expect(processExitsWith: .failure) {
+            let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
                 let loop = try! EventLoop()
                 let root = try! Supervisor(SupervisorSpec(children: []), runtime: UVRuntime(loop: loop))
                 let thread = Thread { root.start() }
                 thread.start()
                 thread.join()
             }
+            let message = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+            #expect(message.contains("Supervisor.start must be called on the event loop's thread"), "stderr: \(message.prefix(500))")
         }
     }
 }

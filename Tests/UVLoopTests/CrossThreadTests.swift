@@ -152,6 +152,25 @@ struct CrossThreadTests {
         }
     }
 
+    @Test("once close() has begun, the remote refuses submissions from the loop's own thread too")
+    func refusedDuringClose() async throws {
+        final class Outcome: @unchecked Sendable { var value = "not run" }   // the test's thread only
+        let outcome = Outcome()
+        let report = try await withCheckedLoop { loop in
+            // Runs inside close(), which runs what was queued before it began.
+            loop.runSoon {
+                do {
+                    try loop.remote.execute {}
+                    outcome.value = "accepted"
+                } catch {
+                    outcome.value = (error as? UVError)?.name ?? "\(error)"
+                }
+            }
+        }
+        #expect(outcome.value == "ECANCELED")
+        #expect(report == .clean)
+    }
+
     @Test("submissions from the loop thread itself run on a later turn")
     func sameThreadSubmit() async throws {
         let report = try await withCheckedLoop { loop in
