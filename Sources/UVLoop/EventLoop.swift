@@ -165,8 +165,9 @@ public final class EventLoop {
     /// The number of libuv handles opened on this loop whose close callback has not run yet.
     public var liveHandleCount: Int { openHandleCount }
 
-    /// Tears the loop down: refuses new submissions through ``remote`` (from every thread, the
-    /// loop's own included), runs the ones already accepted, kills child processes still running
+    /// Tears the loop down: refuses new submissions through ``remote`` from other threads, runs
+    /// the ones already accepted (and what they submit on the loop's thread meanwhile), then
+    /// refuses the loop thread's own submissions through the remote too, kills child processes still running
     /// (SIGKILL to their group) and waits for their exit, closes every handle, runs until all
     /// close callbacks have fired, and closes the libuv loop. Jobs that close callbacks queue
     /// with ``runSoon(_:)-(()->Void)`` during the teardown still run before it returns.
@@ -176,12 +177,14 @@ public final class EventLoop {
     public func close() throws(UVError) {
         if isClosed { return }
         preconditionInLoop("EventLoop.close")
-        // 1. No new work from other threads (or this one, through the remote); run what was
-        //    already accepted.
+        // 1. No new work from other threads; run what was already accepted, and what it queues
+        //    on this thread (a task's next step), until nothing is left. Then this thread's
+        //    submissions through the remote are refused too.
         remote.refuseNewWork()
         while runSoonQueue.hasPendingJobs || remote.hasPendingJobs {
             uv_run(rawLoop, UV_RUN_NOWAIT)
         }
+        remote.refuseSameThreadWork()
         // 2. Children: a process handle closed before its exit leaves a zombie, so kill and wait.
         for process in liveProcesses.values { process.killForTeardown() }
         let deadline = uv_hrtime() + 5_000_000_000

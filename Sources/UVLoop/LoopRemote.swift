@@ -16,8 +16,10 @@ import CLibUV
 /// `uv_async_send` coalesces (many sends may give one callback), so the callback drains the
 /// whole queue. Submissions made on the loop thread itself skip the lock and the wakeup syscall:
 /// they go straight to the loop's run-soon queue. Once the loop's ``EventLoop/close()`` has
-/// begun, every submission is refused, from any thread: ``execute(_:)`` throws, and an executor
-/// job traps (see below). The `closed` flag and `uv_async_send` are under the same lock, so a
+/// begun, submissions from other threads are refused; submissions from the loop's own thread
+/// are accepted only while close() runs the work that was already accepted (a task's next
+/// step), and refused from then on. Refused means: ``execute(_:)`` throws, and an executor job
+/// traps (see below). The `closed` flag and `uv_async_send` are under the same lock, so a
 /// refused submission never touches the freed async handle.
 ///
 /// As a `SerialExecutor` it lets actors pin themselves to the loop thread; as a `TaskExecutor`
@@ -211,14 +213,20 @@ public final class LoopRemote: @unchecked Sendable {
         return !shared.jobs.isEmpty || !shared.loopJobs.isEmpty
     }
 
-    /// Teardown, step 1 (on the loop thread): from now on submissions are refused, from this
-    /// thread too; jobs already queued still run.
+    /// Teardown, step 1 (on the loop thread): from now on submissions from other threads are
+    /// refused; jobs already queued still run, and so do the jobs they submit on this thread
+    /// (a task's next step), until none is left.
     func refuseNewWork() {
-        refusing = true
         lock.lock()
         shared.closed = true
         if !shared.jobs.isEmpty || !shared.loopJobs.isEmpty { wakeLoopLocked() }
         lock.unlock()
+    }
+
+    /// Teardown, step 2 (on the loop thread): the accepted work has run; from now on
+    /// submissions from this thread are refused too (the loop is closing its handles).
+    func refuseSameThreadWork() {
+        refusing = true
     }
 
     /// The loop's ``EventLoop/run(_:)`` in `untilStopped` mode keeps the loop alive through us.

@@ -2,12 +2,90 @@
 // killing it with SIGKILL, sending it SIGTERM. It prints one line per event:
 //   started <path> <pid>      stopping <path>      exited <path> <reason>      final <reason>
 // Usage: uvs-test-daemon CHILDREN   (CHILDREN sleeping process children c0, c1, ...)
+//        uvs-test-daemon memory tasks N
+//        uvs-test-daemon memory processes N PROGRAM
+//            N restarts of one crashing loop task (or of PROGRAM exiting 0), alone in this
+//            process, then prints "restarts R", "rss-growth BYTES" (from the first tenth to the
+//            end) and "descriptor-growth D": memory checks that no other test can disturb.
 #if canImport(Glibc)
 @preconcurrency import Glibc
 #endif
 import UVSupervisor
 
 setvbuf(stdout, nil, _IOLBF, 0)
+
+func residentBytes() -> Int {
+    let fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return 0 }
+    defer { close(fd) }
+    var buffer = [UInt8](repeating: 0, count: 256)
+    let count = read(fd, &buffer, buffer.count)
+    guard count > 0 else { return 0 }
+    let fields = String(decoding: buffer[0..<count], as: UTF8.self).split(separator: " ")
+    return fields.count > 1 ? (Int(fields[1]) ?? 0) * Int(sysconf(Int32(_SC_PAGESIZE))) : 0
+}
+
+func openDescriptorCount() -> Int {
+    guard let directory = opendir("/proc/self/fd") else { return -1 }
+    var count = 0
+    while readdir(directory) != nil { count += 1 }
+    closedir(directory)
+    return count
+}
+
+func measureRestarts(kind: String, restarts: Int, program: String?) throws -> Never {
+    let loop = try EventLoop()
+    var starts = 0
+    var memoryAtTenth = 0
+    var descriptorsAtTenth = 0
+    func sample() {
+        if starts == restarts / 10 {
+            memoryAtTenth = residentBytes()
+            descriptorsAtTenth = openDescriptorCount()
+        }
+    }
+    let worker: WorkerKind
+    if kind == "tasks" {
+        worker = .loopTask { context in
+            starts += 1
+            sample()
+            if starts <= restarts { context.fail("again") } else { loop.stop() }
+        }
+    } else {
+        worker = .process(ProcessSpec(argv: [program ?? "/bin/true", "exit", "0"]))
+    }
+    let root = try Supervisor(SupervisorSpec(intensity: RestartIntensity(maxRestarts: 100_000_000, period: .milliseconds(1)),
+                                             children: [ChildSpec(id: "crasher", worker)]), runtime: UVRuntime(loop: loop))
+    if kind != "tasks" {
+        root.onEvent { event in
+            guard case .started = event.kind else { return }
+            starts += 1
+            sample()
+            if starts > restarts { loop.stop() }
+        }
+    }
+    root.start()
+    loop.run(.untilStopped)
+    let memoryGrowth = residentBytes() - memoryAtTenth
+    let descriptorGrowth = openDescriptorCount() - descriptorsAtTenth
+    root.shutdown()
+    loop.run()
+    try loop.close()
+    print("restarts \(root.children().first?.restartCount ?? -1)")
+    print("rss-growth \(memoryGrowth)")
+    print("descriptor-growth \(descriptorGrowth)")
+    exit(0)
+}
+
+if CommandLine.arguments.count >= 4 && CommandLine.arguments[1] == "memory" {
+    do {
+        try measureRestarts(kind: CommandLine.arguments[2], restarts: Int(CommandLine.arguments[3]) ?? 1000,
+                            program: CommandLine.arguments.count > 4 ? CommandLine.arguments[4] : nil)
+    } catch {
+        print("error \(error)")
+        exit(2)
+    }
+}
 let count = CommandLine.arguments.count > 1 ? Int(CommandLine.arguments[1]) ?? 3 : 3
 let children = (0..<count).map { index in
     ChildSpec(id: "c\(index)", .process(ProcessSpec(argv: ["/bin/sleep", "600"])), shutdown: .timeout(.seconds(2)))

@@ -4,6 +4,7 @@
 @preconcurrency import Musl
 #endif
 import UVLoop
+import Dispatch
 
 /// The directory holding the test binary and the helper executables built with it.
 public let buildDirectory: String = {
@@ -176,9 +177,12 @@ public struct LeakReport: Sendable, Equatable {
 /// Runs exclusively (see ``ExclusiveResources``).
 public func withCheckedLoop(_ body: @escaping @Sendable (EventLoop) throws -> Void) async throws -> LeakReport {
     try await ExclusiveResources.run {
-        // libuv opens a process-wide pipe the first time any loop is created; create one
-        // first so that it is not counted against the test.
+        // libuv opens a process-wide pipe the first time any loop is created, and libdispatch
+        // its event descriptors the first time anybody uses a source or a timer (Task.sleep
+        // in any test does): make both exist first, so that neither is counted against the
+        // test, whichever test happens to trigger it meanwhile.
         _ = libuvGlobalsReady
+        _ = dispatchGlobalsReady
         let before = openDescriptors()
         let box = ResultBox()
         // The body is synchronous, so the loop stays on this one thread for its whole life,
@@ -223,6 +227,34 @@ public func runOnFreshThread(_ body: @escaping () -> Void) throws {
 /// Creates and closes one loop, once, so that libuv's process-wide descriptors exist.
 let libuvGlobalsReady: Bool = {
     if let loop = try? EventLoop() { try? loop.close() }
+    return true
+}()
+
+/// Makes libdispatch open its process-wide descriptors (epoll, eventfd, timers) once.
+let dispatchGlobalsReady: Bool = {
+    let queue = DispatchQueue(label: "uvs-test-dispatch-warmup")
+    let fired = DispatchSemaphore(value: 0)
+    let timer = DispatchSource.makeTimerSource(queue: queue)
+    timer.setEventHandler { fired.signal() }
+    timer.schedule(deadline: .now() + .milliseconds(1))
+    timer.activate()
+    fired.wait()
+    timer.cancel()
+    var ends: [Int32] = [-1, -1]
+    if pipe(&ends) == 0 {
+        let source = DispatchSource.makeReadSource(fileDescriptor: ends[0], queue: queue)
+        let read = DispatchSemaphore(value: 0)
+        let cancelled = DispatchSemaphore(value: 0)
+        source.setEventHandler { read.signal() }
+        // The descriptor may only be closed once dispatch has let go of it.
+        source.setCancelHandler { close(ends[0]); close(ends[1]); cancelled.signal() }
+        source.activate()
+        var byte: UInt8 = 1
+        _ = write(ends[1], &byte, 1)
+        read.wait()
+        source.cancel()
+        cancelled.wait()
+    }
     return true
 }()
 
