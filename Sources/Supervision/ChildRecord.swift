@@ -91,10 +91,8 @@ final class ChildRecord {
     var timer: (any RuntimeTimer)?
     /// The latest nested supervisor (kept after it ended, for status snapshots).
     var lastNestedSupervisor: Supervisor?
-    /// Set once removed from its supervisor.
+    /// Set once removed from its supervisor (or when the supervisor went away).
     var removed = false
-    /// Set when its supervisor went away: nothing may reach the supervisor through it.
-    var detached = false
 
     /// The start closure of a loop task, kept apart so that restarts do not copy the spec's enum.
     let loopTaskStart: ((LoopTaskContext) -> Void)?

@@ -115,7 +115,6 @@ public final class Supervisor {
         restartTimer?.close()
         for record in records {
             record.removed = true
-            record.detached = true
             record.timer?.close()
             record.timer = nil
         }
@@ -169,11 +168,11 @@ public final class Supervisor {
             do {
                 // Weak: a process can outlive a supervisor that was dropped while running.
                 let restartCount = record.restartCount
-                let worker = try runtime.startProcess(process, path: record.path, onOutput: { [weak record] stream, line in
-                    // Lines can still arrive after the exit (even after a temporary child was
-                    // removed): they are reported as long as the supervisor exists.
-                    guard let record, !record.detached else { return }
-                    record.supervisor.emitOutput(record, restartCount: restartCount, stream: stream, line: line)
+                let path = record.path
+                // Lines can still arrive after the exit, even after a temporary child's record
+                // is gone: they are reported as long as the supervisor exists.
+                let worker = try runtime.startProcess(process, path: record.path, onOutput: { [weak self] stream, line in
+                    self?.emitOutput(path: path, restartCount: restartCount, stream: stream, line: line)
                 }, onExit: { [weak record] termination in
                     record?.workerEnded(generation: generation, termination)
                 })
@@ -645,9 +644,9 @@ public final class Supervisor {
 
     /// A line of a captured stream, on the runtime's clock, with the restart count of the
     /// incarnation that wrote it (its last lines can arrive after a restart).
-    func emitOutput(_ record: ChildRecord, restartCount: Int, stream: String, line: String) {
+    func emitOutput(path: String, restartCount: Int, stream: String, line: String) {
         guard events.isActive else { return }
-        events.emit(SupervisorEvent(path: record.path, time: now, kind: .output(stream: stream, line: line), restartCount: restartCount))
+        events.emit(SupervisorEvent(path: path, time: now, kind: .output(stream: stream, line: line), restartCount: restartCount))
     }
 
     func emitSupervisorEvent(_ kind: SupervisorEvent.Kind) {
