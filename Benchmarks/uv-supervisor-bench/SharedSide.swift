@@ -4,6 +4,7 @@
 import Dispatch
 import DispatchSupervisor
 import UVSupervisor
+import UVLoop
 
 /// Where a supervision workload runs: the libuv runtime or the Dispatch runtime.
 enum Host {

@@ -2,6 +2,7 @@
 @preconcurrency import Glibc
 #endif
 import UVSupervisor
+import UVLoop
 
 /// A cross-thread job: counts on the loop, stops it at the target (no closure per job).
 /// Touched only in `run()`, on the loop thread.

@@ -1,6 +1,7 @@
 // The README's code examples, compiled with the package so they cannot rot.
 // Each function is one README section; keep the two in step.
 import UVSupervisor
+import UVLoop
 import SupervisionTesting
 
 // MARK: - The tree and its workers

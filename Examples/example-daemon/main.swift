@@ -6,6 +6,7 @@ import Glibc
 #endif
 import Logging
 import UVSupervisor
+import UVLoop
 
 var api = ProcessSpec(argv: ["/bin/sh", "-c", "echo api up; exec sleep 3600"])
 api.stdout = .capture

@@ -2,6 +2,7 @@
 @preconcurrency import Glibc
 #endif
 import UVSupervisor
+import UVLoop
 
 /// Prints the story: event lines, a live tree on a terminal, or JSON lines.
 final class Renderer {

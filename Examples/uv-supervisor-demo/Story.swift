@@ -1,4 +1,5 @@
 import UVSupervisor
+import UVLoop
 
 /// State shared by the demo's workers across their restarts (the supervisor restarts a worker
 /// with a fresh start; what should survive a crash lives out here).

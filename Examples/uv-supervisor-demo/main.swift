@@ -5,6 +5,7 @@
 @preconcurrency import Glibc
 #endif
 import UVSupervisor
+import UVLoop
 
 let options = DemoOptions.parse(CommandLine.arguments)
 if options.workerProcess { runWorkerProcess() }

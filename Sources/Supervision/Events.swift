@@ -79,7 +79,7 @@ public struct SupervisorEvent: Sendable, Equatable, CustomStringConvertible {
 }
 
 /// `1.5s`, `250ms`, `40µs`.
-public func formatDuration(_ duration: Duration) -> String {
+package func formatDuration(_ duration: Duration) -> String {
     let nanoseconds = duration.nanosecondsClamped
     if nanoseconds >= 1_000_000_000 {
         let tenths = (nanoseconds + 50_000_000) / 100_000_000
@@ -130,7 +130,7 @@ public final class EventSink {
     }
 
     /// Delivers an event.
-    public func emit(_ event: SupervisorEvent) {
+    package func emit(_ event: SupervisorEvent) {
         for handler in handlers { handler(event) }
         for continuation in continuations.values { continuation.yield(event) }
         if let logger { log(event, to: logger) }

@@ -77,7 +77,7 @@ extension Int64 {
 
 extension Duration {
     /// Whole nanoseconds, saturating at `Int64.max`; negative durations stay negative.
-    public var nanosecondsClamped: Int64 {
+    package var nanosecondsClamped: Int64 {
         let (seconds, attoseconds) = components
         let (scaled, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
         if overflow { return seconds < 0 ? Int64.min : Int64.max }
@@ -89,7 +89,7 @@ extension Duration {
 extension WorkerTermination {
     /// Runs an async-task worker's body to its end: `.returned`, or `.threw` with the error's
     /// description. Shared by the runtimes, so both report a task's end alike.
-    public static func ofAsyncTask(_ body: @Sendable () async throws -> Void) async -> WorkerTermination {
+    package static func ofAsyncTask(_ body: @Sendable () async throws -> Void) async -> WorkerTermination {
         do {
             try await body()
             return .returned
@@ -101,19 +101,19 @@ extension WorkerTermination {
 
 /// A running async task as a worker: cancellation is the only way to stop it, and it cannot be
 /// killed (the supervisor abandons it at its shutdown timeout). Shared by the runtimes.
-public final class AsyncTaskWorker: RunningWorker {
+package final class AsyncTaskWorker: RunningWorker {
     /// The task.
-    public let task: Task<Void, Never>
+    package let task: Task<Void, Never>
 
     /// Wraps `task`.
-    public init(task: Task<Void, Never>) { self.task = task }
+    package init(task: Task<Void, Never>) { self.task = task }
 
     /// Tasks have no pid.
-    public var pid: Int32? { nil }
+    package var pid: Int32? { nil }
 
     /// Cancels the task.
-    public func requestStop() { task.cancel() }
+    package func requestStop() { task.cancel() }
 
     /// Tasks cannot be killed: returns `false`.
-    public func kill() -> Bool { false }
+    package func kill() -> Bool { false }
 }

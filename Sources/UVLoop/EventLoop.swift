@@ -1,7 +1,5 @@
 #if canImport(Glibc)
 @preconcurrency import Glibc
-#elseif canImport(Musl)
-@preconcurrency import Musl
 #endif
 import CLibUV
 
@@ -36,7 +34,7 @@ public final class EventLoop {
     }
 
     /// The underlying libuv loop. Valid until ``close()``.
-    public let rawLoop: UnsafeMutablePointer<uv_loop_t>
+    package let rawLoop: UnsafeMutablePointer<uv_loop_t>
     /// The owning thread: the only one allowed to touch the loop.
     let ownerThread: pthread_t
     /// Handles initialised and not yet through their close callback (ours, run-soon's, remote's).

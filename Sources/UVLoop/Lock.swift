@@ -1,7 +1,5 @@
 #if canImport(Glibc)
 @preconcurrency import Glibc
-#elseif canImport(Musl)
-@preconcurrency import Musl
 #endif
 
 /// A mutex-protected value, on `pthread_mutex_t`.
@@ -10,7 +8,11 @@
 /// does not model, so every correctly locked access shows up as a race and `--sanitize=thread`
 /// becomes useless. glibc's mutex takes the same uncontended fast path (one atomic). Adaptive,
 /// like ``PthreadMutex``.
-public final class LockedValue<Value>: @unchecked Sendable {
+///
+/// `Sendable` only when the value is: the lock serialises access to the box, but a value that
+/// is not `Sendable` (a non-`Sendable` class, say) could still be shared through it by copying
+/// it out of ``withLock(_:)``.
+public final class LockedValue<Value> {
     private let mutex = PthreadMutex()
     private var value: Value
 
@@ -28,12 +30,19 @@ public final class LockedValue<Value>: @unchecked Sendable {
     }
 }
 
+// Every access to `value` is under `mutex`; the value itself crosses threads, so it must be
+// `Sendable`.
+extension LockedValue: @unchecked Sendable where Value: Sendable {}
+
 /// A bare `pthread_mutex_t` (behind ``LockedValue``, and alone for state that cannot live in
 /// one, such as non-copyable buffers); the caller pairs ``lock()`` and ``unlock()``.
 ///
 /// Adaptive (`PTHREAD_MUTEX_ADAPTIVE_NP`): a contender spins briefly before sleeping in the
 /// kernel. The sections it guards are a few stores long, so a spin almost always wins, where a
 /// futex sleep and wakeup cost both threads a system call.
+///
+/// `@unchecked Sendable`: a mutex exists to be shared between threads; its storage is a heap
+/// allocation that never moves, as `pthread_mutex_t` requires.
 final class PthreadMutex: @unchecked Sendable {
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
 

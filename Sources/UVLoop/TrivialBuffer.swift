@@ -1,7 +1,5 @@
 #if canImport(Glibc)
 @preconcurrency import Glibc
-#elseif canImport(Musl)
-@preconcurrency import Musl
 #endif
 
 /// A growable buffer of trivially copyable entries in `malloc`'d memory, kept the way a C job

@@ -1,7 +1,5 @@
 #if canImport(Glibc)
 @preconcurrency import Glibc
-#elseif canImport(Musl)
-@preconcurrency import Musl
 #endif
 import Supervision
 import UVLoop
@@ -188,7 +186,7 @@ final class UVProcessWorker: RunningWorker {
 
 extension ProcessOptions {
     /// The loop layer's options for a supervision `ProcessSpec` (captured streams become pipes).
-    public init(_ spec: ProcessSpec) {
+    package init(_ spec: ProcessSpec) {
         self.init(argv: spec.argv)
         switch spec.environment {
         case .inherit: environment = .inherit

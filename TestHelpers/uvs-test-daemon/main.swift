@@ -11,6 +11,7 @@
 @preconcurrency import Glibc
 #endif
 import UVSupervisor
+import UVLoop
 
 setvbuf(stdout, nil, _IOLBF, 0)
 

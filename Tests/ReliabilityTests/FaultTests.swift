@@ -1,5 +1,6 @@
 import Testing
 import UVSupervisor
+import UVLoop
 import TestSupport
 #if canImport(Glibc)
 import Glibc

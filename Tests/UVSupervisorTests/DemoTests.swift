@@ -1,5 +1,6 @@
 import Testing
 import UVSupervisor
+import UVLoop
 import TestSupport
 
 /// Runs the demo to its end and returns its exit and output lines.

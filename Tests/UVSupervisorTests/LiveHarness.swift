@@ -1,6 +1,7 @@
 import Testing
 import Dispatch
 import UVSupervisor
+import UVLoop
 import DispatchSupervisor
 import TestSupport
 #if canImport(Glibc)
