@@ -55,40 +55,58 @@ final class ChildRecord {
     let spec: ChildSpec
     unowned let supervisor: Supervisor
 
-    // Unchecked exclusivity on the three fields every restart reads and writes most (perf,
-    // task_restart: their dynamic checks were the largest share of the supervisor's own time).
-    // Private, loop-confined, never passed inout across a call out of this type.
-    @exclusivity(unchecked) private var storedState: ChildState = .idle
-    @exclusivity(unchecked) private var storedWorker: ActiveWorker?
-    @exclusivity(unchecked) private var storedGeneration: UInt64 = 0
+    /// The fields every restart reads and writes, in one private field whose dynamic exclusivity
+    /// checks are off (one of the five exceptions listed in docs/PERFORMANCE.md, with the
+    /// measurement). Sound because it is loop-confined and the accessors below are the only way
+    /// in: none of them calls out while it holds the access (no user code, no deinit that can
+    /// reach this record).
+    private struct Hot {
+        var state: ChildState = .idle
+        var worker: ActiveWorker?
+        var generation: UInt64 = 0
+        var lastExit: ExitReason?
+        var stopPurpose: StopPurpose?
+        var timer: (any RuntimeTimer)?
+    }
+    @exclusivity(unchecked) private var hot = Hot()
 
     var state: ChildState {
-        get { storedState }
-        set { storedState = newValue }
+        get { hot.state }
+        set { hot.state = newValue }
     }
     var worker: ActiveWorker? {
-        get { storedWorker }
-        set { storedWorker = newValue }
+        get { hot.worker }
+        set { hot.worker = newValue }
     }
     /// Increments on every start; ends reported by an earlier incarnation are ignored.
     var generation: UInt64 {
-        get { storedGeneration }
-        set { storedGeneration = newValue }
+        get { hot.generation }
+        set { hot.generation = newValue }
+    }
+    var lastExit: ExitReason? {
+        get { hot.lastExit }
+        set { hot.lastExit = newValue }
+    }
+    /// While stopping: why.
+    var stopPurpose: StopPurpose? {
+        get { hot.stopPurpose }
+        set { hot.stopPurpose = newValue }
+    }
+    /// Its shutdown timer, made on first use and reused.
+    var timer: (any RuntimeTimer)? {
+        get { hot.timer }
+        set { hot.timer = newValue }
     }
     var restartCount = 0
     /// Consecutive restarts without a stable run, for backoff.
     var consecutiveRestarts = 0
     var startedAt: Int64 = 0
-    var lastExit: ExitReason?
     /// When `state == .restarting`: the earliest time to start it again.
     var restartDue: Int64 = 0
-    /// While stopping: why, and whether it was killed.
-    var stopPurpose: StopPurpose?
+    /// While stopping: whether it was asked, and whether it was killed.
     var stopRequested = false
     var killSent = false
     var stopCompletions: [(ExitReason) -> Void] = []
-    /// Its shutdown timer, made on first use and reused.
-    var timer: (any RuntimeTimer)?
     /// The latest nested supervisor (kept after it ended, for status snapshots).
     var lastNestedSupervisor: Supervisor?
     /// Set once removed from its supervisor (or when the supervisor went away).
@@ -96,8 +114,8 @@ final class ChildRecord {
 
     /// The start closure of a loop task, kept apart so that restarts do not copy the spec's enum.
     let loopTaskStart: ((LoopTaskContext) -> Void)?
-    /// The spec's backoff facts a restart decision needs, computed once (`Duration` arithmetic
-    /// on every restart cost a tenth of one, measured with callgrind).
+    /// The spec's backoff facts a restart decision needs, computed once rather than with
+    /// `Duration` arithmetic on every restart.
     let hasBackoff: Bool
     let backoffResetAfter: Int64
 

@@ -101,7 +101,10 @@ public final class EventSink {
         didSet { updateActive() }
     }
     /// Whether anybody listens; when not, events are not even built (read on every transition).
-    public private(set) var isActive = false
+    public var isActive: Bool { active }
+    /// Private storage: the optimiser can then prove that no access to it overlaps another and
+    /// drop the dynamic exclusivity checks a public stored property keeps (read on every event).
+    private var active = false
 
     /// A sink with an optional logger.
     public init(logger: Logger? = nil) {
@@ -110,7 +113,7 @@ public final class EventSink {
     }
 
     private func updateActive() {
-        isActive = !handlers.isEmpty || !continuations.isEmpty || logger != nil
+        active = !handlers.isEmpty || !continuations.isEmpty || logger != nil
     }
 
     /// Adds a handler, called on the runtime's thread for every event.

@@ -18,7 +18,12 @@ public final class LoopTaskContext {
     /// Called once when the supervisor asks the task to stop. The task must then end (with
     /// ``finish()``) within its shutdown timeout, or it is reported abandoned. When `nil`, a stop
     /// request ends the task at once.
-    public var onStop: (() -> Void)?
+    public var onStop: (() -> Void)? {
+        get { stopHandler }
+        set { stopHandler = newValue }
+    }
+    /// Private storage for ``onStop`` (see `EventSink.active` for why).
+    private var stopHandler: (() -> Void)?
 
     /// Strong: the record drops this context (breaking the cycle) when the task has ended.
     private(set) var record: ChildRecord?
@@ -47,7 +52,7 @@ public final class LoopTaskContext {
     private func end(_ termination: WorkerTermination) {
         guard !ended else { return }
         ended = true
-        onStop = nil
+        stopHandler = nil
         let record = self.record
         self.record = nil
         record?.workerEnded(generation: generation, termination)
@@ -56,8 +61,8 @@ public final class LoopTaskContext {
     func requestStop() {
         guard !ended, !stopRequested else { return }
         stopRequested = true
-        if let onStop {
-            self.onStop = nil
+        if let onStop = stopHandler {
+            stopHandler = nil
             onStop()
         } else {
             finish()
@@ -67,7 +72,7 @@ public final class LoopTaskContext {
     /// Marks the task abandoned: later reports are ignored.
     func abandon() {
         ended = true
-        onStop = nil
+        stopHandler = nil
         record = nil
     }
 }

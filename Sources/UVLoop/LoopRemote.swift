@@ -47,8 +47,8 @@ public final class LoopRemote: @unchecked Sendable {
     }
 
     private let lock = PthreadMutex()
-    // Unchecked exclusivity: every access is under `lock` (which is the exclusivity), and the
-    // dynamic check on top cost as much as the lock itself (perf, submit_cross_thread).
+    // Unchecked exclusivity (listed in docs/PERFORMANCE.md): every access is under `lock`,
+    // which is the exclusivity; a dynamic check on top would cost as much as the lock itself.
     @exclusivity(unchecked) private var shared = SharedQueue()
     private let ownerThread: pthread_t
     // Loop-thread state (see the type's notes).

@@ -12,8 +12,8 @@ import CLibUV
 /// moving a deadline earlier touches the heap. The cost is one early wakeup per deferred
 /// deadline, and among timers due in the same millisecond a deferred one may fire after timers
 /// started after it. Why: pushing a timeout back (a heartbeat, a shutdown deadline) is the
-/// common re-arm, and libuv's heap removal is where re-arming spent its time (measured with
-/// `perf` on `timer_rearm`: `uv_timer_stop` took 57%).
+/// common re-arm, and libuv's heap removal is where re-arming spends its time (see
+/// docs/PERFORMANCE.md).
 public final class LoopTimer: LoopHandle {
     private var handler: () -> Void
     /// A later deadline (loop time, ms) asked for while armed as a one-shot: the timer arms

@@ -20,11 +20,18 @@ final class RunSoonQueue {
         case executorJob(UnownedJob)
     }
 
-    // Unchecked exclusivity on the job lane only: its dynamic checks were a quarter of a
-    // same-thread submit (perf, submit_same_thread). Both are private, touched on the loop
-    // thread only, and never passed inout across a call out of this type.
-    @exclusivity(unchecked) private var pendingJobs = TrivialBuffer<Unmanaged<LoopJob>>(capacity: 64)
-    @exclusivity(unchecked) private var drainingJobs = TrivialBuffer<Unmanaged<LoopJob>>(capacity: 64)
+    /// The job lane: jobs queued for the next turn, and the batch being run.
+    private struct JobLane: ~Copyable {
+        var pending = TrivialBuffer<Unmanaged<LoopJob>>(capacity: 64)
+        var draining = TrivialBuffer<Unmanaged<LoopJob>>(capacity: 64)
+
+        /// Moves the pending jobs into the draining batch (pointers and counts only).
+        mutating func beginDraining() { pending.exchange(with: &draining) }
+    }
+    /// Dynamic exclusivity checks off (one of the five exceptions listed in
+    /// docs/PERFORMANCE.md): they would cost as much as the submit itself. Private, loop-thread
+    /// only, and no access to it calls out (jobs run after their batch was taken).
+    @exclusivity(unchecked) private var lane = JobLane()
     private var pending: [(job: Job, afterJobs: Int)] = []
     private var draining: [(job: Job, afterJobs: Int)] = []
     private var checkHandle: RunSoonCheckHandle?
@@ -40,7 +47,17 @@ final class RunSoonQueue {
 
     deinit {
         // Jobs still queued (a loop dropped without running them) are released, not leaked.
-        for index in 0..<pendingJobs.count { pendingJobs.base[index].release() }
+        for index in 0..<lane.pending.count { Self.finishEntry(lane.pending.base[index]) }
+    }
+
+    /// One entry of `reference` leaves the lane; the lane's reference goes with the last one.
+    @inline(__always)
+    private static func finishEntry(_ reference: Unmanaged<LoopJob>) {
+        let last = reference._withUnsafeGuaranteedRef { job in
+            job.entriesInRunSoonLane -= 1
+            return job.entriesInRunSoonLane == 0
+        }
+        if last { reference.release() }
     }
 
     func attach(to loop: EventLoop) {
@@ -49,18 +66,21 @@ final class RunSoonQueue {
         idleHandle = RunSoonIdleHandle(loop: loop)
     }
 
-    var hasPendingJobs: Bool { !pending.isEmpty || !pendingJobs.isEmpty }
+    var hasPendingJobs: Bool { !pending.isEmpty || !lane.pending.isEmpty }
 
     @inline(__always)
     func enqueue(_ job: Job) {
-        pending.append((job, pendingJobs.count))
+        pending.append((job, lane.pending.count))
         if !idleActive { startIdle() }
     }
 
-    /// Queues `job`, retained until it has run.
+    /// Queues `job`, held until it has run: one reference for all of its entries, so
+    /// submitting the same job again costs no reference counting.
     @inline(__always)
     func enqueue(_ job: LoopJob) {
-        pendingJobs.append(Unmanaged.passRetained(job))
+        if job.entriesInRunSoonLane == 0 { _ = Unmanaged.passRetained(job) }
+        job.entriesInRunSoonLane += 1
+        lane.pending.append(Unmanaged.passUnretained(job))
         if !idleActive { startIdle() }
     }
 
@@ -78,15 +98,15 @@ final class RunSoonQueue {
             stopIdle()
             return
         }
-        pendingJobs.exchange(with: &drainingJobs)
+        lane.beginDraining()
         swap(&pending, &draining)
-        let jobs = drainingJobs.base
-        let jobCount = drainingJobs.count
+        let jobs = lane.draining.base
+        let jobCount = lane.draining.count
         var nextJob = 0
         for index in draining.indices {
             let (job, afterJobs) = draining[index]
             while nextJob < afterJobs {
-                jobs[nextJob].takeRetainedValue().run()
+                Self.run(jobs[nextJob])
                 nextJob += 1
             }
             switch job {
@@ -96,12 +116,24 @@ final class RunSoonQueue {
             }
         }
         while nextJob < jobCount {
-            jobs[nextJob].takeRetainedValue().run()
+            Self.run(jobs[nextJob])
             nextJob += 1
         }
-        drainingJobs.removeAll()
+        lane.draining.removeAll()
         if !draining.isEmpty { draining.removeAll(keepingCapacity: true) }
         if !hasPendingJobs { stopIdle() }
+    }
+
+    /// Runs one entry. The lane's reference keeps the job alive through `run()` (a job that
+    /// submits itself again during its run takes a new one first).
+    @inline(__always)
+    private static func run(_ reference: Unmanaged<LoopJob>) {
+        let last = reference._withUnsafeGuaranteedRef { job in
+            job.entriesInRunSoonLane -= 1
+            return job.entriesInRunSoonLane == 0
+        }
+        reference._withUnsafeGuaranteedRef { $0.run() }
+        if last { reference.release() }
     }
 
     private func stopIdle() {

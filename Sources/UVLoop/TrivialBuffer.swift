@@ -8,8 +8,8 @@
 /// `realloc`, which for large buffers remaps pages instead of copying them.
 ///
 /// Why not `Array`: at a million queued jobs, `Array`'s copy-on-grow (a new buffer, a
-/// `memmove`, fresh pages faulted in) cost more than the jobs themselves (measured with `perf`
-/// on `submit_same_thread`).
+/// `memmove`, fresh pages faulted in) costs more than the jobs themselves (see
+/// docs/PERFORMANCE.md).
 struct TrivialBuffer<Element: BitwiseCopyable>: ~Copyable {
     private(set) var base: UnsafeMutablePointer<Element>
     private(set) var count = 0

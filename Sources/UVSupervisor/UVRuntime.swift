@@ -30,9 +30,15 @@ public final class UVRuntime: SupervisorRuntime {
     /// Restart jobs for the next turn, each held until it has run (a supervisor dropped
     /// meanwhile still gets its turn, then goes away). The first waits in its own slot (the
     /// common case: one supervisor restarting one child), the rest in an array.
-    private var firstJob: (any RunSoonJob)?
-    private var laterJobs: [any RunSoonJob] = []
-    private var spareJobs: [any RunSoonJob] = []
+    private struct Jobs {
+        var first: (any RunSoonJob)?
+        var later: [any RunSoonJob] = []
+        var spare: [any RunSoonJob] = []
+    }
+    /// Dynamic exclusivity checks off (one of the five exceptions listed in
+    /// docs/PERFORMANCE.md): private, loop-confined, and no access to it calls out (the jobs
+    /// run from a local batch, after the access has ended).
+    @exclusivity(unchecked) private var jobs = Jobs()
     /// The one run-soon entry all of a turn's jobs share.
     private let turn = Turn()
 
@@ -55,10 +61,10 @@ public final class UVRuntime: SupervisorRuntime {
     /// no allocation here.
     public func runSoon(_ job: any RunSoonJob) {
         loop.preconditionInLoop("UVRuntime.runSoon")
-        if firstJob == nil && laterJobs.isEmpty {
-            firstJob = job
+        if jobs.first == nil && jobs.later.isEmpty {
+            jobs.first = job
         } else {
-            laterJobs.append(job)
+            jobs.later.append(job)
         }
         if turn.runtime == nil {
             // The entry holds the runtime until it has run: a job may drop the last other
@@ -70,18 +76,19 @@ public final class UVRuntime: SupervisorRuntime {
 
     /// Runs the jobs queued before this turn.
     private func runTurn() {
-        let first = firstJob.take()
-        if laterJobs.isEmpty {
+        let first = jobs.first.take()
+        if jobs.later.isEmpty {
             first?.runSoonJob()
             return
         }
         // Jobs queued from here on wait for the next turn.
-        var batch = spareJobs
-        swap(&batch, &laterJobs)
+        var batch: [any RunSoonJob] = []
+        swap(&batch, &jobs.spare)
+        swap(&batch, &jobs.later)
         first?.runSoonJob()
         for job in batch { job.runSoonJob() }
         batch.removeAll(keepingCapacity: true)
-        spareJobs = batch
+        jobs.spare = batch
     }
 
     /// The run-soon entry of a turn. It references the runtime only while queued, so the two

@@ -157,6 +157,26 @@ struct LoopLifecycleTests {
             loop.run(.noWait)
             #expect(log == [1, 2, 1, 3])
             #expect(released == nil, "and lets it go once it ran")
+
+            // A job that submits itself again from its own run, dropped by everybody else:
+            // the lane keeps it alive exactly as long as it has entries.
+            final class Again: LoopJob {
+                var runs = 0
+                let loop: EventLoop
+                init(_ loop: EventLoop) { self.loop = loop }
+                override func run() {
+                    runs += 1
+                    if runs < 3 { loop.runSoon(self); loop.runSoon(self) }
+                }
+            }
+            weak var again: Again?
+            do {
+                let job = Again(loop)
+                again = job
+                loop.runSoon(job)
+            }
+            for _ in 0..<4 where again != nil { loop.run(.noWait) }
+            #expect(again == nil, "released after its last entry ran")
         }
         #expect(report == .clean)
     }
