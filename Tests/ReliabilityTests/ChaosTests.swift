@@ -39,7 +39,7 @@ struct ChaosTests {
                 ChildSpec(id: "rest", .supervisor(SupervisorSpec(strategy: .restForOne, intensity: RestartIntensity(maxRestarts: 10_000, period: .seconds(1)),
                                                                  children: [task("r0"), process("r1"), task("r2")]))),
             ])
-            let tree = try Tree(loop, spec, seed: seed)
+            let tree = try LiveTree(loop, spec, seed: seed)
             tree.root.start()
             let deadline = EventLoop.hrtime() + UInt64(chaosSeconds) * 1_000_000_000
             var actions = 0

@@ -51,44 +51,12 @@ func runMeasurement(_ arguments: [String]) async throws -> [String: Int] {
     return figures
 }
 
-/// A root on a real loop, with events recorded.
-final class Tree {
-    let loop: EventLoop
-    let root: Supervisor
-    var events: [SupervisorEvent] = []
-
-    /// With `recording: false` events are not kept (long runs, memory measurements).
-    init(_ loop: EventLoop, _ spec: SupervisorSpec, seed: UInt64 = 1, recording: Bool = true) throws {
-        self.loop = loop
-        let method: SpawnMethod = getenv("UVS_SPAWN").map { String(cString: $0) == "libuv" ? .libuv : .pidfd } ?? .preferred
-        root = try Supervisor(spec, runtime: UVRuntime(loop: loop, spawnMethod: method), randomSeed: seed)
-        if recording { root.onEvent { [weak self] in self?.events.append($0) } }
-    }
-
-    func status(_ id: String) -> ChildStatus? { root.children().first { $0.id == id } }
-
-    @discardableResult
-    func run(timeout: Duration = .seconds(30), until condition: () -> Bool) -> Bool {
-        runLoop(loop, timeout: timeout, until: condition)
-    }
-
-    func stop() -> ExitReason? {
-        root.shutdown(within: .seconds(5))
-        run { root.finalReason != nil }
-        return root.finalReason
-    }
-
-    func count(_ path: String, _ matches: (SupervisorEvent.Kind) -> Bool) -> Int {
-        events.filter { $0.path == path && matches($0.kind) }.count
-    }
-}
-
 @Suite("Faults: crash loops, long runs, storms, hostile children")
 struct FaultTests {
     @Test("a crash loop is spaced by backoff, escalates, leaves nothing running, and never spins the CPU")
     func crashLoop() async throws {
         let report = try await withCheckedLoop { loop in
-            let tree = try Tree(loop, SupervisorSpec(intensity: RestartIntensity(maxRestarts: 6, period: .seconds(30)), children: [
+            let tree = try LiveTree(loop, SupervisorSpec(intensity: RestartIntensity(maxRestarts: 6, period: .seconds(30)), children: [
                 ChildSpec(id: "crasher", .process(ProcessSpec(argv: [childHelperPath, "exit", "1"])),
                           backoff: .exponential(initial: .milliseconds(20), multiplier: 2, maximum: .milliseconds(400), jitter: 0))]))
             let wall0 = EventLoop.hrtime()
@@ -111,7 +79,7 @@ struct FaultTests {
     func tenThousandProcessRestarts() async throws {
         let restarts = underSanitizer ? 1_000 : 10_000
         let report = try await withCheckedLoop { loop in
-            let tree = try Tree(loop, SupervisorSpec(intensity: RestartIntensity(maxRestarts: 1_000_000, period: .milliseconds(10)), children: [
+            let tree = try LiveTree(loop, SupervisorSpec(intensity: RestartIntensity(maxRestarts: 1_000_000, period: .milliseconds(10)), children: [
                 ChildSpec(id: "blink", .process(ProcessSpec(argv: [childHelperPath, "exit", "0"])))]), recording: false)
             tree.root.start()
             var exits = 0
@@ -163,7 +131,7 @@ struct FaultTests {
             let children = (0..<40).map { index in
                 ChildSpec(id: "c\(index)", .process(ProcessSpec(argv: [childHelperPath, "exit", "0"])), restart: .temporary)
             }
-            let tree = try Tree(loop, SupervisorSpec(children: children))
+            let tree = try LiveTree(loop, SupervisorSpec(children: children))
             let me = getpid()
             var storm = ProcessOptions(argv: ["/bin/sh", "-c", "i=0; while [ $i -lt 1000 ]; do kill -HUP \(me); i=$((i+1)); done"])
             storm.newProcessGroup = false
@@ -189,7 +157,7 @@ struct FaultTests {
             early.stdout = .capture
             var flood = ProcessSpec(argv: [childHelperPath, "flood", "\(5 * 1024 * 1024)"])
             flood.stdout = .capture
-            let tree = try Tree(loop, SupervisorSpec(children: [
+            let tree = try LiveTree(loop, SupervisorSpec(children: [
                 ChildSpec(id: "early", .process(early), restart: .temporary),
                 ChildSpec(id: "flood", .process(flood), restart: .temporary)]), recording: false)
             let memory0 = residentBytes()
@@ -233,7 +201,7 @@ struct FaultTests {
             case "no-directory": spec.workingDirectory = "/nonexistent/dir"; expectedText = "working directory \"/nonexistent/dir\""
             default: spec.stdout = .capture; expectedName = "EMFILE"; expectedText = "/bin/true"
             }
-            let tree = try Tree(loop, SupervisorSpec(intensity: RestartIntensity(maxRestarts: 2, period: .seconds(10)), children: [
+            let tree = try LiveTree(loop, SupervisorSpec(intensity: RestartIntensity(maxRestarts: 2, period: .seconds(10)), children: [
                 ChildSpec(id: "broken", .process(spec), backoff: .exponential(initial: .milliseconds(5), jitter: 0))]))
             var saved = rlimit()
             var fillers: [Int32] = []

@@ -58,8 +58,7 @@ extension LiveHarness {
 final class LibUVHarness: LiveHarness {
     let loop: EventLoop
     let method: SpawnMethod
-    var root: Supervisor!
-    var events: [SupervisorEvent] = []
+    var tree: LiveTree!
 
     init(loop: EventLoop, method: SpawnMethod) {
         self.loop = loop
@@ -67,20 +66,19 @@ final class LibUVHarness: LiveHarness {
     }
 
     func start(_ spec: SupervisorSpec) throws {
-        root = try Supervisor(spec, runtime: UVRuntime(loop: loop, spawnMethod: method), randomSeed: 1)
-        root.onEvent { [weak self] in self?.events.append($0) }
-        root.start()
+        tree = try LiveTree(loop, spec, method: method)
+        tree.root.start()
     }
 
-    func onRuntime<T>(_ body: (Supervisor, [SupervisorEvent]) -> T) -> T { body(root, events) }
+    func onRuntime<T>(_ body: (Supervisor, [SupervisorEvent]) -> T) -> T { body(tree.root, tree.events) }
 
     func run(timeout: Duration, until condition: @escaping (Supervisor, [SupervisorEvent]) -> Bool) -> Bool {
-        runLoop(loop, timeout: timeout) { condition(self.root, self.events) }
+        tree.run(timeout: timeout) { condition(self.tree.root, self.tree.events) }
     }
 
     func tearDown() {
-        if root?.finalReason == nil { _ = shutDownAndWait() }
-        root = nil
+        if tree?.root.finalReason == nil { _ = shutDownAndWait() }
+        tree = nil
     }
 }
 

@@ -6,32 +6,6 @@ import TestSupport
 import Glibc
 #endif
 
-/// A root supervisor on a real loop, with its events recorded (libuv-only tests).
-final class LiveTree {
-    let loop: EventLoop
-    let root: Supervisor
-    var events: [SupervisorEvent] = []
-
-    init(_ loop: EventLoop, _ spec: SupervisorSpec) throws {
-        self.loop = loop
-        root = try Supervisor(spec, runtime: UVRuntime(loop: loop), randomSeed: 1)
-        root.onEvent { [weak self] in self?.events.append($0) }
-    }
-
-    func status(_ id: String) -> ChildStatus? { root.children().first { $0.id == id } }
-
-    @discardableResult
-    func run(timeout: Duration = .seconds(10), until condition: () -> Bool) -> Bool {
-        runLoop(loop, timeout: timeout, until: condition)
-    }
-
-    func stop() -> ExitReason? {
-        root.shutdown(within: .seconds(5))
-        run { root.finalReason != nil }
-        return root.finalReason
-    }
-}
-
 private struct Boom: Error, CustomStringConvertible { var description: String { "boom" } }
 
 @Suite("libuv runtime: loop tasks and async tasks")
