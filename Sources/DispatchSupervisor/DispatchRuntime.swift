@@ -151,6 +151,8 @@ public final class DispatchRuntime: SupervisorRuntime {
 }
 
 /// The runtime, reachable from `Sendable` blocks on its queue without a retain cycle.
+/// `@unchecked Sendable`: `runtime` is set once, before the first block that reads it is
+/// submitted, and read only on the runtime's queue.
 final class WeakRuntime: @unchecked Sendable {
     weak var runtime: DispatchRuntime?
 }
@@ -191,6 +193,8 @@ final class DispatchRuntimeTimer: RuntimeTimer {
 
     private let state: TimerState
 
+    /// `@unchecked Sendable`: read in the event handler and written in `close()`, both on the
+    /// runtime's serial queue.
     private final class TimerState: @unchecked Sendable {
         var closed = false
     }

@@ -21,7 +21,7 @@ public final class EventLoopThread: Sendable {
     private let thread: LockedValue<pthread_t?>
     private let finished: LockedValue<Result<Void, UVError>?>
 
-    private final class StartContext: @unchecked Sendable {
+    private final class StartContext: Sendable {
         let ready = LockedValue<Result<LoopRemote, UVError>?>(nil)
         let finished = LockedValue<Result<Void, UVError>?>(nil)
     }

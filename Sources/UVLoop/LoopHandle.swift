@@ -19,8 +19,9 @@ public enum HandleState: Sendable, Equatable {
 ///
 /// Loop-confined: not `Sendable`; every mutating entry point checks the thread.
 public class LoopHandle {
-    /// The loop this handle belongs to. The loop outlives its handles: its teardown closes them.
-    public unowned(unsafe) let loop: EventLoop
+    /// The loop this handle belongs to. The loop's teardown closes its handles; a handle object
+    /// kept after its loop is gone traps on use instead of reading freed memory (`unowned`).
+    public unowned let loop: EventLoop
     /// The handle's memory, allocated by the subclass and freed after the close callback.
     let rawHandle: UnsafeMutablePointer<uv_handle_t>
     /// Where the handle is in its lifecycle.

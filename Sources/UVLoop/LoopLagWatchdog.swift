@@ -30,7 +30,7 @@ public final class LoopLagWatchdog: LoopHandle {
             Unmanaged<LoopLagWatchdog>.fromOpaque(data).takeUnretainedValue().beforePoll()
         }
         uv_unref(rawHandle)
-        checkHandle = LagCheckHandle(loop: loop) { [unowned(unsafe) self] in self.afterPoll() }
+        checkHandle = LagCheckHandle(loop: loop) { [unowned self] in self.afterPoll() }
     }
 
     private func afterPoll() {

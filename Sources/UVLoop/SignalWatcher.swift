@@ -72,6 +72,8 @@ public final class SignalWatcher: LoopHandle {
 /// Process-wide bookkeeping of how many watchers each signal has, and what its disposition
 /// was before the first one.
 enum SignalDispositions {
+    /// `@unchecked Sendable`: `sigaction` holds C function pointers (not `Sendable` to Swift),
+    /// which are plain addresses; the table that holds it is only touched under its lock.
     private struct Saved: @unchecked Sendable {
         var watchers = 0
         var previous = sigaction()
