@@ -106,11 +106,11 @@ public final class ChildProcess: LoopHandle {
     /// Sends `signal` to the child only.
     /// - Throws: ``UVError`` `ESRCH` once the exit was reported; `EINVAL` for a bad signal number.
     public func signal(_ signal: Int32) throws(UVError) {
-        loop.preconditionInLoop("ChildProcess.signal")
-        try Self.validate(signal: signal, operation: "signal pid \(pid)")
         guard exit == nil, isOpen else {
             throw UVError(errno: ESRCH, operation: "signal pid \(pid): the process has exited")
         }
+        loop.preconditionInLoop("ChildProcess.signal")
+        try Self.validate(signal: signal, operation: "signal pid \(pid)")
         switch spawnMethod {
         case .libuv:
             let process = UnsafeMutableRawPointer(rawHandle).assumingMemoryBound(to: uv_process_t.self)
@@ -127,11 +127,11 @@ public final class ChildProcess: LoopHandle {
     /// - Throws: ``UVError`` `ESRCH` once the exit was reported; `EINVAL` for a bad signal number.
     public func signalGroup(_ signal: Int32) throws(UVError) {
         guard hasOwnProcessGroup else { return try self.signal(signal) }
-        loop.preconditionInLoop("ChildProcess.signalGroup")
-        try Self.validate(signal: signal, operation: "signal group \(pid)")
-        guard exit == nil else {
+        guard exit == nil, isOpen else {
             throw UVError(errno: ESRCH, operation: "signal group \(pid): the process has exited")
         }
+        loop.preconditionInLoop("ChildProcess.signalGroup")
+        try Self.validate(signal: signal, operation: "signal group \(pid)")
         // The leader has not been reaped, so the group id cannot have been reused.
         if Glibc.kill(-pid, signal) != 0 {
             throw UVError(errno: cuvs_errno(), operation: "signal \(signal) to process group \(pid)")

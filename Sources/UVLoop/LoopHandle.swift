@@ -19,9 +19,12 @@ public enum HandleState: Sendable, Equatable {
 ///
 /// Loop-confined: not `Sendable`; every mutating entry point checks the thread.
 public class LoopHandle {
-    /// The loop this handle belongs to. The loop's teardown closes its handles; a handle object
-    /// kept after its loop is gone traps on use instead of reading freed memory (`unowned`).
-    public unowned let loop: EventLoop
+    /// The loop this handle belongs to. Not public: it is valid only while the handle is open
+    /// (the loop closes every handle in its teardown, which also runs from its `deinit`, when a
+    /// safe `unowned` reference could no longer be read). Every entry point checks that the
+    /// handle is open before touching it, so a handle object kept after its loop is gone only
+    /// ever answers "closed".
+    package unowned(unsafe) let loop: EventLoop
     /// The handle's memory, allocated by the subclass and freed after the close callback.
     let rawHandle: UnsafeMutablePointer<uv_handle_t>
     /// Where the handle is in its lifecycle.

@@ -87,6 +87,7 @@ public final class LoopTimer: LoopHandle {
 
     /// Replaces the handler (used by pools of reusable timers).
     public func setHandler(_ handler: @escaping () -> Void) {
+        guard isOpen else { return }
         loop.assertInLoop()
         self.handler = handler
     }
