@@ -35,6 +35,19 @@ int cuvs_pidfd_open(pid_t pid) {
     return (int)syscall(SYS_pidfd_open, pid, 0);
 }
 
+int cuvs_pidfd_wait_supported(void) {
+    int fd = cuvs_pidfd_open(getpid());
+    if (fd < 0) return 0;
+    siginfo_t info;
+    memset(&info, 0, sizeof info);
+    // Our own pidfd is not our child: a kernel that knows P_PIDFD answers ECHILD, one that
+    // does not answers EINVAL.
+    int result = waitid((idtype_t)P_PIDFD, (id_t)fd, &info, WEXITED | WNOHANG);
+    int supported = result == 0 || errno == ECHILD;
+    close(fd);
+    return supported;
+}
+
 int cuvs_pidfd_send_signal(int pidfd, int signal) {
     return (int)syscall(SYS_pidfd_send_signal, pidfd, signal, NULL, 0);
 }
@@ -284,20 +297,35 @@ static int spawn_with_fork(const cuvs_spawn_options *options, int *pidfd_out) {
 // waited. A handler installed by another thread between this read and the clone keeps its
 // setting in the child until execve, as with glibc's posix_spawn; every signal is blocked there
 // until then, so it cannot run.
+static int parse_mask(const char *text, const char *key, unsigned long long *mask) {
+    const char *field = strstr(text, key);
+    if (field == NULL) return 0;
+    char *end = NULL;
+    *mask = strtoull(field + strlen(key), &end, 16);
+    // The whole value, or nothing: a value cut short by a short read must not be trusted.
+    return end != NULL && end != field + strlen(key) && *end == '\n';
+}
+
 static int read_signal_dispositions(unsigned long long *caught, unsigned long long *ignored) {
     int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
     if (fd < 0) return 0;
-    char text[4096];
-    ssize_t length = read(fd, text, sizeof text - 1);
+    // The file can exceed a page (a long Groups: line); read all of it, up to 64 KiB.
+    static const size_t capacity = 64 * 1024;
+    char *text = malloc(capacity);
+    if (text == NULL) { close(fd); return 0; }
+    size_t length = 0;
+    for (;;) {
+        ssize_t got = read(fd, text + length, capacity - 1 - length);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) break;
+        length += (size_t)got;
+        if (length == capacity - 1) break;
+    }
     close(fd);
-    if (length <= 0) return 0;
     text[length] = 0;
-    const char *cgt = strstr(text, "\nSigCgt:\t");
-    const char *ign = strstr(text, "\nSigIgn:\t");
-    if (cgt == NULL || ign == NULL) return 0;
-    *caught = strtoull(cgt + 9, NULL, 16);
-    *ignored = strtoull(ign + 9, NULL, 16);
-    return 1;
+    int known = parse_mask(text, "\nSigCgt:\t", caught) && parse_mask(text, "\nSigIgn:\t", ignored);
+    free(text);
+    return known;   // 0: the child asks the kernel about every signal instead
 }
 
 #ifndef CLONE_PIDFD

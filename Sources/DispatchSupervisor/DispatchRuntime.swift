@@ -239,7 +239,10 @@ final class DispatchProcessWorker: RunningWorker {
         source.setEventHandler { [weak self] in
             var code: Int32 = 0
             var signal: Int32 = 0
-            guard cuvs_pidfd_reap(pidfd, &code, &signal) == 1 else { return }
+            let reaped = cuvs_pidfd_reap(pidfd, &code, &signal)
+            if reaped == 0 { return }
+            // -1: already reaped by the kernel (SIGCHLD ignored); the status is lost.
+            if reaped < 0 { code = -1; signal = 0 }
             source.cancel()
             guard let self else { return }
             self.exited = true

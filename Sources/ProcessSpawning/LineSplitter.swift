@@ -1,10 +1,11 @@
 /// Splits a child's output stream into lines, with a cap on how long one line may grow: a
-/// longer line is delivered in pieces of exactly ``maxLineLength`` bytes, so memory stays bounded
-/// whatever the child writes. Both runtimes read captured streams through it.
+/// longer line is delivered in pieces of ``maxLineLength`` bytes of output each, so memory stays
+/// bounded whatever the child writes. Both runtimes read captured streams through it.
 ///
 /// A line is delivered without its newline. A piece that ends exactly where the line's newline
 /// follows is not followed by an empty line. Bytes are decoded as UTF-8 with invalid sequences
-/// repaired (a piece boundary can split a character).
+/// replaced by U+FFFD, so a delivered string can be a few bytes longer than the output it came
+/// from (a piece boundary can split a character, and invalid bytes grow on repair).
 package struct LineSplitter {
     /// The default cap: 64 KiB.
     package static let defaultMaxLineLength = 64 * 1024

@@ -58,8 +58,9 @@ final class ChildRecord {
     /// The fields every restart reads and writes, in one private field whose dynamic exclusivity
     /// checks are off (one of the five exceptions listed in docs/PERFORMANCE.md, with the
     /// measurement). Sound because it is loop-confined and the accessors below are the only way
-    /// in: none of them calls out while it holds the access (no user code, no deinit that can
-    /// reach this record).
+    /// in: none of them calls out while it holds the access, and none releases a reference
+    /// inside it (a worker or timer of a user-written runtime may have a `deinit` that calls
+    /// back): old values are swapped out and dropped after the access.
     private struct Hot {
         var state: ChildState = .idle
         var worker: ActiveWorker?
@@ -76,7 +77,10 @@ final class ChildRecord {
     }
     var worker: ActiveWorker? {
         get { hot.worker }
-        set { hot.worker = newValue }
+        set {
+            var value = newValue
+            swap(&value, &hot.worker)
+        }
     }
     /// Increments on every start; ends reported by an earlier incarnation are ignored.
     var generation: UInt64 {
@@ -85,9 +89,12 @@ final class ChildRecord {
     }
     var lastExit: ExitReason? {
         get { hot.lastExit }
-        set { hot.lastExit = newValue }
+        set {
+            var value = newValue
+            swap(&value, &hot.lastExit)
+        }
     }
-    /// While stopping: why.
+    /// While stopping: why (plain values, nothing to release).
     var stopPurpose: StopPurpose? {
         get { hot.stopPurpose }
         set { hot.stopPurpose = newValue }
@@ -95,7 +102,10 @@ final class ChildRecord {
     /// Its shutdown timer, made on first use and reused.
     var timer: (any RuntimeTimer)? {
         get { hot.timer }
-        set { hot.timer = newValue }
+        set {
+            var value = newValue
+            swap(&value, &hot.timer)
+        }
     }
     var restartCount = 0
     /// Consecutive restarts without a stable run, for backoff.

@@ -73,8 +73,10 @@ extension Backoff {
         if attempt > 1 {
             // Stop multiplying once past the cap, so huge attempt counts cannot overflow.
             for _ in 1..<attempt {
-                base *= multiplier
-                if base >= maximumNanos { base = maximumNanos; break }
+                let grown = base * multiplier
+                if grown >= maximumNanos { base = maximumNanos; break }
+                if grown == base { break }   // multiplier 1 or a zero delay: nothing changes
+                base = grown
             }
         }
         base = min(base, maximumNanos)

@@ -78,6 +78,9 @@ extension Int64 {
 extension Duration {
     /// Whole nanoseconds, saturating at `Int64.max`; negative durations stay negative.
     package var nanosecondsClamped: Int64 {
+        // `components` traps past Int64.max seconds, which a Duration can hold.
+        if self >= .seconds(Int64.max) { return .max }
+        if self <= .seconds(Int64.min) { return .min }
         let (seconds, attoseconds) = components
         let (scaled, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
         if overflow { return seconds < 0 ? Int64.min : Int64.max }

@@ -56,9 +56,11 @@ public final class Supervisor {
 
     /// The bookkeeping every restart touches, in one private field whose dynamic exclusivity
     /// checks are off (one of the five exceptions listed in docs/PERFORMANCE.md, with the
-    /// measurement). Sound because the supervisor is confined to its runtime's thread and the
-    /// accessors below are the only way in: the code never calls out (user code, the runtime,
-    /// events) while it holds an access to it.
+    /// measurement). Sound because the supervisor is confined to its runtime's thread and
+    /// nothing can run while an access to it is open: the accessors below are the only way in,
+    /// they never call out, and they never release a reference inside the access (releasing a
+    /// record or a timer can run a `deinit`, which may be user code that calls back into this
+    /// supervisor). Values are swapped out and dropped after the access instead.
     private struct Bookkeeping {
         // Mailbox: ends reported while busy, oldest first. The oldest waits in its own slot
         // (the common case is one end at a time, a task failing inside its own start), later
@@ -76,11 +78,13 @@ public final class Supervisor {
 
     private var firstMail: Mail? {
         get { book.firstMail }
-        set { book.firstMail = newValue }
+        set {
+            var value = newValue
+            swap(&value, &book.firstMail)   // the old value is released after the access
+        }
     }
     private var laterMail: [Mail] {
         _read { yield book.laterMail }
-        _modify { yield &book.laterMail }
     }
     private var laterMailHead: Int {
         get { book.laterMailHead }
@@ -92,7 +96,6 @@ public final class Supervisor {
     }
     private var awaiting: [ChildRecord] {
         _read { yield book.awaiting }
-        _modify { yield &book.awaiting }
     }
     private var intensity: IntensityWindow {
         _read { yield book.intensity }
@@ -100,7 +103,32 @@ public final class Supervisor {
     }
     private var restartTimer: (any RuntimeTimer)? {
         get { book.restartTimer }
-        set { book.restartTimer = newValue }
+        set {
+            var value = newValue
+            swap(&value, &book.restartTimer)   // the old timer is released after the access
+        }
+    }
+
+    /// Changes the waiting list outside the unchecked access: the list is taken out, changed
+    /// (records it drops are released here, where a `deinit` may safely call back), and put
+    /// back, with anything a callback added meanwhile.
+    private func changeAwaiting(_ change: (inout [ChildRecord]) -> Void) {
+        var list: [ChildRecord] = []
+        swap(&list, &book.awaiting)
+        change(&list)
+        swap(&list, &book.awaiting)
+        if !list.isEmpty { book.awaiting.append(contentsOf: list) }
+    }
+
+    /// Empties the mailbox's array the same way (a mail may hold the last reference to a
+    /// removed record).
+    private func clearLaterMail() {
+        var list: [Mail] = []
+        swap(&list, &book.laterMail)
+        book.laterMailHead = 0
+        list.removeAll(keepingCapacity: true)
+        swap(&list, &book.laterMail)
+        if !list.isEmpty { book.laterMail.append(contentsOf: list) }
     }
 
     // Ordered stops: one child at a time, each ended (or killed/abandoned) before the next.
@@ -266,13 +294,12 @@ public final class Supervisor {
                 let mail = laterMail[laterMailHead]
                 laterMailHead += 1
                 handleEnding(mail.record, generation: mail.generation, mail.ending)
+            } else if !laterMail.isEmpty {
+                // All handled: empty it (dropping a mail can run a deinit that reports more).
+                clearLaterMail()
             } else {
                 break
             }
-        }
-        if !laterMail.isEmpty {
-            laterMail.removeAll(keepingCapacity: true)
-            laterMailHead = 0
         }
         processing = false
     }
@@ -283,7 +310,7 @@ public final class Supervisor {
             if firstMail == nil && laterMailHead >= laterMail.count {
                 firstMail = mail
             } else {
-                laterMail.append(mail)
+                book.laterMail.append(mail)
             }
             return
         }
@@ -301,15 +328,18 @@ public final class Supervisor {
         record.lastExit = reason
         record.state = .idle
         emit(record, .exited(reason))
+        // An event handler may already have acted on this child (restarted, terminated or
+        // deleted it): then that decision stands, and this end decides nothing more.
+        let untouched = !record.removed && record.generation == generation && record.state == .idle
         if wasStopping {
             let purpose = record.stopPurpose ?? .shutdown
             record.stopPurpose = nil
             if currentStop === record { currentStop = nil }
-            settle(record, purpose: purpose, reason: reason)
+            if untouched { settle(record, purpose: purpose, reason: reason) }
             pumpStops()
             return
         }
-        guard isRunning else { return }
+        guard isRunning, untouched else { return }
         decideRestart(record, reason: reason)
     }
 
@@ -323,8 +353,11 @@ public final class Supervisor {
         case .temporary: restart = false
         }
         if !restart {
+            let generation = record.generation
             emit(record, .notRestarted(why: record.spec.restart == .temporary
                 ? "temporary" : "transient child ended with \(reason)"))
+            // A handler that restarted (or deleted) it meanwhile has decided instead.
+            guard !record.removed, record.generation == generation, record.state == .idle else { return }
             if record.spec.restart == .temporary || spec.isDynamic { remove(record) }
             if record.spec.significant { checkAutoShutdown() }
             return
@@ -382,7 +415,7 @@ public final class Supervisor {
     private func markRestarting(_ record: ChildRecord, due: Int64, decidedAt: Int64, why: @autoclosure () -> String) {
         record.state = .restarting
         record.restartDue = due
-        awaiting.append(record)
+        book.awaiting.append(record)
         emitDelay(record, due: due, decidedAt: decidedAt, why: why())
     }
 
@@ -450,13 +483,14 @@ public final class Supervisor {
             // The common case (one child crash-looping): no scans, no allocation.
             let record = awaiting[0]
             if record.restartDue <= now {
-                awaiting.removeLast()
+                let removed = book.awaiting.removeLast()   // still referenced by `record`
+                _ = removed
                 if record.state == .restarting && !record.removed { startRecord(record, isRestart: true, now: now) }
             }
         } else if !awaiting.isEmpty {
             let due = records.filter { $0.state == .restarting && $0.restartDue <= now }
             if !due.isEmpty {
-                awaiting.removeAll { $0.restartDue <= now || $0.state != .restarting }
+                changeAwaiting { $0.removeAll { $0.restartDue <= now || $0.state != .restarting } }
                 for record in due {
                     guard isRunning else { break }
                     if record.state == .restarting && !record.removed { startRecord(record, isRestart: true, now: now) }
@@ -572,7 +606,7 @@ public final class Supervisor {
         let completions = record.stopCompletions
         record.stopCompletions = []
         if case .shuttingDown = state {
-            if record.state == .restarting { awaiting.removeAll { $0 === record } }
+            if record.state == .restarting { changeAwaiting { $0.removeAll { $0 === record } } }
             record.state = .idle
         } else {
             switch purpose {
@@ -584,10 +618,10 @@ public final class Supervisor {
                 } else if record.state != .restarting {
                     record.state = .restarting
                     record.restartDue = due
-                    awaiting.append(record)
+                    book.awaiting.append(record)
                 }
             case .terminate:
-                if record.state == .restarting { awaiting.removeAll { $0 === record } }
+                if record.state == .restarting { changeAwaiting { $0.removeAll { $0 === record } } }
                 if record.spec.restart == .temporary || spec.isDynamic {
                     remove(record)
                 } else {
@@ -605,7 +639,7 @@ public final class Supervisor {
         record.timer?.close()
         record.timer = nil
         records.removeAll { $0 === record }
-        awaiting.removeAll { $0 === record }
+        changeAwaiting { $0.removeAll { $0 === record } }
         emit(record, .removed)
     }
 
@@ -625,7 +659,7 @@ public final class Supervisor {
         emitSupervisorEvent(.supervisorStopping(reason))
         restartTimer?.disarm()
         for record in awaiting where record.state == .restarting { record.state = .idle }
-        awaiting.removeAll()
+        changeAwaiting { $0.removeAll() }
         // A stop in progress finishes first; then every child, last started first.
         stopQueue.removeAll(keepingCapacity: true)
         stopHead = 0

@@ -22,13 +22,9 @@ public final class ChildProcess: LoopHandle {
     /// Lines longer than this many bytes are delivered in pieces, so memory stays bounded.
     public static let maxLineLength = LineSplitter.defaultMaxLineLength
 
-    /// Whether this kernel supports pidfds (probed once).
-    public static let pidfdSupported: Bool = {
-        let fd = cuvs_pidfd_open(getpid())
-        if fd < 0 { return false }
-        Glibc.close(fd)
-        return true
-    }()
+    /// Whether this kernel supports what the pidfd method needs (probed once): `pidfd_open`
+    /// (Linux 5.3) and `waitid(P_PIDFD)` (Linux 5.4).
+    public static let pidfdSupported: Bool = cuvs_pidfd_wait_supported() == 1
 
     /// The child's process id (also its process group id when it has its own group).
     public let pid: Int32
@@ -70,6 +66,9 @@ public final class ChildProcess: LoopHandle {
         onExit: @escaping (ProcessExit) -> Void
     ) throws(UVError) -> ChildProcess {
         loop.preconditionInLoop("ChildProcess.spawn")
+        if loop.isClosing {
+            throw UVError(code: UV_ECANCELED.rawValue, operation: "spawn: the loop is closing")
+        }
         let prepared = try SpawnPreparation(options: options)
         let description = prepared.description
         if options.stdin == .pipe {
@@ -198,7 +197,13 @@ public final class ChildProcess: LoopHandle {
         var code: Int32 = 0
         var signal: Int32 = 0
         let reaped = cuvs_pidfd_reap(pidfd, &code, &signal)
-        guard reaped == 1 else { return }
+        if reaped == 0 { return }
+        if reaped < 0 {
+            // The child is gone but cannot be reaped: the kernel reaped it already, because
+            // this process ignores SIGCHLD. Its status is lost; report -1 rather than poll on.
+            code = -1
+            signal = 0
+        }
         let poll = UnsafeMutableRawPointer(rawHandle).assumingMemoryBound(to: uv_poll_t.self)
         uv_poll_stop(poll)
         didExit(signal != 0 ? .signaled(signal) : .exited(code))

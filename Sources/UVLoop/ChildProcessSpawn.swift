@@ -34,7 +34,7 @@ extension ChildProcess {
         if options.userID != nil { flags |= UV_PROCESS_SETUID.rawValue }
         if options.groupID != nil { flags |= UV_PROCESS_SETGID.rawValue }
 
-        let memory = LoopHandle.allocate(uv_process_t.self)
+        let memory = LoopHandle.allocate(uv_process_t.self, on: loop)
         let process = memory.assumingMemoryBound(to: uv_process_t.self)
         let argv = prepared.argv.pointer
         let envp = prepared.environmentPointer
@@ -128,7 +128,7 @@ extension ChildProcess {
             stdio.closePipes()
             throw UVError(errno: ENOSYS, operation: "\(description): pidfd_open")
         }
-        let memory = LoopHandle.allocate(uv_poll_t.self)
+        let memory = LoopHandle.allocate(uv_poll_t.self, on: loop)
         let poll = memory.assumingMemoryBound(to: uv_poll_t.self)
         let initResult = uv_poll_init(loop.rawLoop, poll, pidfd)
         if initResult < 0 {

@@ -40,6 +40,11 @@ public final class EventLoop {
     /// Handles initialised and not yet through their close callback (ours, run-soon's, remote's).
     var openHandleCount = 0
     private(set) var isClosed = false
+    /// Set when ``close()`` begins: no new child process is spawned from then on.
+    private(set) var isClosing = false
+    /// Whether ``run(_:)`` (or the teardown) is running the loop: neither may start again from
+    /// inside one of its callbacks.
+    private var isRunning = false
     private var stopRequested = false
 
     /// The run-soon queue: jobs for the next loop turn, after I/O has been polled.
@@ -99,6 +104,9 @@ public final class EventLoop {
     public func run(_ mode: RunMode = .untilIdle) -> Bool {
         preconditionInLoop("EventLoop.run")
         precondition(!isClosed, "EventLoop.run called after close()")
+        precondition(!isRunning, "EventLoop.run called from inside a callback of the same loop (it is already running)")
+        isRunning = true
+        defer { isRunning = false }
         switch mode {
         case .untilIdle: return uv_run(rawLoop, UV_RUN_DEFAULT) != 0
         case .once: return uv_run(rawLoop, UV_RUN_ONCE) != 0
@@ -123,10 +131,16 @@ public final class EventLoop {
     }
 
     /// The loop's cached time in milliseconds (`uv_now`), updated once per iteration.
-    public var now: UInt64 { uv_now(rawLoop) }
+    public var now: UInt64 {
+        precondition(!isClosed, "EventLoop.now read after close()")
+        return uv_now(rawLoop)
+    }
 
     /// Refreshes the cached time (`uv_update_time`), for callers that ran long.
-    public func updateTime() { uv_update_time(rawLoop) }
+    public func updateTime() {
+        precondition(!isClosed, "EventLoop.updateTime called after close()")
+        uv_update_time(rawLoop)
+    }
 
     /// The libuv version this process runs with, such as `1.44.2`.
     public static var libuvVersion: String { String(cString: uv_version_string()) }
@@ -175,19 +189,32 @@ public final class EventLoop {
     public func close() throws(UVError) {
         if isClosed { return }
         preconditionInLoop("EventLoop.close")
+        precondition(!isRunning, "EventLoop.close called from inside a callback of the same loop: stop it, and close it after run returns")
+        isRunning = true
+        isClosing = true
+        defer { isRunning = false }
         // 1. No new work from other threads; run what was already accepted, and what it queues
         //    on this thread (a task's next step), until nothing is left. Then this thread's
         //    submissions through the remote are refused too.
+        //    Bounded: work that keeps queueing itself (a task spinning on yields) is cut off
+        //    after 5 s, and its next submission is refused.
         remote.refuseNewWork()
-        while runSoonQueue.hasPendingJobs || remote.hasPendingJobs {
+        let acceptedWorkDeadline = uv_hrtime() + 5_000_000_000
+        while (runSoonQueue.hasPendingJobs || remote.hasPendingJobs) && uv_hrtime() < acceptedWorkDeadline {
             uv_run(rawLoop, UV_RUN_NOWAIT)
         }
         remote.refuseSameThreadWork()
-        // 2. Children: a process handle closed before its exit leaves a zombie, so kill and wait.
-        for process in liveProcesses.values { process.killForTeardown() }
+        // 2. Children: a process handle closed before its exit leaves a zombie, so kill and wait
+        //    (no new child is spawned from here on). The wait polls without blocking, so its
+        //    deadline holds even when nothing else would wake the loop.
         let deadline = uv_hrtime() + 5_000_000_000
         while !liveProcesses.isEmpty && uv_hrtime() < deadline {
-            uv_run(rawLoop, UV_RUN_ONCE)
+            for process in liveProcesses.values { process.killForTeardown() }
+            uv_run(rawLoop, UV_RUN_NOWAIT)
+            if !liveProcesses.isEmpty {
+                var pause = timespec(tv_sec: 0, tv_nsec: 1_000_000)
+                nanosleep(&pause, nil)
+            }
         }
         // 3. Close every handle, ours first through their Swift owners, then anything else.
         uv_walk(rawLoop, { handle, _ in

@@ -31,7 +31,9 @@ public class LoopHandle {
     public private(set) var state: HandleState = .open
 
     /// Allocates zeroed memory for a handle of type `T`; the subclass initialises it.
-    static func allocate<T>(_ type: T.Type) -> UnsafeMutableRawPointer {
+    static func allocate<T>(_ type: T.Type, on loop: EventLoop) -> UnsafeMutableRawPointer {
+        // Every handle is made through here, before its `uv_*_init` touches the libuv loop.
+        precondition(!loop.isClosed, "a handle created on a closed EventLoop")
         let memory = UnsafeMutableRawPointer.allocate(
             byteCount: MemoryLayout<T>.size, alignment: MemoryLayout<T>.alignment)
         memory.initializeMemory(as: UInt8.self, repeating: 0, count: MemoryLayout<T>.size)

@@ -2,10 +2,9 @@
 ///
 /// ``EventLoop/runSoon(_:)-(LoopJob)`` and ``LoopRemote/execute(_:)-(LoopJob&Sendable)`` queue a
 /// job as one word and call ``run()`` through the class's own dispatch: no closure context, no
-/// existential. The queue keeps the job alive until it has run: on the loop's own thread with
-/// one reference however many times the job waits (it counts its entries), from other threads
-/// with one reference per submission. The same object may be submitted many times; it runs
-/// once per submission. For anything less hot, a closure or a ``LoopRunnable`` is simpler.
+/// existential. The queue holds one reference per submission until the job has run. The same
+/// object may be submitted many times, to any number of loops; it runs once per submission.
+/// For anything less hot, a closure or a ``LoopRunnable`` is simpler.
 ///
 /// ```swift
 /// final class Tick: LoopJob {
@@ -25,8 +24,4 @@ open class LoopJob {
 
     /// Called on the loop thread, once per submission.
     open func run() {}
-
-    /// How many times this job waits in its loop's run-soon lane; the lane holds one reference
-    /// to it while this is above zero. Touched on the loop's thread only.
-    final var entriesInRunSoonLane = 0
 }

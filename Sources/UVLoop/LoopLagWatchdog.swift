@@ -22,7 +22,7 @@ public final class LoopLagWatchdog: LoopHandle {
         loop.preconditionInLoop("LoopLagWatchdog.init")
         thresholdNanoseconds = threshold.saturatingNanoseconds
         self.report = report
-        let memory = LoopHandle.allocate(uv_prepare_t.self)
+        let memory = LoopHandle.allocate(uv_prepare_t.self, on: loop)
         uv_prepare_init(loop.rawLoop, memory.assumingMemoryBound(to: uv_prepare_t.self))
         super.init(loop: loop, initialisedHandle: memory)
         uv_prepare_start(memory.assumingMemoryBound(to: uv_prepare_t.self)) { handle in
@@ -65,7 +65,7 @@ final class LagCheckHandle: LoopHandle {
 
     init(loop: EventLoop, onCheck: @escaping () -> Void) {
         self.onCheck = onCheck
-        let memory = LoopHandle.allocate(uv_check_t.self)
+        let memory = LoopHandle.allocate(uv_check_t.self, on: loop)
         uv_check_init(loop.rawLoop, memory.assumingMemoryBound(to: uv_check_t.self))
         super.init(loop: loop, initialisedHandle: memory)
         uv_check_start(memory.assumingMemoryBound(to: uv_check_t.self)) { handle in

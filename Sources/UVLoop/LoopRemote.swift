@@ -285,7 +285,7 @@ final class AsyncWakeupHandle: LoopHandle {
 
     init(loop: EventLoop, remote: LoopRemote) {
         self.remote = remote
-        let memory = LoopHandle.allocate(uv_async_t.self)
+        let memory = LoopHandle.allocate(uv_async_t.self, on: loop)
         uv_async_init(loop.rawLoop, memory.assumingMemoryBound(to: uv_async_t.self)) { async in
             guard let data = async?.pointee.data else { return }
             Unmanaged<AsyncWakeupHandle>.fromOpaque(data).takeUnretainedValue().remote.drainRemoteJobs()

@@ -29,7 +29,7 @@ public final class LoopTimer: LoopHandle {
     public init(loop: EventLoop, _ handler: @escaping () -> Void) {
         loop.preconditionInLoop("LoopTimer.init")
         self.handler = handler
-        let memory = LoopHandle.allocate(uv_timer_t.self)
+        let memory = LoopHandle.allocate(uv_timer_t.self, on: loop)
         uv_timer_init(loop.rawLoop, memory.assumingMemoryBound(to: uv_timer_t.self))
         super.init(loop: loop, initialisedHandle: memory)
     }

@@ -18,7 +18,7 @@ final class OutputPipe: LoopHandle {
         self.handler = handler
         lines = LineSplitter(maxLineLength: maxLineLength)
         readBuffer = .allocate(byteCount: 16 * 1024, alignment: 16)
-        let memory = LoopHandle.allocate(uv_pipe_t.self)
+        let memory = LoopHandle.allocate(uv_pipe_t.self, on: loop)
         uv_pipe_init(loop.rawLoop, memory.assumingMemoryBound(to: uv_pipe_t.self), 0)
         super.init(loop: loop, initialisedHandle: memory)
     }

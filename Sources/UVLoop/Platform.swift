@@ -12,6 +12,9 @@ extension Duration {
     /// has elapsed; negative durations count as zero, and durations too long for a `UInt64`
     /// of milliseconds saturate (such a timer is never due).
     var uvMilliseconds: UInt64 {
+        // `components` traps past Int64.max seconds, which a Duration can hold.
+        if self >= .seconds(Int64.max) { return .max }
+        if self <= .zero { return 0 }
         let (seconds, attoseconds) = components
         if seconds < 0 { return 0 }
         let (wholeMillis, overflow) = UInt64(seconds).multipliedReportingOverflow(by: 1_000)
@@ -23,6 +26,8 @@ extension Duration {
 
     /// Whole nanoseconds, 0 for negative durations, saturating at `UInt64.max`.
     var saturatingNanoseconds: UInt64 {
+        if self >= .seconds(Int64.max) { return .max }
+        if self <= .zero { return 0 }
         let (seconds, attoseconds) = components
         if seconds < 0 { return 0 }
         let (whole, overflow) = UInt64(seconds).multipliedReportingOverflow(by: 1_000_000_000)

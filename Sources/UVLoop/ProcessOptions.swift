@@ -33,7 +33,8 @@ public enum StandardStream: Sendable, Equatable {
 /// What a piped child output delivers on the loop.
 public enum ProcessOutput: Sendable, Equatable {
     /// One line, without its newline. A final line without a newline is delivered too, and a
-    /// line longer than ``ChildProcess/maxLineLength`` bytes arrives in pieces of that size.
+    /// line longer than ``ChildProcess/maxLineLength`` bytes arrives in pieces of that many bytes
+    /// of output (decoded as UTF-8, with invalid or split sequences replaced).
     case line(StandardStream, String)
     /// The stream reached end of file (the child and everything that inherited it closed it).
     case end(StandardStream)

@@ -47,17 +47,7 @@ final class RunSoonQueue {
 
     deinit {
         // Jobs still queued (a loop dropped without running them) are released, not leaked.
-        for index in 0..<lane.pending.count { Self.finishEntry(lane.pending.base[index]) }
-    }
-
-    /// One entry of `reference` leaves the lane; the lane's reference goes with the last one.
-    @inline(__always)
-    private static func finishEntry(_ reference: Unmanaged<LoopJob>) {
-        let last = reference._withUnsafeGuaranteedRef { job in
-            job.entriesInRunSoonLane -= 1
-            return job.entriesInRunSoonLane == 0
-        }
-        if last { reference.release() }
+        for index in 0..<lane.pending.count { lane.pending.base[index].release() }
     }
 
     func attach(to loop: EventLoop) {
@@ -74,13 +64,10 @@ final class RunSoonQueue {
         if !idleActive { startIdle() }
     }
 
-    /// Queues `job`, held until it has run: one reference for all of its entries, so
-    /// submitting the same job again costs no reference counting.
+    /// Queues `job`, holding one reference to it until it has run.
     @inline(__always)
     func enqueue(_ job: LoopJob) {
-        if job.entriesInRunSoonLane == 0 { _ = Unmanaged.passRetained(job) }
-        job.entriesInRunSoonLane += 1
-        lane.pending.append(Unmanaged.passUnretained(job))
+        lane.pending.append(Unmanaged.passRetained(job))
         if !idleActive { startIdle() }
     }
 
@@ -124,16 +111,10 @@ final class RunSoonQueue {
         if !hasPendingJobs { stopIdle() }
     }
 
-    /// Runs one entry. The lane's reference keeps the job alive through `run()` (a job that
-    /// submits itself again during its run takes a new one first).
+    /// Runs one entry and drops the reference its submission took.
     @inline(__always)
     private static func run(_ reference: Unmanaged<LoopJob>) {
-        let last = reference._withUnsafeGuaranteedRef { job in
-            job.entriesInRunSoonLane -= 1
-            return job.entriesInRunSoonLane == 0
-        }
-        reference._withUnsafeGuaranteedRef { $0.run() }
-        if last { reference.release() }
+        reference.takeRetainedValue().run()
     }
 
     private func stopIdle() {
@@ -151,7 +132,7 @@ final class RunSoonCheckHandle: LoopHandle {
 
     init(loop: EventLoop, queue: RunSoonQueue) {
         self.queue = queue
-        let memory = LoopHandle.allocate(uv_check_t.self)
+        let memory = LoopHandle.allocate(uv_check_t.self, on: loop)
         uv_check_init(loop.rawLoop, memory.assumingMemoryBound(to: uv_check_t.self))
         super.init(loop: loop, initialisedHandle: memory)
         uv_check_start(memory.assumingMemoryBound(to: uv_check_t.self)) { check in
@@ -165,7 +146,7 @@ final class RunSoonCheckHandle: LoopHandle {
 /// The `uv_idle_t` that keeps the poll phase from blocking while run-soon jobs are pending.
 final class RunSoonIdleHandle: LoopHandle {
     init(loop: EventLoop) {
-        let memory = LoopHandle.allocate(uv_idle_t.self)
+        let memory = LoopHandle.allocate(uv_idle_t.self, on: loop)
         uv_idle_init(loop.rawLoop, memory.assumingMemoryBound(to: uv_idle_t.self))
         super.init(loop: loop, initialisedHandle: memory)
     }

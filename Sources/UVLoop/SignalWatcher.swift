@@ -28,7 +28,7 @@ public final class SignalWatcher: LoopHandle {
         }
         signalNumber = signal
         self.handler = handler
-        let memory = LoopHandle.allocate(uv_signal_t.self)
+        let memory = LoopHandle.allocate(uv_signal_t.self, on: loop)
         let initResult = uv_signal_init(loop.rawLoop, memory.assumingMemoryBound(to: uv_signal_t.self))
         if initResult < 0 {
             memory.deallocate()

@@ -69,10 +69,11 @@ func measureRestarts(kind: String, restarts: Int, program: String?) throws -> Ne
     loop.run(.untilStopped)
     let memoryGrowth = residentBytes() - memoryAtTenth
     let descriptorGrowth = openDescriptorCount() - descriptorsAtTenth
+    let restartCount = root.children().first?.restartCount ?? -1
     root.shutdown()
     loop.run()
     try loop.close()
-    print("restarts \(root.children().first?.restartCount ?? -1)")
+    print("restarts \(restartCount)")
     print("rss-growth \(memoryGrowth)")
     print("descriptor-growth \(descriptorGrowth)")
     exit(0)

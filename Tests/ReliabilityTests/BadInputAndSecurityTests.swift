@@ -103,6 +103,21 @@ struct BadInputAndSecurityTests {
         }
     }
 
+    @Test("closing or running a loop from inside its own callback is caught",
+          .disabled(if: underSanitizer, "the crashing child of an exit test can hang in the backtracer under sanitizers"))
+    func reentrantLoop() async {
+        await ExclusiveResources.run {
+            let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+                let loop = try! EventLoop()
+                loop.runSoon { try? loop.close() }
+                loop.run(.noWait)
+                loop.run(.noWait)
+            }
+            let message = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+            #expect(message.contains("EventLoop.close called from inside a callback of the same loop"), "stderr: \(message.prefix(500))")
+        }
+    }
+
     @Test("a supervisor called off its loop's thread is caught",
           .disabled(if: underSanitizer, "the crashing child of an exit test can hang in the backtracer under sanitizers"))
     func wrongThreadSupervisor() async {

@@ -109,6 +109,29 @@ struct FaultTests {
         #expect((figures["descriptor-growth"] ?? .max) <= 1)
     }
 
+    @Test("closing the loop under a live tree kills its children, restarts none, and returns in bounded time")
+    func closeUnderLiveTree() async throws {
+        final class Pids: @unchecked Sendable { var values: [Int32] = []; var closeTook: UInt64 = 0 }   // the test's thread only
+        let pids = Pids()
+        let report = try await withCheckedLoop { loop in
+            let tree = try LiveTree(loop, SupervisorSpec(children: [
+                ChildSpec(id: "sleeper", .process(ProcessSpec(argv: [childHelperPath, "sleep", "60"]))),
+            ]))
+            tree.root.start()
+            #expect(tree.run { tree.status("sleeper")?.pid != nil })
+            pids.values = tree.root.children().compactMap(\.pid)
+            // Close with the tree still running: the child is killed there, its permanent
+            // restart cannot spawn any more, and close() does not wait forever.
+            let started = EventLoop.hrtime()
+            try loop.close()
+            pids.closeTook = EventLoop.hrtime() - started
+        }
+        #expect(report == .clean)
+        #expect(pids.closeTook < 6_000_000_000, "close() took \(pids.closeTook / 1_000_000) ms")
+        #expect(pids.values.count == 1)
+        #expect(pids.values.allSatisfy { !isAlive($0) })
+    }
+
     @Test("1,000,000 task restarts: memory stable")
     func millionTaskRestarts() async throws {
         // In a process of its own: RSS is process-wide, and tests running alongside in this

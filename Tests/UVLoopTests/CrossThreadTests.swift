@@ -177,6 +177,38 @@ struct CrossThreadTests {
         #expect(report == .clean)
     }
 
+    @Test("one LoopJob submitted to two loops from their own threads and from outside runs once per submission")
+    func oneJobTwoLoops() async throws {
+        /// The count is under a lock: the job runs on two loop threads.
+        final class Counting: LoopJob, @unchecked Sendable {
+            let runs = LockedValue(0)
+            override func run() { runs.withLock { $0 += 1 } }
+        }
+        try await ExclusiveResources.run {
+            let first = try EventLoopThread()
+            let second = try EventLoopThread()
+            let job = Counting()
+            let perLoop = 2_000
+            for thread in [first, second] {
+                let remote = thread.remote
+                try remote.execute {
+                    // On the loop's own thread (the same-thread lane) ...
+                    for _ in 0..<perLoop { try? remote.execute(job) }
+                }
+                // ... and from outside (the cross-thread lane), at the same time.
+                for _ in 0..<perLoop { try remote.execute(job) }
+            }
+            for thread in [first, second] {
+                await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+                    try! thread.remote.execute { try? thread.remote.execute { done.resume() } }
+                }
+            }
+            #expect(job.runs.withLock { $0 } == 4 * perLoop)
+            #expect(throws: Never.self) { try first.shutdown().get() }
+            #expect(throws: Never.self) { try second.shutdown().get() }
+        }
+    }
+
     @Test("submissions from the loop thread itself run on a later turn")
     func sameThreadSubmit() async throws {
         let report = try await withCheckedLoop { loop in

@@ -213,7 +213,7 @@ class RecordingRunnable: LoopRunnable {
     }
 }
 
-/// Overrides `runOnLoop`: the unretained lane must dispatch to it.
+/// Overrides `runOnLoop`: a runnable queued through its base type must dispatch to it.
 final class OverridingRunnable: RecordingRunnable {
     override func runOnLoop() { record(name + "!") }
 }

@@ -13,6 +13,9 @@ extern "C" {
 /// pidfd_open(2); -1 with errno on failure. The descriptor is close-on-exec.
 int cuvs_pidfd_open(pid_t pid);
 
+/// 1 when the kernel has pidfd_open (5.3) and waitid(P_PIDFD) (5.4), else 0.
+int cuvs_pidfd_wait_supported(void);
+
 /// pidfd_send_signal(2): signals the process behind a pidfd, immune to pid reuse.
 int cuvs_pidfd_send_signal(int pidfd, int signal);
 
@@ -36,7 +39,7 @@ const char *cuvs_error_message(int error, char *buffer, size_t length);
 /// thread's spawn could inherit them). 0 or -1 with errno.
 int cuvs_pipe_cloexec(int fds[2]);
 
-/// Current errno (Swift's Glibc overlay exposes it, Musl's does not always).
+/// Current errno, read without going through the Glibc overlay.
 int cuvs_errno(void);
 
 /// Options for `cuvs_spawn`: the Linux fast path that `uv_spawn` cannot offer
