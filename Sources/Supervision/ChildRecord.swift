@@ -48,6 +48,16 @@ enum StopPurpose {
     case terminate
 }
 
+/// Stores `value` in `slot` and returns what was there. The caller drops the old value after
+/// the access to `slot` has ended: used where that access is unchecked and the release could
+/// run a `deinit` that calls back (see `ChildRecord.hot`, `Supervisor.book`).
+@inline(__always)
+func exchange<Value>(_ slot: inout Value, with value: Value) -> Value {
+    var value = value
+    swap(&value, &slot)
+    return value
+}
+
 /// One child of a supervisor: its spec and its mutable state. Loop-confined.
 final class ChildRecord {
     let id: String
@@ -77,10 +87,7 @@ final class ChildRecord {
     }
     var worker: ActiveWorker? {
         get { hot.worker }
-        set {
-            var value = newValue
-            swap(&value, &hot.worker)
-        }
+        set { withExtendedLifetime(exchange(&hot.worker, with: newValue)) {} }
     }
     /// Increments on every start; ends reported by an earlier incarnation are ignored.
     var generation: UInt64 {
@@ -89,10 +96,7 @@ final class ChildRecord {
     }
     var lastExit: ExitReason? {
         get { hot.lastExit }
-        set {
-            var value = newValue
-            swap(&value, &hot.lastExit)
-        }
+        set { withExtendedLifetime(exchange(&hot.lastExit, with: newValue)) {} }
     }
     /// While stopping: why (plain values, nothing to release).
     var stopPurpose: StopPurpose? {
@@ -102,10 +106,7 @@ final class ChildRecord {
     /// Its shutdown timer, made on first use and reused.
     var timer: (any RuntimeTimer)? {
         get { hot.timer }
-        set {
-            var value = newValue
-            swap(&value, &hot.timer)
-        }
+        set { withExtendedLifetime(exchange(&hot.timer, with: newValue)) {} }
     }
     var restartCount = 0
     /// Consecutive restarts without a stable run, for backoff.

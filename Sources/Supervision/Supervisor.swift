@@ -78,10 +78,7 @@ public final class Supervisor {
 
     private var firstMail: Mail? {
         get { book.firstMail }
-        set {
-            var value = newValue
-            swap(&value, &book.firstMail)   // the old value is released after the access
-        }
+        set { withExtendedLifetime(exchange(&book.firstMail, with: newValue)) {} }
     }
     private var laterMail: [Mail] {
         _read { yield book.laterMail }
@@ -103,10 +100,7 @@ public final class Supervisor {
     }
     private var restartTimer: (any RuntimeTimer)? {
         get { book.restartTimer }
-        set {
-            var value = newValue
-            swap(&value, &book.restartTimer)   // the old timer is released after the access
-        }
+        set { withExtendedLifetime(exchange(&book.restartTimer, with: newValue)) {} }
     }
 
     /// Changes the waiting list outside the unchecked access: the list is taken out, changed
