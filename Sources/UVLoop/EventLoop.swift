@@ -82,7 +82,7 @@ public final class EventLoop {
 
     /// Whether the caller runs on the loop's thread.
     @inline(__always)
-    public var inLoopThread: Bool { pthread_equal(currentThread(), ownerThread) != 0 }
+    public var inLoopThread: Bool { currentThread() == ownerThread }
 
     /// Traps with a clear message when called from another thread than the loop's.
     /// Used at entry points where a wrong-thread call would corrupt state.

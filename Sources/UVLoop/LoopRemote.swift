@@ -74,7 +74,7 @@ public final class LoopRemote: @unchecked Sendable {
 
     /// Whether the caller runs on the loop's thread.
     @inline(__always)
-    public var inLoopThread: Bool { pthread_equal(pthread_self(), ownerThread) != 0 }
+    public var inLoopThread: Bool { pthread_self() == ownerThread }
 
     /// Traps with a clear message when called from another thread than the loop's.
     public func preconditionInLoop(_ what: @autoclosure () -> String, file: StaticString = #fileID, line: UInt = #line) {

@@ -3,7 +3,9 @@
 #endif
 import CLibUV
 
-/// The identity of the calling thread, used to enforce loop confinement.
+/// The identity of the calling thread, used to enforce loop confinement. On glibc a
+/// `pthread_t` is an integer, and `pthread_equal` is `==` (compared inline on every entry point
+/// instead of through a library call).
 @inline(__always)
 func currentThread() -> pthread_t { pthread_self() }
 
