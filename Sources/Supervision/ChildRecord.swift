@@ -108,6 +108,8 @@ final class ChildRecord {
         get { hot.timer }
         set { withExtendedLifetime(exchange(&hot.timer, with: newValue)) {} }
     }
+    /// Its place in its supervisor's start order (see ``ChildList``).
+    var sequence = 0
     var restartCount = 0
     /// Consecutive restarts without a stable run, for backoff.
     var consecutiveRestarts = 0

@@ -49,7 +49,8 @@ public final class Supervisor {
 
     let runtime: any SupervisorRuntime
     let random: RandomSource
-    private(set) var records: [ChildRecord] = []
+    /// The children, in start order, indexed by id.
+    private(set) var childList = ChildList()
     private unowned var parentRecord: ChildRecord?
     private var parentGeneration: UInt64 = 0
     private var terminationHandlers: [(ExitReason) -> Void] = []
@@ -165,14 +166,16 @@ public final class Supervisor {
         self.events = events
         self.random = random
         self.book = Bookkeeping(intensity: IntensityWindow(spec.intensity))
-        records = spec.children.map { ChildRecord(spec: $0, path: path + "/" + $0.id, supervisor: self) }
+        for child in spec.children {
+            childList.append(ChildRecord(spec: child, path: path + "/" + child.id, supervisor: self))
+        }
     }
 
     deinit {
         // A supervisor dropped while running: its timers must not fire into freed memory, and
         // workers that end later must find their records detached.
         restartTimer?.close()
-        for record in records {
+        for case let record? in childList.slots.map(\.record) {
             record.removed = true
             record.timer?.close()
             record.timer = nil
@@ -195,7 +198,7 @@ public final class Supervisor {
         guard case .idle = state else { return }
         perform {
             state = .running
-            for record in records {
+            for record in childList.live {
                 guard isRunning else { break }
                 startRecord(record, isRestart: false)
             }
@@ -373,12 +376,12 @@ public final class Supervisor {
         case .oneForOne:
             break
         case .oneForAll, .restForOne:
-            let group: ArraySlice<ChildRecord>
+            let group: [ChildRecord]
             if spec.strategy == .oneForAll {
-                group = records[...]
+                group = childList.live
             } else {
-                let index = records.firstIndex { $0 === record } ?? records.count - 1
-                group = records[(index + 1)...]
+                let index = childList.index(of: record) ?? childList.slots.count - 1
+                group = childList.slots[(index + 1)...].compactMap(\.record)
             }
             let why = "\(spec.strategy == .oneForAll ? "oneForAll" : "restForOne") with \(record.id)"
             var stops: [(record: ChildRecord, purpose: StopPurpose)] = []
@@ -426,7 +429,7 @@ public final class Supervisor {
         case .anySignificant:
             beginShutdown(.shutdown)
         case .allSignificant:
-            let remaining = records.contains { $0.spec.significant && ($0.isActive || $0.state == .restarting) }
+            let remaining = childList.live.contains { $0.spec.significant && ($0.isActive || $0.state == .restarting) }
             if !remaining { beginShutdown(.shutdown) }
         }
     }
@@ -482,7 +485,9 @@ public final class Supervisor {
                 if record.state == .restarting && !record.removed { startRecord(record, isRestart: true, now: now) }
             }
         } else if !awaiting.isEmpty {
-            let due = records.filter { $0.state == .restarting && $0.restartDue <= now }
+            // The due ones among those waiting, in start order: O(waiting), not O(children).
+            let due = awaiting.filter { !$0.removed && $0.state == .restarting && $0.restartDue <= now }
+                .sorted { $0.sequence < $1.sequence }
             if !due.isEmpty {
                 changeAwaiting { $0.removeAll { $0.restartDue <= now || $0.state != .restarting } }
                 for record in due {
@@ -632,7 +637,7 @@ public final class Supervisor {
         record.state = .idle
         record.timer?.close()
         record.timer = nil
-        records.removeAll { $0 === record }
+        childList.remove(record)
         changeAwaiting { $0.removeAll { $0 === record } }
         emit(record, .removed)
     }
@@ -657,7 +662,7 @@ public final class Supervisor {
         // A stop in progress finishes first; then every child, last started first.
         stopQueue.removeAll(keepingCapacity: true)
         stopHead = 0
-        for record in records.reversed() { stopQueue.append((record, .shutdown)) }
+        for record in childList.live.reversed() { stopQueue.append((record, .shutdown)) }
         pumpStops()
     }
 
@@ -684,7 +689,7 @@ public final class Supervisor {
         state = .stopped(reason)
         restartTimer?.close()
         restartTimer = nil
-        for record in records {
+        for record in childList.live {
             record.timer?.close()
             record.timer = nil
         }
@@ -722,7 +727,7 @@ public final class Supervisor {
     // MARK: Internal access for the run-time API
 
     func record(_ id: String) throws(SupervisionError) -> ChildRecord {
-        guard let record = records.first(where: { $0.id == id }) else {
+        guard let record = childList[id] else {
             throw SupervisionError(.unknownID, "\(path): no child has the id \"\(id)\"")
         }
         return record
@@ -730,7 +735,7 @@ public final class Supervisor {
 
     func addRecord(_ spec: ChildSpec) -> ChildRecord {
         let record = ChildRecord(spec: spec, path: path + "/" + spec.id, supervisor: self)
-        records.append(record)
+        childList.append(record)
         return record
     }
 

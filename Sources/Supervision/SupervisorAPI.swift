@@ -83,11 +83,11 @@ extension Supervisor {
             throw SupervisionError(.supervisorStopped, "\(path): not running, cannot start \"\(spec.id)\"")
         }
         try Validation.validate(spec, parentPath: path)
-        if records.contains(where: { $0.id == spec.id }) {
+        if childList[spec.id] != nil {
             throw SupervisionError(.duplicateID, "\(path): a child with the id \"\(spec.id)\" exists")
         }
-        if let maxChildren = self.spec.maxChildren, records.count >= maxChildren {
-            throw SupervisionError(.maxChildren, "\(path): already has \(records.count) children (maxChildren \(maxChildren))")
+        if let maxChildren = self.spec.maxChildren, childList.count >= maxChildren {
+            throw SupervisionError(.maxChildren, "\(path): already has \(childList.count) children (maxChildren \(maxChildren))")
         }
         let record = addRecord(spec)
         perform { startRecord(record, isRestart: false) }
@@ -97,11 +97,11 @@ extension Supervisor {
     /// Elixir's `DynamicSupervisor`. Returns the new id.
     @discardableResult
     public func startChild(from template: ChildSpec) throws(SupervisionError) -> String {
-        if let maxChildren = self.spec.maxChildren, childIDs.count >= maxChildren {
-            throw SupervisionError(.maxChildren, "\(path): already has \(childIDs.count) children (maxChildren \(maxChildren))")
+        if let maxChildren = self.spec.maxChildren, childList.count >= maxChildren {
+            throw SupervisionError(.maxChildren, "\(path): already has \(childList.count) children (maxChildren \(maxChildren))")
         }
         var spec = template
-        repeat { spec.id = nextDynamicID(template.id) } while records.contains { $0.id == spec.id }
+        repeat { spec.id = nextDynamicID(template.id) } while childList[spec.id] != nil
         try startChild(spec)
         return spec.id
     }
@@ -150,7 +150,7 @@ extension Supervisor {
     public func children() -> [ChildStatus] {
         runtime.preconditionOnRuntimeThread("Supervisor.children")
         let now = self.now
-        return records.map { record in
+        return childList.live.map { record in
             var nested: [ChildStatus] = []
             if let supervisor = record.lastNestedSupervisor { nested = supervisor.children() }
             return ChildStatus(
@@ -164,8 +164,8 @@ extension Supervisor {
 
     /// Child counts (OTP's `count_children`).
     public func countChildren() -> ChildCounts {
-        var counts = ChildCounts(specs: records.count, active: 0, supervisors: 0, workers: 0)
-        for record in records {
+        var counts = ChildCounts(specs: childList.count, active: 0, supervisors: 0, workers: 0)
+        for record in childList.live {
             if record.isActive { counts.active += 1 }
             if record.spec.kind.isSupervisor { counts.supervisors += 1 } else { counts.workers += 1 }
         }
@@ -176,7 +176,7 @@ extension Supervisor {
     public func supervisor(at relativePath: String) -> Supervisor? {
         var current: Supervisor = self
         for component in relativePath.split(separator: "/") {
-            guard let record = current.records.first(where: { $0.id == component }),
+            guard let record = current.childList[String(component)],
                   case .supervisor(let nested) = record.worker else { return nil }
             current = nested
         }
@@ -184,5 +184,5 @@ extension Supervisor {
     }
 
     /// The ids of the children, in start order.
-    public var childIDs: [String] { records.map(\.id) }
+    public var childIDs: [String] { childList.live.map(\.id) }
 }

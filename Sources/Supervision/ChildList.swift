@@ -1,0 +1,59 @@
+/// The children of one supervisor, in start order, with an index by id.
+///
+/// Appending, looking up by id and removing are O(1) or O(log n) (a removed child leaves an
+/// empty slot, found by binary search on its start sequence number and closed by a later
+/// compaction, amortised O(1)); iteration is in start order either way, and a child's position
+/// (for `restForOne`) is found the same way. So a dynamic supervisor with a million children
+/// pays per child, not per sibling.
+struct ChildList {
+    struct Slot {
+        let sequence: Int
+        var record: ChildRecord?
+    }
+
+    /// Start order; a removed child's slot is empty until the next compaction.
+    private(set) var slots: [Slot] = []
+    private var byID: [String: ChildRecord] = [:]
+    private var nextSequence = 0
+    private var emptySlots = 0
+
+    /// The number of children.
+    var count: Int { byID.count }
+
+    /// The child with `id`.
+    subscript(id: String) -> ChildRecord? { byID[id] }
+
+    /// The children in start order.
+    var live: [ChildRecord] { slots.compactMap(\.record) }
+
+    mutating func append(_ record: ChildRecord) {
+        record.sequence = nextSequence
+        slots.append(Slot(sequence: nextSequence, record: record))
+        nextSequence += 1
+        byID[record.id] = record
+    }
+
+    /// Forgets `record`. The caller holds a reference of its own, so nothing is deallocated
+    /// inside this access.
+    mutating func remove(_ record: ChildRecord) {
+        guard byID[record.id] === record, let index = index(of: record) else { return }
+        byID[record.id] = nil
+        slots[index].record = nil
+        emptySlots += 1
+        if emptySlots >= 64 && emptySlots * 2 >= slots.count {
+            slots.removeAll { $0.record == nil }   // empty slots hold nothing to release
+            emptySlots = 0
+        }
+    }
+
+    /// Where `record` stands in ``slots`` (binary search on its start sequence number).
+    func index(of record: ChildRecord) -> Int? {
+        var low = 0
+        var high = slots.count
+        while low < high {
+            let middle = (low + high) / 2
+            if slots[middle].sequence < record.sequence { low = middle + 1 } else { high = middle }
+        }
+        return low < slots.count && slots[low].record === record ? low : nil
+    }
+}

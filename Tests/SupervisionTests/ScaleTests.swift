@@ -1,0 +1,86 @@
+import Supervision
+import SupervisionTesting
+import Testing
+
+@Suite("Scale: many dynamic children")
+struct ScaleTests {
+    @Test("100,000 dynamic children: half temporary and ending, the rest stopped in reverse start order")
+    func hundredThousandChildren() throws {
+        let count = 100_000
+        let runtime = ManualRuntime()
+        let root = try Supervisor(.dynamic(), runtime: runtime)
+        root.start()
+        var stopOrder: [String] = []
+        stopOrder.reserveCapacity(count / 2)
+        let staying = ChildSpec(id: "stay", .loopTask { context in
+            let path = context.path
+            context.onStop = {
+                stopOrder.append(path)
+                context.finish()
+            }
+        })
+        let passing = ChildSpec(id: "pass", .loopTask { context in context.finish() }, restart: .temporary)
+        var stayingIDs: [String] = []
+        stayingIDs.reserveCapacity(count / 2)
+        for index in 0..<count {
+            if index % 2 == 0 {
+                stayingIDs.append(try root.startChild(from: staying))
+            } else {
+                try root.startChild(from: passing)
+            }
+        }
+        runtime.runUntilIdle()
+        // The temporary ones ended and were removed; the others run, in start order.
+        #expect(root.countChildren() == ChildCounts(specs: count / 2, active: count / 2, supervisors: 0, workers: count / 2))
+        #expect(root.childIDs == stayingIDs)
+        // Lookup by id still works after the removals (and their compactions).
+        let middle = stayingIDs[stayingIDs.count / 2]
+        try root.terminateChild(middle)
+        runtime.runUntilIdle()
+        #expect(stopOrder == ["root/\(middle)"])
+        #expect(root.childIDs.count == count / 2 - 1)
+        #expect(throws: SupervisionError.self) { try root.terminateChild("pass-2") }
+        stopOrder.removeAll()
+        root.shutdown()
+        runtime.runUntilIdle()
+        #expect(root.finalReason == .shutdown)
+        let expected = stayingIDs.filter { $0 != middle }.reversed().map { "root/\($0)" }
+        #expect(stopOrder.count == expected.count)
+        #expect(stopOrder == expected, "stopped last-started first")
+    }
+
+    @Test("restForOne finds its group after removals; a group restart starts the group in start order")
+    func restForOneAfterRemovals() throws {
+        let runtime = ManualRuntime()
+        var starts: [String] = []
+        var contexts: [String: LoopTaskContext] = [:]
+        func task(_ id: String, restart: RestartType = .permanent) -> ChildSpec {
+            ChildSpec(id: id, .loopTask { context in
+                starts.append(id)
+                contexts[id] = context
+                context.onStop = { context.finish() }
+            }, restart: restart)
+        }
+        let root = try Supervisor(SupervisorSpec(strategy: .restForOne, children: []), runtime: runtime)
+        root.start()
+        // Enough temporary children removed to compact the list at least once.
+        for index in 0..<200 { try root.startChild(task("t\(index)", restart: .temporary)) }
+        try root.startChild(task("a"))
+        try root.startChild(task("b"))
+        try root.startChild(task("c"))
+        for index in 0..<200 { try root.terminateChild("t\(index)") }
+        runtime.runUntilIdle()
+        #expect(root.childIDs == ["a", "b", "c"])
+        // b fails: restForOne restarts b and what was started after it (c), in start order.
+        starts.removeAll()
+        contexts["b"]?.fail("boom")
+        runtime.runUntilIdle()
+        #expect(starts == ["b", "c"])
+        // a fails: all three, in start order.
+        starts.removeAll()
+        contexts["a"]?.fail("boom")
+        runtime.runUntilIdle()
+        #expect(starts == ["a", "b", "c"])
+        #expect(root.children().allSatisfy { $0.state == .running })
+    }
+}
