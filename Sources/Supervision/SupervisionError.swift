@@ -18,8 +18,11 @@ public struct SupervisionError: Error, Sendable, Equatable, CustomStringConverti
         case invalidSpec
         /// No child has this id.
         case unknownID
-        /// The child is running (delete or restart needs it stopped).
+        /// The child is running or stopping (delete or restart needs it stopped); OTP's `running`.
         case childRunning
+        /// The child is waiting for its restart (its backoff delay, or its group to stop);
+        /// OTP's `restarting`.
+        case childRestarting
         /// A dynamic supervisor is at `maxChildren`.
         case maxChildren
         /// The operation needs a dynamic (or a static) supervisor.

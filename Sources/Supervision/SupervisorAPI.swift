@@ -121,7 +121,8 @@ extension Supervisor {
 
     /// Starts a terminated (or ended, not restarted) child again.
     /// - Throws: ``SupervisionError/Code/unknownID``; ``SupervisionError/Code/childRunning``
-    ///   when it is running, stopping or waiting for a restart.
+    ///   when it is running or stopping, ``SupervisionError/Code/childRestarting`` when it is
+    ///   waiting for its restart.
     public func restartChild(_ id: String) throws(SupervisionError) {
         runtime.preconditionOnRuntimeThread("Supervisor.restartChild")
         let record = try self.record(id)
@@ -129,21 +130,38 @@ extension Supervisor {
             throw SupervisionError(.supervisorStopped, "\(path): not running, cannot restart \"\(id)\"")
         }
         guard record.state == .terminated || record.state == .idle else {
-            throw SupervisionError(.childRunning, "\(record.path) is \(record.state); terminate it first")
+            throw Self.notStopped(record)
         }
         perform { startRecord(record, isRestart: true) }
     }
 
     /// Removes a stopped child's spec.
     /// - Throws: ``SupervisionError/Code/unknownID``; ``SupervisionError/Code/childRunning``
-    ///   when it is running, stopping or waiting for a restart.
+    ///   when it is running or stopping, ``SupervisionError/Code/childRestarting`` when it is
+    ///   waiting for its restart.
     public func deleteChild(_ id: String) throws(SupervisionError) {
         runtime.preconditionOnRuntimeThread("Supervisor.deleteChild")
         let record = try self.record(id)
         guard record.state == .terminated || record.state == .idle else {
-            throw SupervisionError(.childRunning, "\(record.path) is \(record.state); terminate it first")
+            throw Self.notStopped(record)
         }
         perform { removeRecordForDelete(record) }
+    }
+
+    /// The spec the child `id` was started with, children added at run time included (OTP's
+    /// `get_childspec`). A dynamic child's id is the generated one.
+    /// - Throws: ``SupervisionError/Code/unknownID``.
+    public func childSpec(_ id: String) throws(SupervisionError) -> ChildSpec {
+        runtime.preconditionOnRuntimeThread("Supervisor.childSpec")
+        return try record(id).spec
+    }
+
+    /// The error for a request that needs the child stopped: `running` or `restarting`, as OTP.
+    private static func notStopped(_ record: ChildRecord) -> SupervisionError {
+        if record.state == .restarting {
+            return SupervisionError(.childRestarting, "\(record.path) is waiting for its restart; terminate it first")
+        }
+        return SupervisionError(.childRunning, "\(record.path) is \(record.state); terminate it first")
     }
 
     /// A snapshot of the children, nested supervisors included.

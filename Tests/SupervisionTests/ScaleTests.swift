@@ -84,3 +84,38 @@ struct ScaleTests {
         #expect(root.children().allSatisfy { $0.state == .running })
     }
 }
+
+@Suite("OTP child API")
+struct ChildAPITests {
+    @Test("childSpec returns the spec a child was started with, run-time and generated ids included")
+    func childSpec() throws {
+        var template = ProcessSpec(argv: ["/bin/sleep", "60"])
+        template.stopSignal = 2
+        let harness = try Harness(SupervisorSpec(children: [process("a", restart: .transient)]))
+        harness.start()
+        #expect(try harness.root.childSpec("a").restart == .transient)
+        try harness.root.startChild(ChildSpec(id: "late", .process(template), shutdown: .brutalKill))
+        let late = try harness.root.childSpec("late")
+        #expect(late.id == "late" && late.shutdown == .brutalKill)
+        if case .process(let spec) = late.kind { #expect(spec.stopSignal == 2) } else { Issue.record("not a process") }
+        let dynamic = try Harness(.dynamic())
+        dynamic.start()
+        let id = try dynamic.root.startChild(from: ChildSpec(id: "worker", .process(template)))
+        #expect(try dynamic.root.childSpec(id).id == id)
+        #expect((#expect(throws: SupervisionError.self) { try harness.root.childSpec("nope") })?.code == .unknownID)
+    }
+
+    @Test("a child waiting for its restart is `restarting`, not `running`, as OTP answers")
+    func restartingIsItsOwnError() throws {
+        let harness = try Harness(SupervisorSpec(children: [
+            process("a", backoff: .exponential(initial: .seconds(10), jitter: 0)),
+        ]))
+        harness.start()
+        #expect((#expect(throws: SupervisionError.self) { try harness.root.restartChild("a") })?.code == .childRunning)
+        harness.runtime.exit("root/a", .exited(1))
+        #expect(harness.status("a")?.state == .restarting)
+        #expect((#expect(throws: SupervisionError.self) { try harness.root.restartChild("a") })?.code == .childRestarting)
+        #expect((#expect(throws: SupervisionError.self) { try harness.root.deleteChild("a") })?.code == .childRestarting)
+        #expect(harness.status("a")?.state == .restarting, "nothing changed")
+    }
+}
