@@ -177,7 +177,9 @@ final class ChildRecord {
             case .exited(let code):
                 if case .process(let process) = spec.kind, process.successExitCodes.contains(code) { return .normal }
                 return code == 0 ? .normal : .exited(code)
-            case .signaled(let signal): return .signaled(signal)
+            case .signaled(let signal):
+                if case .process(let process) = spec.kind, process.successSignals.contains(signal) { return .normal }
+                return .signaled(signal)
             case .returned: return .normal
             case .threw(let message): return .failure(message)
             }

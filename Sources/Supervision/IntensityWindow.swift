@@ -81,10 +81,11 @@ extension Backoff {
         }
         base = min(base, maximumNanos)
         if jitter > 0 {
+            // After the cap, and not capped again: delays at the cap are spread too.
             let unit = Double(random.next() >> 11) / Double(1 << 53)   // [0, 1)
             base *= 1 + jitter * (2 * unit - 1)
         }
-        let delay = max(0, min(base, maximumNanos))
+        let delay = max(0, base)
         // Double(Int64.max) rounds up to 2^63, which Int64 cannot hold.
         return delay >= Double(Int64.max) ? .max : Int64(delay)
     }

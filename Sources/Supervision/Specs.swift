@@ -79,8 +79,11 @@ public enum AutoShutdown: Sendable, Equatable {
 /// Rules:
 /// - The delay before the k-th consecutive restart (k = 1, 2, ...) is
 ///   `min(maximum, initial * multiplier^(k-1))`.
-/// - Jitter multiplies that delay by a random factor in `[1 - jitter, 1 + jitter]` drawn from
-///   the supervisor's seeded generator; the result is capped at `maximum` again.
+/// - Jitter then multiplies that delay by a random factor in `[1 - jitter, 1 + jitter]` drawn
+///   from the supervisor's seeded generator. It applies after the cap, so delays at the cap are
+///   spread as well (`maximum` is the largest delay before jitter; with jitter `j` a delay can
+///   reach `maximum × (1 + j)`): capping again would make about half the delays at the cap
+///   exactly `maximum`, and restarts of many children in step again.
 /// - A child that stayed up for `resetAfter` or longer starts again from k = 1.
 /// - Every restart counts, whatever the exit reason (a permanent child that exits 0 at once is
 ///   a crash loop too).
@@ -91,7 +94,7 @@ public struct Backoff: Sendable, Equatable {
     public var initial: Duration
     /// Growth per consecutive restart (at least 1).
     public var multiplier: Double
-    /// The largest delay (at least `initial`).
+    /// The largest delay before jitter (at least `initial`); see the rules above.
     public var maximum: Duration
     /// Random spread as a fraction of the delay, in `0...1`.
     public var jitter: Double
@@ -166,6 +169,10 @@ public struct ProcessSpec: Sendable, Equatable {
     public var stopSignal: Int32 = 15
     /// Exit codes that count as a normal exit (default: `[0]`).
     public var successExitCodes: Set<Int32> = [0]
+    /// Signals that count as a normal end when they end the process (default: none), as
+    /// systemd's `SuccessExitStatus=` accepts signal names: a worker that dies of a SIGTERM
+    /// somebody else sent it was told to stop, so a transient child is then not restarted.
+    public var successSignals: Set<Int32> = []
     /// Its own session and process group (default: `true`), so stopping it reaches grandchildren.
     public var newProcessGroup: Bool = true
     /// Run as this user id (needs privileges).

@@ -78,6 +78,9 @@ enum Validation {
         if process.stopSignal <= 0 || process.stopSignal >= 65 {
             throw SupervisionError(.invalidSpec, "\(path): stop signal \(process.stopSignal) is out of range")
         }
+        if let signal = process.successSignals.first(where: { $0 <= 0 || $0 >= 65 }) {
+            throw SupervisionError(.invalidSpec, "\(path): success signal \(signal) is out of range")
+        }
         if process.stdin == .capture {
             throw SupervisionError(.invalidSpec, "\(path): stdin cannot be captured")
         }

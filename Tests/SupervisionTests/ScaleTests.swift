@@ -119,3 +119,32 @@ struct ChildAPITests {
         #expect(harness.status("a")?.state == .restarting, "nothing changed")
     }
 }
+
+@Suite("Success signals")
+struct SuccessSignalTests {
+    @Test("a transient process ended by one of its successSignals is normal and stays down; another signal restarts it")
+    func successSignals() throws {
+        var spec = ProcessSpec(argv: ["/bin/sleep", "60"])
+        spec.successSignals = [15]
+        let harness = try Harness(SupervisorSpec(intensity: RestartIntensity(maxRestarts: 10, period: .seconds(1)),
+                                                 children: [ChildSpec(id: "web", .process(spec), restart: .transient)]))
+        harness.start()
+        harness.runtime.exit("root/web", .signaled(9))
+        #expect(harness.events(for: "root/web").contains(.exited(.signaled(9))))
+        #expect(harness.status("web")?.state == .running, "SIGKILL is a failure: restarted")
+        harness.runtime.exit("root/web", .signaled(15))
+        #expect(harness.events(for: "root/web").contains(.exited(.normal)))
+        #expect(harness.status("web")?.state == .idle, "SIGTERM is a success here: a transient child stays down")
+    }
+
+    @Test("a success signal out of range is refused before anything starts")
+    func badSuccessSignal() throws {
+        var spec = ProcessSpec(argv: ["/bin/true"])
+        spec.successSignals = [0]
+        let error = #expect(throws: SupervisionError.self) {
+            _ = try Supervisor(SupervisorSpec(children: [ChildSpec(id: "x", .process(spec))]), runtime: ManualRuntime())
+        }
+        #expect(error?.code == .invalidSpec)
+        #expect(error?.message.contains("root/x: success signal 0") == true)
+    }
+}
