@@ -16,6 +16,11 @@ struct ChildList {
     private var byID: [String: ChildRecord] = [:]
     private var nextSequence = 0
     private var emptySlots = 0
+    /// How many children are supervisors (the rest are workers).
+    private(set) var supervisorCount = 0
+    /// How many children are running or stopping, kept up to date by the records themselves
+    /// (see `ChildRecord.state`), so that `countChildren()` is O(1).
+    let activeCount = ActiveChildCount()
 
     /// The number of children.
     var count: Int { byID.count }
@@ -31,6 +36,9 @@ struct ChildList {
         slots.append(Slot(sequence: nextSequence, record: record))
         nextSequence += 1
         byID[record.id] = record
+        if record.spec.kind.isSupervisor { supervisorCount += 1 }
+        record.activeCount = activeCount
+        if record.isActive { activeCount.value += 1 }
     }
 
     /// Forgets `record`. The caller holds a reference of its own, so nothing is deallocated
@@ -39,6 +47,9 @@ struct ChildList {
         guard byID[record.id] === record, let index = index(of: record) else { return }
         byID[record.id] = nil
         slots[index].record = nil
+        if record.spec.kind.isSupervisor { supervisorCount -= 1 }
+        if record.isActive { activeCount.value -= 1 }
+        record.activeCount = nil
         emptySlots += 1
         if emptySlots >= 64 && emptySlots * 2 >= slots.count {
             slots.removeAll { $0.record == nil }   // empty slots hold nothing to release
@@ -56,4 +67,10 @@ struct ChildList {
         }
         return low < slots.count && slots[low].record === record ? low : nil
     }
+}
+
+/// The number of a supervisor's children that are running or stopping, shared with its records,
+/// which update it when their state changes.
+final class ActiveChildCount {
+    var value = 0
 }

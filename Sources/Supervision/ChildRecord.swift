@@ -83,8 +83,15 @@ final class ChildRecord {
 
     var state: ChildState {
         get { hot.state }
-        set { hot.state = newValue }
+        set {
+            let wasActive = hot.state == .running || hot.state == .stopping
+            hot.state = newValue
+            let isActive = newValue == .running || newValue == .stopping
+            if wasActive != isActive, let activeCount { activeCount.value += isActive ? 1 : -1 }
+        }
     }
+    /// Its supervisor's count of active children, while it is in its supervisor's list.
+    var activeCount: ActiveChildCount?
     var worker: ActiveWorker? {
         get { hot.worker }
         set { withExtendedLifetime(exchange(&hot.worker, with: newValue)) {} }

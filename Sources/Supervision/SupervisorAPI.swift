@@ -180,14 +180,11 @@ extension Supervisor {
         }
     }
 
-    /// Child counts (OTP's `count_children`).
+    /// Child counts (OTP's `count_children`), in O(1): the counts are kept as children are
+    /// added, removed, started and stopped.
     public func countChildren() -> ChildCounts {
-        var counts = ChildCounts(specs: childList.count, active: 0, supervisors: 0, workers: 0)
-        for record in childList.live {
-            if record.isActive { counts.active += 1 }
-            if record.spec.kind.isSupervisor { counts.supervisors += 1 } else { counts.workers += 1 }
-        }
-        return counts
+        ChildCounts(specs: childList.count, active: childList.activeCount.value,
+                    supervisors: childList.supervisorCount, workers: childList.count - childList.supervisorCount)
     }
 
     /// The running nested supervisor at `relativePath` (`db` or `db/pool`), if any.

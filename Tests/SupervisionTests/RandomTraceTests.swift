@@ -198,6 +198,14 @@ struct RandomTraceTests {
             default:
                 runtime.advance(by: .milliseconds(100))
             }
+            // The maintained counts agree with the status snapshot at every step.
+            let status = root.children()
+            let expected = ChildCounts(
+                specs: status.count,
+                active: status.filter { $0.state == .running || $0.state == .stopping }.count,
+                supervisors: status.filter { $0.kind == "supervisor" }.count,
+                workers: status.filter { $0.kind != "supervisor" }.count)
+            #expect(root.countChildren() == expected, "seed \(seed)")
             let problems = violations(in: events, builder: builder, finished: false)
                 + replayMismatches(events, root.children())
             try #require(problems.isEmpty, "seed \(seed): \(problems)")
