@@ -40,6 +40,12 @@ let workloads: [Workload] = [
              what: "start then gracefully stop the task workers: ms"),
     Workload(name: "one_for_all_500", fullSize: 500, quickSize: 100, hasC: false, fixedRounds: nil,
              what: "oneForAll of loop tasks, one fails: ms until all run again"),
+    Workload(name: "dynamic_start_1k", fullSize: 1_000, quickSize: 1_000, hasC: false, fixedRounds: nil,
+             what: "startChild(from:) on a dynamic supervisor, 1,000 loop-task children: ns per child"),
+    Workload(name: "dynamic_start_1m", fullSize: 1_000_000, quickSize: 10_000, hasC: false, fixedRounds: 3,
+             what: "the same with 1,000,000 children: ns per child (flat in N when starts are O(1))"),
+    Workload(name: "temporary_churn", fullSize: 100_000, quickSize: 10_000, hasC: false, fixedRounds: nil,
+             what: "temporary children that end at once, started one after another: ns per child"),
 ]
 
 /// One figure of one side.

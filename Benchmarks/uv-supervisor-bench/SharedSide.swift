@@ -208,6 +208,21 @@ enum SharedSide {
             }
             report("all_running_again", "ms", Double(markedAt - t0) / 1e6)
             stop()
+        case "dynamic_start_1k", "dynamic_start_1m", "temporary_churn":
+            // No event handler: the supervisor's own cost per child.
+            let churn = workload == "temporary_churn"
+            let template = churn
+                ? ChildSpec(id: "w", .loopTask { context in context.finish() }, restart: .temporary)
+                : ChildSpec(id: "w", .loopTask { context in context.onStop = { context.finish() } })
+            try driver.sync {
+                root = try Supervisor(.dynamic(), runtime: driver.runtime)
+                root.start()
+            }
+            let t0 = now()
+            try driver.sync { for _ in 0..<size { try root.startChild(from: template) } }
+            driver.wait { churn ? root.countChildren().specs == 0 : root.countChildren().active == size }
+            report("per_child", "ns", Double(now() - t0) / Double(size))
+            stop()
         default:
             fputs("unknown workload \(workload)\n", stderr)
             exit(64)
