@@ -159,6 +159,7 @@ final class WeakRuntime: @unchecked Sendable {
 
 /// A value that belongs to one serial queue, carried through `Sendable` closures and touched
 /// only on that queue: every access checks (the Dispatch counterpart of `LoopBound`).
+/// `@unchecked Sendable` because of those checks: the value is only ever read on its queue.
 struct QueueBound<Value>: @unchecked Sendable {
     private let storage: Value
     private let queue: DispatchQueue

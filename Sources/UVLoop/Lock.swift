@@ -12,18 +12,18 @@
 /// `Sendable` only when the value is: the lock serialises access to the box, but a value that
 /// is not `Sendable` (a non-`Sendable` class, say) could still be shared through it by copying
 /// it out of ``withLock(_:)``.
-public final class LockedValue<Value> {
+package final class LockedValue<Value> {
     private let mutex = PthreadMutex()
     private var value: Value
 
     /// Creates the lock around `value`.
-    public init(_ value: Value) {
+    package init(_ value: Value) {
         self.value = value
     }
 
     /// Runs `body` with exclusive access to the value.
     @inline(__always)
-    public func withLock<Result>(_ body: (inout Value) throws -> Result) rethrows -> Result {
+    package func withLock<Result>(_ body: (inout Value) throws -> Result) rethrows -> Result {
         mutex.lock()
         defer { mutex.unlock() }
         return try body(&value)

@@ -11,20 +11,23 @@
 /// let report = LoopBound(onExit, remote: loop.remote)     // on the loop thread
 /// Task { let result = await work(); try? remote.execute { report.value(result) } }
 /// ```
-public struct LoopBound<Value>: @unchecked Sendable {
+///
+/// `@unchecked Sendable`: every access checks the thread (above). Package-internal, because of
+/// the release caveat: it is the runtimes' tool, not a general public box.
+package struct LoopBound<Value>: @unchecked Sendable {
     private var storage: Value
     /// The loop whose thread alone may touch the value.
-    public let remote: LoopRemote
+    package let remote: LoopRemote
 
     /// Binds `value` to the loop of `remote`. Call it on that loop's thread.
-    public init(_ value: Value, remote: LoopRemote) {
+    package init(_ value: Value, remote: LoopRemote) {
         remote.preconditionInLoop("LoopBound.init")
         self.storage = value
         self.remote = remote
     }
 
     /// The value; reading or writing it traps off the loop's thread.
-    public var value: Value {
+    package var value: Value {
         get {
             remote.preconditionInLoop("LoopBound.value")
             return storage

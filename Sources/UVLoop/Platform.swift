@@ -10,31 +10,26 @@ import CLibUV
 func currentThread() -> pthread_t { pthread_self() }
 
 extension Duration {
-    /// Whole milliseconds, rounded up so that a timer never fires before its duration
-    /// has elapsed; negative durations count as zero, and durations too long for a `UInt64`
-    /// of milliseconds saturate (such a timer is never due).
-    var uvMilliseconds: UInt64 {
-        // `components` traps past Int64.max seconds, which a Duration can hold.
-        if self >= .seconds(Int64.max) { return .max }
-        if self <= .zero { return 0 }
-        let (seconds, attoseconds) = components
-        if seconds < 0 { return 0 }
-        let (wholeMillis, overflow) = UInt64(seconds).multipliedReportingOverflow(by: 1_000)
-        if overflow { return .max }
-        let subMillis = UInt64(max(0, (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000))
-        let (total, overflow2) = wholeMillis.addingReportingOverflow(subMillis)
-        return overflow2 ? .max : total
-    }
-
-    /// Whole nanoseconds, 0 for negative durations, saturating at `UInt64.max`.
+    /// Whole nanoseconds, rounded up (a sub-nanosecond remainder counts as one), 0 for
+    /// negative durations, saturating at `UInt64.max` (`components` itself traps past
+    /// `Int64.max` seconds, which a `Duration` can hold).
     var saturatingNanoseconds: UInt64 {
         if self >= .seconds(Int64.max) { return .max }
         if self <= .zero { return 0 }
         let (seconds, attoseconds) = components
-        if seconds < 0 { return 0 }
         let (whole, overflow) = UInt64(seconds).multipliedReportingOverflow(by: 1_000_000_000)
         if overflow { return .max }
-        let (total, overflow2) = whole.addingReportingOverflow(UInt64(max(0, attoseconds / 1_000_000_000)))
+        let fraction = UInt64((attoseconds + 999_999_999) / 1_000_000_000)
+        let (total, overflow2) = whole.addingReportingOverflow(fraction)
         return overflow2 ? .max : total
+    }
+
+    /// Whole milliseconds, rounded up so that a timer never fires before its duration has
+    /// elapsed; negative durations count as zero, and durations too long for a `UInt64` of
+    /// milliseconds saturate (such a timer is never due).
+    var uvMilliseconds: UInt64 {
+        let nanoseconds = saturatingNanoseconds
+        if nanoseconds == .max { return .max }
+        return nanoseconds / 1_000_000 + (nanoseconds % 1_000_000 == 0 ? 0 : 1)
     }
 }
