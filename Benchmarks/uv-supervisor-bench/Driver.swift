@@ -42,10 +42,18 @@ let workloads: [Workload] = [
              what: "oneForAll of loop tasks, one fails: ms until all run again"),
     Workload(name: "dynamic_start_1k", fullSize: 1_000, quickSize: 1_000, hasC: false, fixedRounds: nil,
              what: "startChild(from:) on a dynamic supervisor, 1,000 loop-task children: ns per child"),
+    Workload(name: "dynamic_start_100k", fullSize: 100_000, quickSize: 10_000, hasC: false, fixedRounds: nil,
+             what: "the same with 100,000 children: ns per child"),
     Workload(name: "dynamic_start_1m", fullSize: 1_000_000, quickSize: 10_000, hasC: false, fixedRounds: 3,
              what: "the same with 1,000,000 children: ns per child (flat in N when starts are O(1))"),
     Workload(name: "temporary_churn", fullSize: 100_000, quickSize: 10_000, hasC: false, fixedRounds: nil,
              what: "temporary children that end at once, started one after another: ns per child"),
+    Workload(name: "restart_among_1k", fullSize: 1_000, quickSize: 1_000, hasC: false, fixedRounds: nil,
+             what: "one child of a dynamic supervisor with 1,000 fails at once 100,000 times, zero backoff: ns per restart"),
+    Workload(name: "restart_among_1m", fullSize: 1_000_000, quickSize: 10_000, hasC: false, fixedRounds: 3,
+             what: "the same among 1,000,000 children: ns per restart (flat in N when restarts are O(1))"),
+    Workload(name: "memory_per_dynamic_child", fullSize: 1_000_000, quickSize: 10_000, hasC: false, fixedRounds: 1,
+             what: "RSS growth per loop-task child of a dynamic supervisor, 1,000,000 children"),
 ]
 
 /// One figure of one side.

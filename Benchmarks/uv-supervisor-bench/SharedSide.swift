@@ -208,7 +208,7 @@ enum SharedSide {
             }
             report("all_running_again", "ms", Double(markedAt - t0) / 1e6)
             stop()
-        case "dynamic_start_1k", "dynamic_start_1m", "temporary_churn":
+        case "dynamic_start_1k", "dynamic_start_100k", "dynamic_start_1m", "temporary_churn":
             // No event handler: the supervisor's own cost per child.
             let churn = workload == "temporary_churn"
             let template = churn
@@ -222,6 +222,45 @@ enum SharedSide {
             try driver.sync { for _ in 0..<size { try root.startChild(from: template) } }
             driver.wait { churn ? root.countChildren().specs == 0 : root.countChildren().active == size }
             report("per_child", "ns", Double(now() - t0) / Double(size))
+            stop()
+        case "restart_among_1k", "restart_among_1m":
+            // `size` children that stay up, then one more that fails at once on every start
+            // until it has been restarted `restarts` times: what one restart costs among N.
+            let restarts = 100_000
+            var failuresLeft = restarts
+            var doneAt: UInt64 = 0
+            let sibling = ChildSpec(id: "w", .loopTask { context in context.onStop = { context.finish() } })
+            let crasher = ChildSpec(id: "crasher", .loopTask { context in
+                context.onStop = { context.finish() }
+                if failuresLeft > 0 {
+                    failuresLeft -= 1
+                    context.fail("crash")
+                } else {
+                    doneAt = now()
+                    driver.poke()
+                }
+            })
+            try driver.sync {
+                root = try Supervisor(.dynamic(intensity: intensity), runtime: driver.runtime)
+                root.start()
+                for _ in 0..<size { try root.startChild(from: sibling) }
+            }
+            let t0 = now()
+            try driver.sync { try root.startChild(crasher) }
+            driver.wait { doneAt != 0 }
+            report("per_restart", "ns", Double(doneAt - t0) / Double(restarts))
+            stop()
+        case "memory_per_dynamic_child":
+            let template = ChildSpec(id: "w", .loopTask { context in context.onStop = { context.finish() } })
+            try driver.sync {
+                root = try Supervisor(.dynamic(), runtime: driver.runtime)
+                root.start()
+                // A warm-up child first, so first-use costs are not charged to the measured ones.
+                try root.startChild(from: template)
+            }
+            let before = residentBytes()
+            try driver.sync { for _ in 0..<size { try root.startChild(from: template) } }
+            report("bytes_per_child", "B", (residentBytes() - before) / Double(size))
             stop()
         default:
             fputs("unknown workload \(workload)\n", stderr)

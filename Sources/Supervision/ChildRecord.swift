@@ -123,6 +123,8 @@ final class ChildRecord {
     var startedAt: Int64 = 0
     /// When `state == .restarting`: the earliest time to start it again.
     var restartDue: Int64 = 0
+    /// Its place in its supervisor's ``RestartSchedule`` while it waits there, else -1.
+    var scheduleIndex = -1
     /// While stopping: whether it was asked, and whether it was killed.
     var stopRequested = false
     var killSent = false

@@ -70,8 +70,8 @@ public final class Supervisor {
         var laterMail: [Mail] = []
         var laterMailHead = 0
         var processing = false
-        // Restarts waiting for their delay or for their group to stop.
-        var awaiting: [ChildRecord] = []
+        // Restarts waiting for their delay or for their group to stop, earliest due first.
+        var schedule = RestartSchedule()
         var intensity: IntensityWindow
         var restartTimer: (any RuntimeTimer)?
     }
@@ -92,9 +92,6 @@ public final class Supervisor {
         get { book.processing }
         set { book.processing = newValue }
     }
-    private var awaiting: [ChildRecord] {
-        _read { yield book.awaiting }
-    }
     private var intensity: IntensityWindow {
         _read { yield book.intensity }
         _modify { yield &book.intensity }
@@ -104,19 +101,21 @@ public final class Supervisor {
         set { withExtendedLifetime(exchange(&book.restartTimer, with: newValue)) {} }
     }
 
-    /// Changes the waiting list outside the unchecked access: the list is taken out, changed
-    /// (records it drops are released here, where a `deinit` may safely call back), and put
-    /// back, with anything a callback added meanwhile.
-    private func changeAwaiting(_ change: (inout [ChildRecord]) -> Void) {
-        var list: [ChildRecord] = []
-        swap(&list, &book.awaiting)
-        change(&list)
-        swap(&list, &book.awaiting)
-        if !list.isEmpty { book.awaiting.append(contentsOf: list) }
+    /// Adds `record` to the restart schedule at `due`.
+    private func schedule(_ record: ChildRecord, due: Int64) {
+        record.restartDue = due
+        book.schedule.insert(record)
     }
 
-    /// Empties the mailbox's array the same way (a mail may hold the last reference to a
-    /// removed record).
+    /// Takes `record` out of the restart schedule, if it waits there. The schedule's reference
+    /// is dropped after the unchecked access (the caller holds one of its own anyway).
+    private func unschedule(_ record: ChildRecord) {
+        withExtendedLifetime(book.schedule.remove(record)) {}
+    }
+
+    /// Empties the mailbox's array outside the unchecked access: the list is taken out, emptied
+    /// (a mail may hold the last reference to a removed record, whose `deinit` may call back),
+    /// and put back, with anything a callback added meanwhile.
     private func clearLaterMail() {
         var list: [Mail] = []
         swap(&list, &book.laterMail)
@@ -395,7 +394,7 @@ public final class Supervisor {
                         sibling.stopPurpose = .groupRestart(due: max(existing, due))
                     }
                 case .restarting:
-                    sibling.restartDue = max(sibling.restartDue, due)
+                    book.schedule.reschedule(sibling, due: max(sibling.restartDue, due))
                 case .idle, .terminated:
                     if sibling.spec.restart == .temporary {
                         remove(sibling)
@@ -411,8 +410,7 @@ public final class Supervisor {
 
     private func markRestarting(_ record: ChildRecord, due: Int64, decidedAt: Int64, why: @autoclosure () -> String) {
         record.state = .restarting
-        record.restartDue = due
-        book.awaiting.append(record)
+        schedule(record, due: due)
         emitDelay(record, due: due, decidedAt: decidedAt, why: why())
     }
 
@@ -436,10 +434,8 @@ public final class Supervisor {
 
     /// Schedules the next restart pass: on the next turn if one is due, else at the earliest due time.
     private func armRestartPass(now knownNow: Int64? = nil) {
-        guard !awaiting.isEmpty, isRunning else { return }
+        guard isRunning, let earliest = book.schedule.first?.restartDue else { return }
         let now = knownNow ?? self.now
-        var earliest = Int64.max
-        for record in awaiting where record.restartDue < earliest { earliest = record.restartDue }
         let wait = earliest - now
         if wait <= 0 {
             restartTimer?.disarm()
@@ -476,27 +472,28 @@ public final class Supervisor {
     private func runDueRestarts() {
         guard isRunning, currentStop == nil, stopHead >= stopQueue.count else { return }
         let now = self.now
-        if awaiting.count == 1 {
-            // The common case (one child crash-looping): no scans, no allocation.
-            let record = awaiting[0]
-            if record.restartDue <= now {
-                let removed = book.awaiting.removeLast()   // still referenced by `record`
-                _ = removed
+        // Only the due children are touched: O(due × log waiting), whatever else waits.
+        guard let first = takeDue(now: now) else { return armRestartPass(now: now) }
+        if let second = takeDue(now: now) {
+            // Several due at once (a group restart): they start in start order.
+            var due = [first, second]
+            while let next = takeDue(now: now) { due.append(next) }
+            due.sort { $0.sequence < $1.sequence }
+            for record in due {
+                guard isRunning else { break }
                 if record.state == .restarting && !record.removed { startRecord(record, isRestart: true, now: now) }
             }
-        } else if !awaiting.isEmpty {
-            // The due ones among those waiting, in start order: O(waiting), not O(children).
-            let due = awaiting.filter { !$0.removed && $0.state == .restarting && $0.restartDue <= now }
-                .sorted { $0.sequence < $1.sequence }
-            if !due.isEmpty {
-                changeAwaiting { $0.removeAll { $0.restartDue <= now || $0.state != .restarting } }
-                for record in due {
-                    guard isRunning else { break }
-                    if record.state == .restarting && !record.removed { startRecord(record, isRestart: true, now: now) }
-                }
-            }
+        } else if first.state == .restarting && !first.removed {
+            // The common case (one child crash-looping): no allocation.
+            startRecord(first, isRestart: true, now: now)
         }
         armRestartPass(now: now)
+    }
+
+    /// Takes the child due first out of the schedule if it is due by `now`.
+    private func takeDue(now: Int64) -> ChildRecord? {
+        guard let first = book.schedule.first, first.restartDue <= now else { return nil }
+        return book.schedule.removeFirst()
     }
 
     // MARK: Stopping
@@ -605,7 +602,7 @@ public final class Supervisor {
         let completions = record.stopCompletions
         record.stopCompletions = []
         if case .shuttingDown = state {
-            if record.state == .restarting { changeAwaiting { $0.removeAll { $0 === record } } }
+            unschedule(record)
             record.state = .idle
         } else {
             switch purpose {
@@ -616,11 +613,10 @@ public final class Supervisor {
                     remove(record)
                 } else if record.state != .restarting {
                     record.state = .restarting
-                    record.restartDue = due
-                    book.awaiting.append(record)
+                    schedule(record, due: due)
                 }
             case .terminate:
-                if record.state == .restarting { changeAwaiting { $0.removeAll { $0 === record } } }
+                unschedule(record)
                 if record.spec.restart == .temporary || spec.isDynamic {
                     remove(record)
                 } else {
@@ -638,7 +634,7 @@ public final class Supervisor {
         record.timer?.close()
         record.timer = nil
         childList.remove(record)
-        changeAwaiting { $0.removeAll { $0 === record } }
+        unschedule(record)
         emit(record, .removed)
     }
 
@@ -657,8 +653,8 @@ public final class Supervisor {
         state = .shuttingDown(reason)
         emitSupervisorEvent(.supervisorStopping(reason))
         restartTimer?.disarm()
-        for record in awaiting where record.state == .restarting { record.state = .idle }
-        changeAwaiting { $0.removeAll() }
+        let waiting = book.schedule.removeAll()
+        for record in waiting where record.state == .restarting { record.state = .idle }
         // A stop in progress finishes first; then every child, last started first.
         stopQueue.removeAll(keepingCapacity: true)
         stopHead = 0

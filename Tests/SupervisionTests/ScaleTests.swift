@@ -83,6 +83,45 @@ struct ScaleTests {
         #expect(starts == ["a", "b", "c"])
         #expect(root.children().allSatisfy { $0.state == .running })
     }
+
+    @Test("20,000 children in backoff at once restart exactly when due, earliest first (ties in start order); terminated waiters never restart")
+    func manyChildrenInBackoff() throws {
+        let count = 20_000
+        let runtime = ManualRuntime()
+        let root = try Supervisor(.dynamic(intensity: RestartIntensity(maxRestarts: 10 * count, period: .seconds(1))),
+                                  runtime: runtime)
+        root.start()
+        var restarted: [Int] = []
+        var delays: [Int64] = []   // milliseconds, per child index
+        for index in 0..<count {
+            // 997 distinct delays, so many children share one: ties restart in start order.
+            let delay = Int64((index * 7_919) % 997 + 1)
+            delays.append(delay)
+            try root.startChild(ChildSpec(id: "c\(index)", .loopTask { context in
+                // The first incarnation fails inside its start; the restarted one stays up.
+                if context.restartCount == 0 { context.fail("first run") } else { restarted.append(index) }
+            }, backoff: .exponential(initial: .milliseconds(delay), jitter: 0)))
+        }
+        runtime.runUntilIdle()
+        #expect(root.children().allSatisfy { $0.state == .restarting })
+        // Every seventh child is terminated while it waits: it leaves the schedule (and, in a
+        // dynamic supervisor, the list) and is never started again.
+        for index in stride(from: 0, to: count, by: 7) { try root.terminateChild("c\(index)") }
+        runtime.runUntilIdle()
+        let survivors = (0..<count).filter { $0 % 7 != 0 }
+        #expect(root.countChildren().specs == survivors.count)
+
+        var elapsed: Int64 = 0
+        for step: Int64 in [1, 10, 100, 250, 500, 996, 997] {
+            runtime.advance(by: .milliseconds(step - elapsed))
+            elapsed = step
+            let expected = survivors.filter { delays[$0] <= step }
+                .sorted { (delays[$0], $0) < (delays[$1], $1) }
+            #expect(restarted == expected, "at \(step) ms: the due children, earliest first, ties in start order")
+        }
+        #expect(root.countChildren().active == survivors.count)
+        #expect(runtime.nextTimerDeadline == nil, "nothing left waiting")
+    }
 }
 
 @Suite("OTP child API")
