@@ -169,7 +169,7 @@ final class Renderer {
         var rows: [(String, String, String, String)] = []
         func walk(_ children: [ChildStatus]) {
             for child in children {
-                rows.append((child.path, child.kind, "\(child.restartCount)", child.lastExit.map { "\($0)" } ?? "-"))
+                rows.append((child.path, child.kind.description, "\(child.restartCount)", child.lastExit.map { "\($0)" } ?? "-"))
                 walk(child.children)
             }
         }

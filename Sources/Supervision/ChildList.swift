@@ -18,8 +18,8 @@ struct ChildList {
     private var emptySlots = 0
     /// How many children are supervisors (the rest are workers).
     private(set) var supervisorCount = 0
-    /// How many children are running or stopping, kept up to date by the records themselves
-    /// (see `ChildRecord.state`), so that `countChildren()` is O(1).
+    /// How many children are running or stopping (and how many significant ones are alive),
+    /// kept up to date by the records themselves (see `ChildRecord.state`).
     let activeCount = ActiveChildCount()
 
     /// The number of children.
@@ -39,6 +39,7 @@ struct ChildList {
         if record.spec.kind.isSupervisor { supervisorCount += 1 }
         record.activeCount = activeCount
         if record.isActive { activeCount.value += 1 }
+        if record.isSignificant && (record.isActive || record.state == .restarting) { activeCount.significantAlive += 1 }
     }
 
     /// Forgets `record`. The caller holds a reference of its own, so nothing is deallocated
@@ -49,6 +50,7 @@ struct ChildList {
         slots[index].record = nil
         if record.spec.kind.isSupervisor { supervisorCount -= 1 }
         if record.isActive { activeCount.value -= 1 }
+        if record.isSignificant && (record.isActive || record.state == .restarting) { activeCount.significantAlive -= 1 }
         record.activeCount = nil
         emptySlots += 1
         if emptySlots >= 64 && emptySlots * 2 >= slots.count {
@@ -69,8 +71,11 @@ struct ChildList {
     }
 }
 
-/// The number of a supervisor's children that are running or stopping, shared with its records,
-/// which update it when their state changes.
+/// Counts of a supervisor's children kept by its records, which update them when their state
+/// changes: so `countChildren()` and the `allSignificant` check are O(1).
 final class ActiveChildCount {
+    /// Children running or stopping.
     var value = 0
+    /// Significant children running, stopping or waiting for their restart.
+    var significantAlive = 0
 }

@@ -84,14 +84,23 @@ final class ChildRecord {
     var state: ChildState {
         get { hot.state }
         set {
-            let wasActive = hot.state == .running || hot.state == .stopping
+            let old = hot.state
             hot.state = newValue
+            guard let activeCount else { return }
+            let wasActive = old == .running || old == .stopping
             let isActive = newValue == .running || newValue == .stopping
-            if wasActive != isActive, let activeCount { activeCount.value += isActive ? 1 : -1 }
+            if wasActive != isActive { activeCount.value += isActive ? 1 : -1 }
+            if isSignificant {
+                let wasAlive = wasActive || old == .restarting
+                let isAlive = isActive || newValue == .restarting
+                if wasAlive != isAlive { activeCount.significantAlive += isAlive ? 1 : -1 }
+            }
         }
     }
-    /// Its supervisor's count of active children, while it is in its supervisor's list.
+    /// Its supervisor's counts of active children, while it is in its supervisor's list.
     var activeCount: ActiveChildCount?
+    /// `spec.significant`, kept apart so that the state setter reads one flag.
+    let isSignificant: Bool
     var worker: ActiveWorker? {
         get { hot.worker }
         set { withExtendedLifetime(exchange(&hot.worker, with: newValue)) {} }
@@ -145,6 +154,7 @@ final class ChildRecord {
         self.id = spec.id
         self.spec = spec
         if case .loopTask(let start) = spec.kind { loopTaskStart = start } else { loopTaskStart = nil }
+        isSignificant = spec.significant
         hasBackoff = !spec.backoff.isNone
         backoffResetAfter = spec.backoff.resetAfter.nanosecondsClamped
         self.path = path

@@ -199,20 +199,42 @@ public enum WorkerKind {
     /// A nested supervisor.
     case supervisor(SupervisorSpec)
 
-    /// A short name for status and events: `process`, `loopTask`, `asyncTask`, `supervisor`.
-    public var name: String {
+    /// Which of the four kinds it is, as a plain value (for status reports and matching).
+    public var childKind: ChildKind {
         switch self {
-        case .process: return "process"
-        case .loopTask: return "loopTask"
-        case .asyncTask: return "asyncTask"
-        case .supervisor: return "supervisor"
+        case .process: return .process
+        case .loopTask: return .loopTask
+        case .asyncTask: return .asyncTask
+        case .supervisor: return .supervisor
         }
     }
+
+    /// A short name for status and events: `process`, `loopTask`, `asyncTask`, `supervisor`.
+    public var name: String { childKind.rawValue }
 
     var isSupervisor: Bool {
         if case .supervisor = self { return true }
         return false
     }
+}
+
+/// Which kind of child a ``WorkerKind`` is, without its payload: what ``ChildStatus`` reports
+/// (OTP's `worker` and `supervisor`, with the three worker kinds told apart).
+public enum ChildKind: String, Sendable, Equatable, CustomStringConvertible {
+    /// An operating-system process.
+    case process
+    /// A callback-style task on the supervisor's loop.
+    case loopTask
+    /// An `async throws` function on the loop's task executor.
+    case asyncTask
+    /// A nested supervisor.
+    case supervisor
+
+    /// Whether it is a worker (anything but a supervisor), as OTP's `type`.
+    public var isWorker: Bool { self != .supervisor }
+
+    /// The kind's name: `process`, `loopTask`, `asyncTask` or `supervisor`.
+    public var description: String { rawValue }
 }
 
 /// One child of a supervisor (OTP's child specification).

@@ -427,8 +427,7 @@ public final class Supervisor {
         case .anySignificant:
             beginShutdown(.shutdown)
         case .allSignificant:
-            let remaining = childList.live.contains { $0.spec.significant && ($0.isActive || $0.state == .restarting) }
-            if !remaining { beginShutdown(.shutdown) }
+            if childList.activeCount.significantAlive == 0 { beginShutdown(.shutdown) }
         }
     }
 

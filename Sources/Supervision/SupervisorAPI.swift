@@ -4,8 +4,14 @@ public struct ChildStatus: Sendable, Equatable {
     public var id: String
     /// `root/db/worker-2`.
     public var path: String
-    /// `process`, `loopTask`, `asyncTask` or `supervisor`.
-    public var kind: String
+    /// What it is: a process, a loop task, an async task or a supervisor.
+    public var kind: ChildKind
+    /// When it is restarted (OTP's `restart`).
+    public var restart: RestartType
+    /// How it is stopped: the policy in force, its spec's or the kind's default (OTP's `shutdown`).
+    public var shutdown: ShutdownPolicy
+    /// Whether its end can end its supervisor (OTP's `significant`).
+    public var significant: Bool
     /// Its state.
     public var state: ChildState
     /// The process id while a process runs.
@@ -172,7 +178,9 @@ extension Supervisor {
             var nested: [ChildStatus] = []
             if let supervisor = record.lastNestedSupervisor { nested = supervisor.children() }
             return ChildStatus(
-                id: record.id, path: record.path, kind: record.spec.kind.name, state: record.state,
+                id: record.id, path: record.path, kind: record.spec.kind.childKind,
+                restart: record.spec.restart, shutdown: record.spec.effectiveShutdown,
+                significant: record.spec.significant, state: record.state,
                 pid: record.state == .running || record.state == .stopping ? record.pid : nil,
                 restartCount: record.restartCount, lastExit: record.lastExit,
                 uptime: record.isActive ? .nanoseconds(now - record.startedAt) : nil,

@@ -203,8 +203,8 @@ struct RandomTraceTests {
             let expected = ChildCounts(
                 specs: status.count,
                 active: status.filter { $0.state == .running || $0.state == .stopping }.count,
-                supervisors: status.filter { $0.kind == "supervisor" }.count,
-                workers: status.filter { $0.kind != "supervisor" }.count)
+                supervisors: status.filter { !$0.kind.isWorker }.count,
+                workers: status.filter { $0.kind.isWorker }.count)
             #expect(root.countChildren() == expected, "seed \(seed)")
             let problems = violations(in: events, builder: builder, finished: false)
                 + replayMismatches(events, root.children())

@@ -53,13 +53,19 @@ struct RuntimeAPITests {
     func status() throws {
         let nested = SupervisorSpec(children: [process("inner")])
         let harness = try Harness(SupervisorSpec(children: [
-            process("p"), ChildSpec(id: "t", .loopTask { _ in }), ChildSpec(id: "sub", .supervisor(nested))]))
+            process("p"),
+            ChildSpec(id: "t", .loopTask { _ in }, restart: .transient, shutdown: .brutalKill, significant: true),
+            ChildSpec(id: "sub", .supervisor(nested), restart: .temporary)]))
         harness.start()
         harness.runtime.advance(by: .seconds(2))
         harness.runtime.exit("root/p", .signaled(9))
         harness.runtime.advance(by: .seconds(1))
         let status = harness.root.children()
-        #expect(status.map(\.kind) == ["process", "loopTask", "supervisor"])
+        #expect(status.map(\.kind) == [.process, .loopTask, .supervisor])
+        #expect(status.map(\.kind.isWorker) == [true, true, false])
+        #expect(status.map(\.restart) == [.permanent, .transient, .temporary])
+        #expect(status.map(\.shutdown) == [.timeout(.seconds(5)), .brutalKill, .infinity], "the policy in force, defaults included")
+        #expect(status.map(\.significant) == [false, true, false])
         #expect(status[0].restartCount == 1 && status[0].lastExit == .signaled(9) && status[0].pid != nil)
         #expect(status[0].uptime == .seconds(1))
         #expect(status[1].uptime == .seconds(3) && status[1].pid == nil)

@@ -129,4 +129,35 @@ struct AutoShutdownTests {
         harness.runtime.exit("root/two", .exited(3))
         #expect(harness.root.state == .stopped(.shutdown))
     }
+
+    @Test("allSignificant counts a significant child waiting for its restart as alive, and works among thousands of dynamic children")
+    func allSignificantWithRestartingAndMany() throws {
+        var spec = SupervisorSpec(children: [
+            process("one", restart: .transient, backoff: .exponential(initial: .seconds(1), jitter: 0), significant: true),
+            process("two", restart: .transient, significant: true)])
+        spec.autoShutdown = .allSignificant
+        let harness = try Harness(spec)
+        harness.start()
+        harness.runtime.exit("root/one", .exited(1))        // abnormal: waits 1 s for its restart
+        harness.runtime.exit("root/two", .exited(0))        // normal: stays down
+        #expect(harness.root.state == .running, "one is still alive: it waits for its restart")
+        harness.runtime.advance(by: .seconds(1))
+        #expect(harness.status("one")?.state == .running)
+        harness.runtime.exit("root/one", .exited(0))
+        #expect(harness.root.state == .stopped(.shutdown))
+
+        // A dynamic supervisor whose children are all significant and temporary ends with the last.
+        var dynamic = SupervisorSpec.dynamic()
+        dynamic.autoShutdown = .allSignificant
+        let many = try Harness(dynamic)
+        many.start()
+        var ids: [String] = []
+        for _ in 0..<5_000 {
+            ids.append(try many.root.startChild(from: process("job", restart: .temporary, significant: true)))
+        }
+        for id in ids.dropLast() { many.runtime.exit("root/\(id)", .exited(0)) }
+        #expect(many.root.state == .running && many.root.countChildren().active == 1)
+        many.runtime.exit("root/\(ids.last!)", .exited(0))
+        #expect(many.root.state == .stopped(.shutdown))
+    }
 }
