@@ -35,6 +35,29 @@ func workerKinds(loop: EventLoop) -> SupervisorSpec {
     ])
 }
 
+// MARK: - Dynamic children
+
+func dynamicChildren(jobs: Supervisor) throws {
+    // One template per kind of child; each child gets its own arguments on top of it.
+    let handler = ChildSpec(id: "conn", .process(ProcessSpec(argv: ["/usr/local/bin/handler"])),
+                            restart: .temporary)
+    let id = try jobs.startChild(from: handler, with: ChildArguments(
+        argv: ["--peer", "10.0.0.7:5000"],          // appended: handler --peer 10.0.0.7:5000
+        environment: ["TRACE": "1"]))               // applied over the template's environment
+    print(id, try jobs.childSpec(id).kind.name)     // conn-1 process (the spec as started)
+
+    // A task template gets a value: context.argument (loop task), ChildArgument.current (async).
+    let device = ChildSpec(id: "device", .loopTask { context in
+        let port = context.argument as? String ?? "/dev/null"
+        print("\(context.path) watches \(port)")
+        context.onStop = { context.finish() }
+    })
+    for port in ["/dev/ttyUSB0", "/dev/ttyUSB1"] {
+        try jobs.startChild(from: device, with: ChildArguments(value: port))
+    }
+    print(jobs.countChildren())                     // specs: 3, active: 3, ... in O(1)
+}
+
 // MARK: - Restart types
 
 func restartTypes() -> [ChildSpec] {

@@ -25,6 +25,11 @@ public final class LoopTaskContext {
     /// Private storage for ``onStop`` (see `EventSink.active` for why).
     private var stopHandler: (() -> Void)?
 
+    /// The child's ``ChildSpec/argument`` (given per child by
+    /// ``Supervisor/startChild(from:with:)``), the same at every restart.
+    public var argument: (any Sendable)? { argumentBox?.value }
+    private let argumentBox: ArgumentBox?
+
     /// Strong: the record drops this context (breaking the cycle) when the task has ended.
     private(set) var record: ChildRecord?
     let generation: UInt64
@@ -32,6 +37,7 @@ public final class LoopTaskContext {
 
     init(path: String, restartCount: Int, record: ChildRecord, generation: UInt64) {
         self.path = path
+        self.argumentBox = record.spec.argumentBox
         self.restartCount = restartCount
         self.record = record
         self.generation = generation

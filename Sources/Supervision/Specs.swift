@@ -151,6 +151,22 @@ public enum ProcessEnvironment: Sendable, Equatable {
     case inheritWithOverrides([String: String?])
 }
 
+extension ProcessEnvironment {
+    /// This policy with `changes` applied over it: a value sets, `nil` removes.
+    func applying(_ changes: [String: String?]) -> ProcessEnvironment {
+        guard !changes.isEmpty else { return self }
+        switch self {
+        case .inherit:
+            return .inheritWithOverrides(changes)
+        case .inheritWithOverrides(let overrides):
+            return .inheritWithOverrides(overrides.merging(changes) { _, new in new })
+        case .replace(var variables):
+            for (key, value) in changes { variables[key] = value }
+            return .replace(variables)
+        }
+    }
+}
+
 /// What to run for a process child. Plain data; the runtime spawns it (never through a shell).
 public struct ProcessSpec: Sendable, Equatable {
     /// The argument vector; `argv[0]` is a path or a name looked up in `PATH`.
@@ -212,6 +228,14 @@ public enum WorkerKind {
     /// A short name for status and events: `process`, `loopTask`, `asyncTask`, `supervisor`.
     public var name: String { childKind.rawValue }
 
+    /// Whether a ``ChildSpec/argument`` reaches it (the task kinds).
+    var takesArgument: Bool {
+        switch self {
+        case .loopTask, .asyncTask: return true
+        case .process, .supervisor: return false
+        }
+    }
+
     var isSupervisor: Bool {
         if case .supervisor = self { return true }
         return false
@@ -257,6 +281,16 @@ public struct ChildSpec {
     /// Whether its end can end the supervisor (with ``SupervisorSpec/autoShutdown``). Only for
     /// transient and temporary children, as in OTP.
     public var significant: Bool
+    /// A value handed to a task child at every start: ``LoopTaskContext/argument`` for a loop
+    /// task, ``ChildArgument/current`` inside an async task. Tasks only (a process gets its
+    /// arguments in `argv` and its environment). Usually set per child by
+    /// ``Supervisor/startChild(from:with:)``, so that one template serves many children.
+    public var argument: (any Sendable)? {
+        get { argumentBox?.value }
+        set { argumentBox = newValue.map(ArgumentBox.init) }
+    }
+    /// One word in every spec instead of an existential's five.
+    var argumentBox: ArgumentBox?
 
     /// A child spec with every field given or defaulted.
     public init(
@@ -265,7 +299,8 @@ public struct ChildSpec {
         restart: RestartType = .permanent,
         shutdown: ShutdownPolicy? = nil,
         backoff: Backoff = .none,
-        significant: Bool = false
+        significant: Bool = false,
+        argument: (any Sendable)? = nil
     ) {
         self.id = id
         self.kind = kind
@@ -273,6 +308,7 @@ public struct ChildSpec {
         self.shutdown = shutdown
         self.backoff = backoff
         self.significant = significant
+        self.argumentBox = argument.map(ArgumentBox.init)
     }
 
     /// The policy in force: the given one or the kind's default.
@@ -280,6 +316,46 @@ public struct ChildSpec {
         if let shutdown { return shutdown }
         return kind.isSupervisor ? .infinity : .timeout(.seconds(5))
     }
+}
+
+/// A task child's argument, held once and shared by the spec and every incarnation's context.
+final class ArgumentBox: Sendable {
+    let value: any Sendable
+    init(_ value: any Sendable) { self.value = value }
+}
+
+/// What one dynamic child gets on top of its template (OTP's `start_child(Sup, ExtraArgs)` for
+/// `simple_one_for_one`), so that one template serves every child without being copied and
+/// edited by hand.
+///
+/// ```swift
+/// let worker = ChildSpec(id: "conn", .process(ProcessSpec(argv: ["/usr/bin/handler"])), restart: .temporary)
+/// try supervisor.startChild(from: worker, with: ChildArguments(argv: ["--peer", "10.0.0.7"],
+///                                                               environment: ["TRACE": "1"]))
+/// ```
+public struct ChildArguments: Sendable {
+    /// Appended to a process template's `argv`.
+    public var argv: [String]
+    /// Applied over a process template's environment: a value sets, `nil` removes (over
+    /// ``ProcessEnvironment/inherit`` this makes ``ProcessEnvironment/inheritWithOverrides(_:)``;
+    /// over ``ProcessEnvironment/replace(_:)`` the replaced set changes).
+    public var environment: [String: String?]
+    /// The task template's ``ChildSpec/argument``, replaced for this child.
+    public var value: (any Sendable)?
+
+    /// Arguments with every field given or empty.
+    public init(argv: [String] = [], environment: [String: String?] = [:], value: (any Sendable)? = nil) {
+        self.argv = argv
+        self.environment = environment
+        self.value = value
+    }
+}
+
+/// The argument of the async-task child whose body is running (``ChildSpec/argument``), as a
+/// task-local value: an async task reads it with `ChildArgument.current`.
+public enum ChildArgument {
+    /// The running async-task child's argument; `nil` outside one, or when it has none.
+    @TaskLocal public static var current: (any Sendable)?
 }
 
 /// A supervisor: its strategy, its limits and its children.

@@ -242,7 +242,11 @@ public final class Supervisor {
             } catch {
                 startFailed(record, generation: generation, message: error.message)
             }
-        case .asyncTask(let body):
+        case .asyncTask(let taskBody):
+            var body = taskBody
+            if let argument = record.spec.argumentBox {
+                body = { try await ChildArgument.$current.withValue(argument.value) { try await taskBody() } }
+            }
             do {
                 let worker = try runtime.startAsyncTask(body, path: record.path) { [weak record] termination in
                     record?.workerEnded(generation: generation, termination)

@@ -112,6 +112,39 @@ extension Supervisor {
         return spec.id
     }
 
+    /// Starts a child from `template` with arguments of its own and a generated id, as OTP's
+    /// `start_child(Sup, ExtraArgs)` for `simple_one_for_one`: a process template gets
+    /// `arguments.argv` appended and `arguments.environment` applied; a task template gets
+    /// `arguments.value` as its ``ChildSpec/argument``. ``childSpec(_:)`` returns the spec as
+    /// started, arguments included. Returns the new id.
+    /// - Throws: ``SupervisionError/Code/invalidSpec`` for argv or environment given to a task or
+    ///   supervisor template, a value given to a process or supervisor template, or an
+    ///   environment name or value the spawn could not pass on; the errors of
+    ///   ``startChild(from:)`` otherwise.
+    @discardableResult
+    public func startChild(from template: ChildSpec, with arguments: ChildArguments) throws(SupervisionError) -> String {
+        runtime.preconditionOnRuntimeThread("Supervisor.startChild")
+        var spec = template
+        let templatePath = path + "/" + template.id
+        if !arguments.argv.isEmpty || !arguments.environment.isEmpty {
+            guard case .process(var process) = template.kind else {
+                throw SupervisionError(.invalidSpec, "\(templatePath): argv and environment arguments apply to process "
+                    + "templates only, not to a \(template.kind.name); pass a value instead")
+            }
+            process.argv += arguments.argv
+            process.environment = process.environment.applying(arguments.environment)
+            spec.kind = .process(process)
+        }
+        if let value = arguments.value {
+            guard template.kind.takesArgument else {
+                throw SupervisionError(.invalidSpec, "\(templatePath): a value argument is handed to task templates only, "
+                    + "not to a \(template.kind.name); pass argv or environment to a process")
+            }
+            spec.argument = value
+        }
+        return try startChild(from: spec)
+    }
+
     /// Stops a child by its shutdown policy and keeps its spec (``ChildState/terminated``),
     /// except temporary children and a dynamic supervisor's children, which are removed. It is
     /// not restarted. `completion` receives its exit reason once stopped.

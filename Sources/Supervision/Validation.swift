@@ -40,6 +40,10 @@ enum Validation {
         if child.significant && child.restart == .permanent {
             throw SupervisionError(.invalidSpec, "\(path): a significant child must be transient or temporary")
         }
+        if child.argumentBox != nil && !child.kind.takesArgument {
+            throw SupervisionError(.invalidSpec, "\(path): an argument is handed to task children only; a \(child.kind.name) "
+                + "gets its arguments in argv and environment (a process) or its children (a supervisor)")
+        }
         switch child.kind {
         case .process(let process):
             try validate(process, path: path)
@@ -83,6 +87,20 @@ enum Validation {
         }
         if process.stdin == .capture {
             throw SupervisionError(.invalidSpec, "\(path): stdin cannot be captured")
+        }
+        let variables: [(key: String, value: String?)]
+        switch process.environment {
+        case .inherit: variables = []
+        case .replace(let replaced): variables = replaced.map { ($0.key, $0.value) }
+        case .inheritWithOverrides(let overrides): variables = overrides.map { ($0.key, $0.value) }
+        }
+        for (key, value) in variables {
+            if key.isEmpty || key.utf8.contains(UInt8(ascii: "=")) || key.utf8.contains(0) {
+                throw SupervisionError(.invalidSpec, "\(path): environment variable name \"\(key)\" must be non-empty, without \"=\" or a NUL byte")
+            }
+            if let value, value.utf8.contains(0) {
+                throw SupervisionError(.invalidSpec, "\(path): the value of environment variable \(key) contains a NUL byte")
+            }
         }
         if let directory = process.workingDirectory, directory.isEmpty {
             throw SupervisionError(.invalidSpec, "\(path): the working directory is an empty string")

@@ -187,3 +187,91 @@ struct SuccessSignalTests {
         #expect(error?.message.contains("root/x: success signal 0") == true)
     }
 }
+
+@Suite("Per-child arguments (startChild(from:with:))")
+struct ChildArgumentTests {
+    @Test("a loop task gets its own value, the same at every restart; the template is untouched")
+    func loopTaskValue() throws {
+        let runtime = ManualRuntime()
+        let root = try Supervisor(.dynamic(), runtime: runtime)
+        root.start()
+        var seen: [String: [Int]] = [:]
+        var contexts: [String: LoopTaskContext] = [:]
+        let template = ChildSpec(id: "device", .loopTask { context in
+            seen[context.path, default: []].append(context.argument as? Int ?? -1)
+            contexts[context.path] = context
+            context.onStop = { context.finish() }
+        })
+        let a = try root.startChild(from: template, with: ChildArguments(value: 7))
+        let b = try root.startChild(from: template, with: ChildArguments(value: 9))
+        let c = try root.startChild(from: template)
+        runtime.runUntilIdle()
+        contexts["root/\(a)"]?.fail("crash")   // restarted: same argument
+        runtime.runUntilIdle()
+        #expect(seen["root/\(a)"] == [7, 7])
+        #expect(seen["root/\(b)"] == [9])
+        #expect(seen["root/\(c)"] == [-1], "no value: nil")
+        #expect(try root.childSpec(b).argument as? Int == 9)
+        #expect(template.argument == nil)
+        // A spec can carry an argument in a static tree as well.
+        var values: [String] = []
+        let fixed = try Supervisor(SupervisorSpec(children: [
+            ChildSpec(id: "x", .loopTask { values.append($0.argument as? String ?? "?") }, argument: "config-x"),
+        ]), runtime: runtime)
+        fixed.start()
+        #expect(values == ["config-x"])
+    }
+
+    @Test("a process template gets argv appended and environment changes applied, as childSpec shows")
+    func processSpecShape() throws {
+        let harness = try Harness(.dynamic())
+        harness.start()
+        func started(_ environment: ProcessEnvironment, _ arguments: ChildArguments) throws -> ProcessSpec {
+            var process = ProcessSpec(argv: ["/bin/worker", "--mode", "fast"])
+            process.environment = environment
+            let id = try harness.root.startChild(from: ChildSpec(id: "w", .process(process)), with: arguments)
+            guard case .process(let spec) = try harness.root.childSpec(id).kind else { throw SupervisionError(.invalidSpec, "not a process") }
+            return spec
+        }
+        let appended = try started(.inherit, ChildArguments(argv: ["--port", "81"], environment: ["A": "1"]))
+        #expect(appended.argv == ["/bin/worker", "--mode", "fast", "--port", "81"])
+        #expect(appended.environment == .inheritWithOverrides(["A": "1"]))
+        let merged = try started(.inheritWithOverrides(["A": "0", "B": "2"]), ChildArguments(environment: ["A": "1", "B": nil]))
+        #expect(merged.environment == .inheritWithOverrides(["A": "1", "B": nil]))
+        let replaced = try started(.replace(["PATH": "/bin", "OLD": "x"]), ChildArguments(environment: ["OLD": nil, "NEW": "y"]))
+        #expect(replaced.environment == .replace(["PATH": "/bin", "NEW": "y"]))
+        #expect(harness.runtime.runningPaths.count == 3)
+    }
+
+    @Test("bad arguments are refused with invalidSpec before anything starts")
+    func badArguments() throws {
+        let harness = try Harness(.dynamic())
+        harness.start()
+        let task = ChildSpec(id: "t", .loopTask { _ in })
+        let proc = process("p")
+        let nested = ChildSpec(id: "s", .supervisor(SupervisorSpec(children: [])))
+        let refused: [(ChildSpec, ChildArguments)] = [
+            (task, ChildArguments(argv: ["--x"])),
+            (task, ChildArguments(environment: ["A": "1"])),
+            (proc, ChildArguments(value: 1)),
+            (nested, ChildArguments(value: 1)),
+            (nested, ChildArguments(argv: ["x"])),
+            (proc, ChildArguments(environment: ["A=B": "1"])),
+            (proc, ChildArguments(environment: ["": "1"])),
+            (proc, ChildArguments(environment: ["A": "nul\0byte"])),
+            (proc, ChildArguments(argv: ["nul\0byte"])),
+        ]
+        for (template, arguments) in refused {
+            let error = #expect(throws: SupervisionError.self) { try harness.root.startChild(from: template, with: arguments) }
+            #expect(error?.code == .invalidSpec, "\(template.id) \(arguments.argv) \(arguments.environment)")
+        }
+        #expect(harness.root.countChildren().specs == 0, "nothing was added")
+        #expect(harness.runtime.runningPaths.isEmpty)
+        // A spec with an argument for a process is refused in a static tree too, naming the child.
+        let error = #expect(throws: SupervisionError.self) {
+            try Supervisor(SupervisorSpec(children: [ChildSpec(id: "p", .process(ProcessSpec(argv: ["/bin/true"])), argument: 1)]),
+                           runtime: ManualRuntime())
+        }
+        #expect(error?.code == .invalidSpec && error?.message.contains("root/p") == true)
+    }
+}

@@ -72,14 +72,14 @@ public func zombieChildren() -> [Int32] {
     return allProcessStats().filter { $0.fields.count > 1 && $0.fields[0] == "Z" && Int32($0.fields[1]) == me }.map(\.pid)
 }
 
-/// Reads a file of at most 64 KiB as text.
-public func readSmallFile(_ path: String) -> String? {
+/// Reads the first `limit` bytes (default 64 KiB) of a file as text.
+public func readSmallFile(_ path: String, limit: Int = 65536) -> String? {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { return nil }
     defer { close(fd) }
     var bytes: [UInt8] = []
     var buffer = [UInt8](repeating: 0, count: 4096)
-    while bytes.count < 65536 {
+    while bytes.count < limit {
         let count = read(fd, &buffer, buffer.count)
         if count <= 0 { break }
         bytes.append(contentsOf: buffer[0..<count])
