@@ -223,6 +223,27 @@ enum SharedSide {
             driver.wait { churn ? root.countChildren().specs == 0 : root.countChildren().active == size }
             report("per_child", "ns", Double(now() - t0) / Double(size))
             stop()
+        case "temporary_end_1k", "temporary_end_1m":
+            // Removal by id from anywhere in the list (not only the newest): a fixed shuffle.
+            var contexts: [LoopTaskContext] = []
+            contexts.reserveCapacity(size)
+            let template = ChildSpec(id: "w", .loopTask { context in
+                contexts.append(context)
+                context.onStop = { context.finish() }
+            }, restart: .temporary)
+            try driver.sync {
+                root = try Supervisor(.dynamic(), runtime: driver.runtime)
+                root.start()
+                for _ in 0..<size { try root.startChild(from: template) }
+            }
+            var shuffler = SplitMix(seed: 12)
+            if getenv("UVS_BENCH_IN_ORDER") == nil { contexts.shuffle(using: &shuffler) }
+            let t0 = now()
+            driver.sync { for context in contexts { context.finish() } }
+            driver.wait { root.countChildren().specs == 0 }
+            report("per_ending", "ns", Double(now() - t0) / Double(size))
+            contexts.removeAll()
+            stop()
         case "restart_among_1k", "restart_among_1m":
             // `size` children that stay up, then one more that fails at once on every start
             // until it has been restarted `restarts` times: what one restart costs among N.
@@ -267,5 +288,18 @@ enum SharedSide {
             exit(64)
         }
         _ = markedAt
+    }
+}
+
+/// A small seeded generator, so every run ends the children in the same order.
+struct SplitMix: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }

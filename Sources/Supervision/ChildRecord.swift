@@ -124,8 +124,10 @@ final class ChildRecord {
         get { hot.timer }
         set { withExtendedLifetime(exchange(&hot.timer, with: newValue)) {} }
     }
-    /// Its place in its supervisor's start order (see ``ChildList``).
+    /// Its start sequence number in its supervisor (start order; ties in the restart schedule).
     var sequence = 0
+    /// Its slot in its supervisor's ``ChildList`` while it is there, else -1.
+    var slotIndex = -1
     var restartCount = 0
     /// Consecutive restarts without a stable run, for backoff.
     var consecutiveRestarts = 0

@@ -174,7 +174,7 @@ public final class Supervisor {
         // A supervisor dropped while running: its timers must not fire into freed memory, and
         // workers that end later must find their records detached.
         restartTimer?.close()
-        for case let record? in childList.slots.map(\.record) {
+        for case let record? in childList.slots {
             record.removed = true
             record.timer?.close()
             record.timer = nil
@@ -383,8 +383,7 @@ public final class Supervisor {
             if spec.strategy == .oneForAll {
                 group = childList.live
             } else {
-                let index = childList.index(of: record) ?? childList.slots.count - 1
-                group = childList.slots[(index + 1)...].compactMap(\.record)
+                group = childList.children(after: record)
             }
             let why = "\(spec.strategy == .oneForAll ? "oneForAll" : "restForOne") with \(record.id)"
             var stops: [(record: ChildRecord, purpose: StopPurpose)] = []
@@ -740,7 +739,7 @@ public final class Supervisor {
 
     func nextDynamicID(_ base: String) -> String {
         dynamicCounter += 1
-        return "\(base)-\(dynamicCounter)"
+        return base + "-" + String(dynamicCounter)   // (interpolation costs twice as much)
     }
 
     func terminate(_ record: ChildRecord, completion: ((ExitReason) -> Void)?) {

@@ -85,11 +85,15 @@ extension Supervisor {
     ///   at its ``SupervisorSpec/maxChildren``, or a supervisor that is not running.
     public func startChild(_ spec: ChildSpec) throws(SupervisionError) {
         runtime.preconditionOnRuntimeThread("Supervisor.startChild")
+        try startChild(spec, idKnownFree: false)
+    }
+
+    private func startChild(_ spec: ChildSpec, idKnownFree: Bool) throws(SupervisionError) {
         guard isAcceptingWork else {
             throw SupervisionError(.supervisorStopped, "\(path): not running, cannot start \"\(spec.id)\"")
         }
         try Validation.validate(spec, parentPath: path)
-        if childList[spec.id] != nil {
+        if !idKnownFree && childList[spec.id] != nil {
             throw SupervisionError(.duplicateID, "\(path): a child with the id \"\(spec.id)\" exists")
         }
         if let maxChildren = self.spec.maxChildren, childList.count >= maxChildren {
@@ -103,12 +107,13 @@ extension Supervisor {
     /// Elixir's `DynamicSupervisor`. Returns the new id.
     @discardableResult
     public func startChild(from template: ChildSpec) throws(SupervisionError) -> String {
+        runtime.preconditionOnRuntimeThread("Supervisor.startChild")
         if let maxChildren = self.spec.maxChildren, childList.count >= maxChildren {
             throw SupervisionError(.maxChildren, "\(path): already has \(childList.count) children (maxChildren \(maxChildren))")
         }
         var spec = template
         repeat { spec.id = nextDynamicID(template.id) } while childList[spec.id] != nil
-        try startChild(spec)
+        try startChild(spec, idKnownFree: true)
         return spec.id
     }
 

@@ -29,7 +29,7 @@ enum Validation {
         if child.id.isEmpty {
             throw SupervisionError(.invalidID, "\(parentPath): a child has an empty id")
         }
-        if child.id.contains("/") {
+        if child.id.utf8.contains(UInt8(ascii: "/")) {   // bytes: Character comparison costs 10x
             throw SupervisionError(.invalidID, "\(parentPath): child id \"\(child.id)\" contains \"/\"")
         }
         let path = parentPath + "/" + child.id
