@@ -14,6 +14,9 @@
 #include <pthread.h>
 #include <spawn.h>
 #include <sched.h>
+#include <stddef.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
@@ -451,4 +454,83 @@ int cuvs_posix_spawn(const cuvs_spawn_options *o, int *pidfd_out) {
         return -err;
     }
     return pid;
+}
+
+// MARK: notify sockets
+
+static socklen_t abstract_address(const char *name, struct sockaddr_un *address) {
+    size_t length = strlen(name);
+    if (length == 0 || length > sizeof(address->sun_path) - 1) return 0;
+    memset(address, 0, sizeof(*address));
+    address->sun_family = AF_UNIX;
+    memcpy(address->sun_path + 1, name, length);   // sun_path[0] stays NUL: abstract
+    return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + length);
+}
+
+int cuvs_notify_socket_open(const char *name) {
+    struct sockaddr_un address;
+    socklen_t length = abstract_address(name, &address);
+    if (length == 0) return -ENAMETOOLONG;
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) return -errno;
+    int on = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &on, sizeof(on)) != 0 ||
+        bind(fd, (struct sockaddr *)&address, length) != 0) {
+        int error = errno;
+        close(fd);
+        return -error;
+    }
+    return fd;
+}
+
+long cuvs_notify_receive(int fd, void *buffer, size_t length, cuvs_notify_datagram *info) {
+    union {
+        struct cmsghdr align;
+        char bytes[CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(sizeof(int) * 253)];
+    } control;
+    struct iovec vector = { .iov_base = buffer, .iov_len = length };
+    struct msghdr message = {
+        .msg_iov = &vector, .msg_iovlen = 1,
+        .msg_control = control.bytes, .msg_controllen = sizeof(control.bytes),
+    };
+    info->sender_pid = 0;
+    info->sender_uid = -1;
+    info->truncated = 0;
+    info->descriptors = 0;
+    ssize_t received = recvmsg(fd, &message, MSG_DONTWAIT | MSG_CMSG_CLOEXEC | MSG_TRUNC);
+    if (received < 0) return -errno;
+    for (struct cmsghdr *header = CMSG_FIRSTHDR(&message); header != NULL; header = CMSG_NXTHDR(&message, header)) {
+        if (header->cmsg_level != SOL_SOCKET) continue;
+        if (header->cmsg_type == SCM_CREDENTIALS && header->cmsg_len >= CMSG_LEN(sizeof(struct ucred))) {
+            struct ucred credentials;
+            memcpy(&credentials, CMSG_DATA(header), sizeof(credentials));
+            info->sender_pid = credentials.pid;
+            info->sender_uid = (int)credentials.uid;
+        } else if (header->cmsg_type == SCM_RIGHTS) {
+            size_t count = (header->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            for (size_t i = 0; i < count; i++) {
+                int passed;
+                memcpy(&passed, CMSG_DATA(header) + i * sizeof(int), sizeof(int));
+                close(passed);
+                info->descriptors++;
+            }
+        }
+    }
+    if ((size_t)received > length || (message.msg_flags & MSG_TRUNC)) {
+        info->truncated = 1;
+        return (long)length;
+    }
+    return (long)received;
+}
+
+int cuvs_notify_send(const char *name, const void *bytes, size_t length) {
+    struct sockaddr_un address;
+    socklen_t address_length = abstract_address(name, &address);
+    if (address_length == 0) return -ENAMETOOLONG;
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    ssize_t sent = sendto(fd, bytes, length, 0, (struct sockaddr *)&address, address_length);
+    int error = errno;
+    close(fd);
+    return sent < 0 ? -error : 0;
 }

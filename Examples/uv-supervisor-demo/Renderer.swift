@@ -117,6 +117,10 @@ final class Renderer {
             return reason.isAbnormal ? style.red("supervisor ended: \(reason)") : style.dim("supervisor ended: \(reason)")
         case .output(_, let line): return style.blue("│ \(line)")
         case .loopLag(let duration): return style.yellow("⚠ loop blocked for \(formatDuration(duration))")
+        case .ready(let after): return style.green("✓ ready") + style.dim(" after \(formatDuration(after))")
+        case .notReady(let why): return style.red("✗ not ready: \(why)")
+        case .livenessFailed(let why): return style.red("✗ unresponsive: \(why)")
+        case .status(let text): return style.dim("status: \(text)")
         }
     }
 
@@ -214,6 +218,10 @@ final class Renderer {
         case .supervisorStopped(let reason): kind = "supervisorStopped"; detail = "\(reason)"
         case .output(let stream, let line): kind = "output"; detail = "\(stream): \(line)"
         case .loopLag(let duration): kind = "loopLag"; detail = formatDuration(duration)
+        case .ready(let after): kind = "ready"; detail = formatDuration(after)
+        case .notReady(let why): kind = "notReady"; detail = why
+        case .livenessFailed(let why): kind = "livenessFailed"; detail = why
+        case .status(let text): kind = "status"; detail = text
         }
         return "{\"time\":\(seconds(at: event.time)),\"path\":\"\(escape(event.path))\",\"event\":\"\(kind)\",\"detail\":\"\(escape(detail))\",\"restarts\":\(event.restartCount)}"
     }

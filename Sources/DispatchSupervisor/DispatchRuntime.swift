@@ -62,11 +62,16 @@ public final class DispatchRuntime: SupervisorRuntime {
     }
 
     /// Spawns with `posix_spawn` and watches the pidfd.
-    public func startProcess(_ spec: ProcessSpec, path: String,
+    public func startProcess(_ spec: ProcessSpec, path: String, notify: NotifySetup,
                              onOutput: @escaping (_ stream: String, _ line: String) -> Void,
+                             onNotice: @escaping (WorkerNotice) -> Void,
                              onExit: @escaping (WorkerTermination) -> Void) throws(SupervisionError) -> any RunningWorker {
         if spec.userID != nil || spec.groupID != nil {
             throw SupervisionError(.startFailed, "\(path): the Dispatch runtime cannot switch user or group")
+        }
+        if !notify.isNone {
+            throw SupervisionError(.startFailed, "\(path): the Dispatch runtime has no notify socket or readiness "
+                + "descriptor; use readiness .probe (or the libuv runtime)")
         }
         let environment: SpawnEnvironment
         switch spec.environment {
@@ -139,14 +144,43 @@ public final class DispatchRuntime: SupervisorRuntime {
 
     /// Runs an async task on the global executor; its end is reported on the queue.
     public func startAsyncTask(_ body: @escaping @Sendable () async throws -> Void, path: String,
+                               onNotice: @escaping (WorkerNotice) -> Void,
                                onExit: @escaping (WorkerTermination) -> Void) throws(SupervisionError) -> any RunningWorker {
         let delivery = QueueBound(onExit, queue: queue)
+        let noticeDelivery = QueueBound(onNotice, queue: queue)
         let queue = self.queue
+        let notifier = WorkerNotifier { notice in queue.async { noticeDelivery.value(notice) } }
         let task = Task {
-            let termination = await WorkerTermination.ofAsyncTask(body)
+            let termination = await SupervisedTask.$notifier.withValue(notifier) {
+                await WorkerTermination.ofAsyncTask(body)
+            }
             queue.async { delivery.value(termination) }
         }
         return AsyncTaskWorker(task: task)
+    }
+
+    /// Starts one probe attempt: a non-blocking TCP connect watched by a write source, or a
+    /// command spawned like a worker (output to `/dev/null`, success on exit 0, killed when
+    /// cancelled).
+    public func startProbe(_ check: ProbeCheck, completion: @escaping (ProbeResult) -> Void) -> any RuntimeProbe {
+        let probe = DispatchProbe(completion: completion)
+        switch check {
+        case .tcp(let host, let port):
+            probe.connect(host: host, port: port, queue: queue)
+        case .command(let argv):
+            var spec = ProcessSpec(argv: argv)
+            spec.stdout = .null
+            spec.stderr = .null
+            do {
+                probe.worker = try startProcess(spec, path: "probe", notify: .none, onOutput: { _, _ in },
+                                                onNotice: { _ in }, onExit: { [weak probe] termination in
+                    probe?.finish(termination == .exited(0) ? .success : .failure("\(termination)"))
+                })
+            } catch {
+                probe.finishLater(.failure(error.message), queue: queue)
+            }
+        }
+        return probe
     }
 }
 
@@ -298,5 +332,81 @@ enum LineReader {
             _ = Glibc.close(fd)
         }
         source.activate()
+    }
+}
+
+/// One probe attempt on the Dispatch runtime.
+final class DispatchProbe: RuntimeProbe {
+    private var completion: ((ProbeResult) -> Void)?
+    var worker: (any RunningWorker)?
+    private var source: (any DispatchSourceWrite)?
+
+    init(completion: @escaping (ProbeResult) -> Void) { self.completion = completion }
+
+    func finish(_ result: ProbeResult) {
+        worker = nil
+        source.take()?.cancel()
+        completion.take()?(result)
+    }
+
+    func cancel() {
+        completion = nil
+        source.take()?.cancel()
+        _ = worker.take()?.kill()
+    }
+
+    /// Finishes on a later turn of `queue` (a probe's completion never runs inside its start).
+    func finishLater(_ result: ProbeResult, queue: DispatchQueue) {
+        let finish = QueueBound({ [weak self] in self?.finish(result) }, queue: queue)
+        queue.async { finish.value() }
+    }
+
+    /// A non-blocking connect; the write source fires when it has an outcome.
+    func connect(host: String, port: UInt16, queue: DispatchQueue) {
+        var storage = sockaddr_storage()
+        let family = host.contains(":") ? AF_INET6 : AF_INET
+        let length: socklen_t
+        let parsed: Int32 = withUnsafeMutableBytes(of: &storage) { raw in
+            if family == AF_INET6 {
+                let address = raw.baseAddress!.assumingMemoryBound(to: sockaddr_in6.self)
+                address.pointee.sin6_family = sa_family_t(AF_INET6)
+                address.pointee.sin6_port = port.bigEndian
+                return inet_pton(AF_INET6, host, &address.pointee.sin6_addr)
+            }
+            let address = raw.baseAddress!.assumingMemoryBound(to: sockaddr_in.self)
+            address.pointee.sin_family = sa_family_t(AF_INET)
+            address.pointee.sin_port = port.bigEndian
+            return inet_pton(AF_INET, host, &address.pointee.sin_addr)
+        }
+        length = socklen_t(family == AF_INET6 ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size)
+        guard parsed == 1 else {
+            finishLater(.failure("tcp \(host):\(port): not a numeric address"), queue: queue)
+            return
+        }
+        let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        if fd < 0 {
+            let error = SpawnError(errno: errno, operation: "tcp socket")
+            finishLater(.failure(error.description), queue: queue)
+            return
+        }
+        let result = withUnsafeBytes(of: &storage) { raw in
+            Glibc.connect(fd, raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), length)
+        }
+        if result != 0 && errno != EINPROGRESS {
+            let error = SpawnError(errno: errno, operation: "connect")
+            close(fd)
+            finishLater(.failure(error.description), queue: queue)
+            return
+        }
+        let source = DispatchSource.makeWriteSource(fileDescriptor: fd, queue: queue)
+        source.setEventHandler { [weak self] in
+            var error: Int32 = 0
+            var size = socklen_t(MemoryLayout<Int32>.size)
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &size)
+            self?.finish(error == 0 ? .success : .failure(SpawnError(errno: error, operation: "connect").description))
+        }
+        source.setCancelHandler { close(fd) }
+        self.source = source
+        source.resume()
     }
 }

@@ -46,6 +46,8 @@ enum StopPurpose {
     case groupRestart(due: Int64)
     /// ``Supervisor/terminateChild(_:completion:)``: the child becomes terminated (or is removed).
     case terminate
+    /// It failed a readiness or liveness check: it ends with this reason, decided as a failure.
+    case failed(ExitReason)
 }
 
 /// Stores `value` in `slot` and returns what was there. The caller drops the old value after
@@ -124,7 +126,8 @@ final class ChildRecord {
         get { hot.timer }
         set { withExtendedLifetime(exchange(&hot.timer, with: newValue)) {} }
     }
-    /// Its start sequence number in its supervisor (start order; ties in the restart schedule).
+    /// Its start sequence number in its supervisor: never changes, so it orders children that
+    /// are due together (``slotIndex`` changes when the list compacts).
     var sequence = 0
     /// Its slot in its supervisor's ``ChildList`` while it is there, else -1.
     var slotIndex = -1
@@ -132,7 +135,9 @@ final class ChildRecord {
     /// Consecutive restarts without a stable run, for backoff.
     var consecutiveRestarts = 0
     var startedAt: Int64 = 0
-    /// When `state == .restarting`: the earliest time to start it again.
+    /// When `state == .restarting`: the earliest time to start it again. The restart schedule's
+    /// key: written only through `RestartSchedule.reschedule` or before `insert` (a direct
+    /// write to a scheduled record would break the heap's order).
     var restartDue: Int64 = 0
     /// Its place in its supervisor's ``RestartSchedule`` while it waits there, else -1.
     var scheduleIndex = -1
@@ -144,6 +149,16 @@ final class ChildRecord {
     var lastNestedSupervisor: Supervisor?
     /// Set once removed from its supervisor (or when the supervisor went away).
     var removed = false
+
+    /// Whether the current incarnation is ready (see ``Readiness``; a nested supervisor once
+    /// its children have started).
+    var isReady = false
+    /// Its readiness and liveness settings, when not the defaults.
+    let healthSettings: HealthSettings?
+    /// Their tracking (timers, probe), made at the first start that needs it.
+    var health: ChildHealth?
+    /// The last `STATUS=` it sent.
+    var statusText: String?
 
     /// The start closure of a loop task, kept apart so that restarts do not copy the spec's enum.
     let loopTaskStart: ((LoopTaskContext) -> Void)?
@@ -157,6 +172,7 @@ final class ChildRecord {
         self.spec = spec
         if case .loopTask(let start) = spec.kind { loopTaskStart = start } else { loopTaskStart = nil }
         isSignificant = spec.significant
+        healthSettings = spec.health
         hasBackoff = !spec.backoff.isNone
         backoffResetAfter = spec.backoff.resetAfter.nanosecondsClamped
         self.path = path
@@ -173,6 +189,7 @@ final class ChildRecord {
     deinit {
         // Nothing may call back into a record that is gone.
         timer?.close()
+        health?.close()
         lastNestedSupervisor?.detachFromParent()
     }
 
@@ -181,6 +198,13 @@ final class ChildRecord {
     func workerEnded(generation: UInt64, _ termination: WorkerTermination) {
         guard !removed else { return }
         supervisor.enqueueEnding(self, generation: generation, .worker(termination))
+    }
+
+    /// A worker of this record reported a notice (runtimes and loop tasks, on the runtime
+    /// thread). Ignored once removed, or from an earlier incarnation.
+    func noticeArrived(generation: UInt64, _ notice: WorkerNotice) {
+        guard !removed, generation == self.generation, isActive else { return }
+        supervisor.perform { supervisor.handleNotice(self, notice) }
     }
 
     /// The exit reason for how the worker ended, given how the supervisor was treating it.

@@ -35,6 +35,14 @@ public struct SupervisorEvent: Sendable, Equatable, CustomStringConvertible {
         case output(stream: String, line: String)
         /// A loop callback blocked the loop for `duration` (lag watchdog).
         case loopLag(Duration)
+        /// The child became ready (``Readiness``), this long after it was started.
+        case ready(after: Duration)
+        /// The child was not ready within its ready timeout: its start fails.
+        case notReady(String)
+        /// The child failed its liveness check (``Liveness``): it is stopped as unresponsive.
+        case livenessFailed(String)
+        /// The child said what it is doing (`STATUS=` or ``SupervisedTask/status(_:)``).
+        case status(String)
     }
 
     /// The child's path, `root/db/worker-2` (the supervisor's own path for supervisor events).
@@ -73,6 +81,10 @@ public struct SupervisorEvent: Sendable, Equatable, CustomStringConvertible {
         case .supervisorStopped(let reason): what = "supervisor stopped: \(reason)"
         case .output(let stream, let line): what = "\(stream): \(line)"
         case .loopLag(let duration): what = "loop blocked for \(formatDuration(duration))"
+        case .ready(let after): what = "ready after \(formatDuration(after))"
+        case .notReady(let why): what = "not ready: \(why)"
+        case .livenessFailed(let why): what = "unresponsive: \(why)"
+        case .status(let text): what = "status: \(text)"
         }
         return "\(path): \(what) [restarts: \(restartCount)]"
     }
@@ -151,6 +163,7 @@ public final class EventSink {
         switch event.kind {
         case .exited(let reason): level = reason.isAbnormal ? .warning : .info
         case .startFailed, .killed, .abandoned, .intensityExceeded: level = .error
+        case .notReady, .livenessFailed: level = .warning
         case .loopLag: level = .warning
         case .output: level = .info
         case .supervisorStopped(let reason): level = reason.isAbnormal ? .error : .info

@@ -20,6 +20,8 @@ public enum ExitReason: Sendable, Equatable, CustomStringConvertible {
     case abandoned
     /// A supervisor exceeded its restart intensity and gave up.
     case intensityExceeded
+    /// It stopped showing it was alive (``Liveness``) and was stopped: which check failed.
+    case unresponsive(String)
 
     /// Whether the exit counts as a failure: everything but ``normal`` and ``shutdown``
     /// (``killed`` during a requested stop is reported but, as in OTP, not restarted).
@@ -42,6 +44,7 @@ public enum ExitReason: Sendable, Equatable, CustomStringConvertible {
         case .killed: return "killed"
         case .abandoned: return "abandoned"
         case .intensityExceeded: return "intensityExceeded"
+        case .unresponsive(let why): return "unresponsive(\(why))"
         }
     }
 }

@@ -55,6 +55,21 @@ public final class LoopTaskContext {
     /// The task failed with a message.
     public func fail(_ message: String) { end(.threw(message)) }
 
+    /// The task is ready (with ``Readiness/notify``): its supervisor starts the next sibling.
+    /// Calls after the first, or without that readiness, change nothing.
+    public func ready() { notice(.ready) }
+
+    /// The task is alive (with ``Liveness/watchdog(_:)``): call it at least once per interval.
+    public func heartbeat() { notice(.watchdog) }
+
+    /// A line saying what the task is doing, shown in its status and sent as an event.
+    public func status(_ text: String) { notice(.status(text)) }
+
+    private func notice(_ notice: WorkerNotice) {
+        guard !ended else { return }
+        record?.noticeArrived(generation: generation, notice)
+    }
+
     private func end(_ termination: WorkerTermination) {
         guard !ended else { return }
         ended = true

@@ -24,17 +24,30 @@ public protocol SupervisorRuntime: AnyObject {
     ///   message naming the program and the system's error name.
     ///
     /// - Parameters:
+    ///   - notify: what to set up for its readiness and liveness reports (a notify socket,
+    ///     `WATCHDOG_USEC`, a readiness descriptor); `.none` for most children.
     ///   - onOutput: for streams set to ``ProcessStdio/capture``: each line (`"stdout"` or
     ///     `"stderr"`, the line without its newline), on the runtime's thread; the supervisor
     ///     turns them into events on its own clock.
-    func startProcess(_ spec: ProcessSpec, path: String,
+    ///   - onNotice: what the process reports through the setup in `notify`, on the runtime's
+    ///     thread, never from inside this call.
+    func startProcess(_ spec: ProcessSpec, path: String, notify: NotifySetup,
                       onOutput: @escaping (_ stream: String, _ line: String) -> Void,
+                      onNotice: @escaping (WorkerNotice) -> Void,
                       onExit: @escaping (WorkerTermination) -> Void) throws(SupervisionError) -> any RunningWorker
 
     /// Starts an async-task worker. `onExit` must be called exactly once, later, on the
-    /// runtime's thread: `.returned` or `.threw(description)`.
+    /// runtime's thread: `.returned` or `.threw(description)`. The body runs with
+    /// `SupervisedTask.notifier` bound to a notifier that delivers to `onNotice` on the
+    /// runtime's thread.
     func startAsyncTask(_ body: @escaping @Sendable () async throws -> Void, path: String,
+                        onNotice: @escaping (WorkerNotice) -> Void,
                         onExit: @escaping (WorkerTermination) -> Void) throws(SupervisionError) -> any RunningWorker
+
+    /// Starts one probe attempt. `completion` is called at most once, later, on the runtime's
+    /// thread, unless the attempt is cancelled first. The supervisor enforces the probe's
+    /// timeout itself (it cancels the attempt).
+    func startProbe(_ check: ProbeCheck, completion: @escaping (ProbeResult) -> Void) -> any RuntimeProbe
 }
 
 /// An object the runtime can run on a later turn without allocating a closure.

@@ -296,6 +296,30 @@ public struct ChildSpec {
     /// One word in every spec instead of an existential's five.
     var argumentBox: ArgumentBox?
 
+    /// When it counts as ready, so that its supervisor starts the next sibling (default:
+    /// ``Readiness/started``, at once). See ``Readiness``.
+    public var readiness: Readiness {
+        get { health?.readiness ?? .started }
+        set { setHealth(readiness: newValue, readyTimeout: readyTimeout, liveness: liveness) }
+    }
+    /// How long it may take to get ready before its start fails (default 30 s; positive).
+    public var readyTimeout: Duration {
+        get { health?.readyTimeout ?? HealthSettings.defaultReadyTimeout }
+        set { setHealth(readiness: readiness, readyTimeout: newValue, liveness: liveness) }
+    }
+    /// How it shows it is alive once ready (default: ``Liveness/none``). See ``Liveness``.
+    public var liveness: Liveness {
+        get { health?.liveness ?? .none }
+        set { setHealth(readiness: readiness, readyTimeout: readyTimeout, liveness: newValue) }
+    }
+    /// The three above, boxed only when one differs from its default (one word per spec).
+    private(set) var health: HealthSettings?
+
+    private mutating func setHealth(readiness: Readiness, readyTimeout: Duration, liveness: Liveness) {
+        let settings = HealthSettings(readiness: readiness, readyTimeout: readyTimeout, liveness: liveness)
+        health = settings.isDefault ? nil : settings
+    }
+
     /// A child spec with every field given or defaulted.
     public init(
         id: String,
@@ -304,7 +328,10 @@ public struct ChildSpec {
         shutdown: ShutdownPolicy? = nil,
         backoff: Backoff = .none,
         significant: Bool = false,
-        argument: (any Sendable)? = nil
+        argument: (any Sendable)? = nil,
+        readiness: Readiness = .started,
+        readyTimeout: Duration = .seconds(30),
+        liveness: Liveness = .none
     ) {
         self.id = id
         self.kind = kind
@@ -313,6 +340,7 @@ public struct ChildSpec {
         self.backoff = backoff
         self.significant = significant
         self.argumentBox = argument.map(ArgumentBox.init)
+        setHealth(readiness: readiness, readyTimeout: readyTimeout, liveness: liveness)
     }
 
     /// The policy in force: the given one or the kind's default.

@@ -53,6 +53,9 @@ public final class Supervisor {
     private(set) var childList = ChildList()
     private unowned var parentRecord: ChildRecord?
     private var parentGeneration: UInt64 = 0
+    /// Until the children of the first start have all been started (each ready, or failed):
+    /// then a nested supervisor is ready for its parent, as OTP's `start_link` returns.
+    private var initialSequence = false
     private var terminationHandlers: [(ExitReason) -> Void] = []
 
     /// The bookkeeping every restart touches, in one private field whose dynamic exclusivity
@@ -70,7 +73,9 @@ public final class Supervisor {
         var laterMail: [Mail] = []
         var laterMailHead = 0
         var processing = false
-        // Restarts waiting for their delay or for their group to stop, earliest due first.
+        // Restarts waiting for their delay or for their group to stop, earliest due first. A
+        // child is `.restarting` while it is here, or once due while it waits in `startQueue`
+        // for its turn (or in a restart pass's local list, between the two).
         var schedule = RestartSchedule()
         var intensity: IntensityWindow
         var restartTimer: (any RuntimeTimer)?
@@ -130,6 +135,12 @@ public final class Supervisor {
     private var stopHead = 0
     private var currentStop: ChildRecord?
     private var shutdownDeadline: Int64?
+
+    // Ordered starts: a child that must get ready holds back the siblings after it (the gate)
+    // until it is ready or has ended, as OTP's start_link; the rest wait here, in order.
+    private var startQueue: [(record: ChildRecord, isRestart: Bool)] = []
+    private var startHead = 0
+    private var startGate: ChildRecord?
 
     /// The run-soon entry of a restart pass (queued at most once at a time).
     private let restartPass = RestartPass()
@@ -197,10 +208,9 @@ public final class Supervisor {
         guard case .idle = state else { return }
         perform {
             state = .running
-            for record in childList.live {
-                guard isRunning else { break }
-                startRecord(record, isRestart: false)
-            }
+            initialSequence = true
+            for record in childList.live { startQueue.append((record, false)) }
+            pumpStarts()
             emitSupervisorEvent(.supervisorStarted)
         }
     }
@@ -213,6 +223,9 @@ public final class Supervisor {
         if isRestart { record.restartCount += 1 }
         record.startedAt = now ?? self.now
         record.state = .running
+        // Ready at once unless a check says otherwise (a nested supervisor: once its own
+        // children have started).
+        record.isReady = record.healthSettings == nil && record.loopTaskStart != nil
         let generation = record.generation
         if let startTask = record.loopTaskStart {
             // The hot path (loop tasks): no copy of the spec's enum. A fresh context every time:
@@ -221,9 +234,11 @@ public final class Supervisor {
             let context = LoopTaskContext(path: record.path, restartCount: record.restartCount, record: record, generation: generation)
             record.worker = .loopTask(context)
             if events.isActive { emit(record, .started(pid: nil)) }
+            if let settings = record.healthSettings { beginHealthChecks(record, settings) }
             startTask(context)
             return
         }
+        if record.healthSettings == nil && !record.spec.kind.isSupervisor { record.isReady = true }
         switch record.spec.kind {
         case .process(let process):
             do {
@@ -232,13 +247,17 @@ public final class Supervisor {
                 let path = record.path
                 // Lines can still arrive after the exit, even after a temporary child's record
                 // is gone: they are reported as long as the supervisor exists.
-                let worker = try runtime.startProcess(process, path: record.path, onOutput: { [weak self] stream, line in
+                let setup = record.healthSettings?.notifySetup ?? .none
+                let worker = try runtime.startProcess(process, path: record.path, notify: setup, onOutput: { [weak self] stream, line in
                     self?.emitOutput(path: path, restartCount: restartCount, stream: stream, line: line)
+                }, onNotice: { [weak record] notice in
+                    record?.noticeArrived(generation: generation, notice)
                 }, onExit: { [weak record] termination in
                     record?.workerEnded(generation: generation, termination)
                 })
                 record.worker = .runtime(worker)
                 emit(record, .started(pid: worker.pid))
+                if let settings = record.healthSettings { beginHealthChecks(record, settings) }
             } catch {
                 startFailed(record, generation: generation, message: error.message)
             }
@@ -248,11 +267,14 @@ public final class Supervisor {
                 body = { try await ChildArgument.$current.withValue(argument.value) { try await taskBody() } }
             }
             do {
-                let worker = try runtime.startAsyncTask(body, path: record.path) { [weak record] termination in
+                let worker = try runtime.startAsyncTask(body, path: record.path, onNotice: { [weak record] notice in
+                    record?.noticeArrived(generation: generation, notice)
+                }, onExit: { [weak record] termination in
                     record?.workerEnded(generation: generation, termination)
-                }
+                })
                 record.worker = .runtime(worker)
                 emit(record, .started(pid: nil))
+                if let settings = record.healthSettings { beginHealthChecks(record, settings) }
             } catch {
                 startFailed(record, generation: generation, message: error.message)
             }
@@ -260,6 +282,7 @@ public final class Supervisor {
             let context = LoopTaskContext(path: record.path, restartCount: record.restartCount, record: record, generation: generation)
             record.worker = .loopTask(context)
             emit(record, .started(pid: nil))
+            if let settings = record.healthSettings { beginHealthChecks(record, settings) }
             startTask(context)
         case .supervisor(let nestedSpec):
             let nested = Supervisor(validated: nestedSpec, path: record.path, runtime: runtime, events: events, random: random)
@@ -320,8 +343,16 @@ public final class Supervisor {
 
     private func handleEnding(_ record: ChildRecord, generation: UInt64, _ ending: Ending) {
         guard !record.removed, generation == record.generation, record.isActive else { return }
-        let reason = record.exitReason(for: ending)
+        // A child stopped for failing a check ends with that failure, however it ended.
+        var reason = record.exitReason(for: ending)
+        if case .failed(let failure) = record.stopPurpose { reason = failure }
         let wasStopping = record.state == .stopping
+        record.isReady = false
+        record.health?.reset()
+        // The start sequence it was holding back goes on once this end has been decided.
+        let wasGate = startGate === record
+        if wasGate { startGate = nil }
+        defer { if wasGate { pumpStarts() } }
         if case .loopTask(let context) = record.worker { context.abandon() }
         record.worker = nil
         record.timer?.disarm()
@@ -375,6 +406,9 @@ public final class Supervisor {
         let due = now.addingSaturating(delay)
         markRestarting(record, due: due, decidedAt: now,
                        why: record.hasBackoff ? "backoff step \(record.consecutiveRestarts)" : "immediate")
+        // Event handlers run inside this decision and may shut the supervisor down or change
+        // siblings: every step below checks again.
+        guard isRunning else { return }
         switch spec.strategy {
         case .oneForOne:
             break
@@ -388,6 +422,8 @@ public final class Supervisor {
             let why = "\(spec.strategy == .oneForAll ? "oneForAll" : "restForOne") with \(record.id)"
             var stops: [(record: ChildRecord, purpose: StopPurpose)] = []
             for sibling in group.reversed() where sibling !== record {
+                guard isRunning else { break }
+                if sibling.removed { continue }   // deleted by a handler meanwhile
                 switch sibling.state {
                 case .running:
                     stops.append((sibling, .groupRestart(due: due)))
@@ -406,7 +442,7 @@ public final class Supervisor {
                     }
                 }
             }
-            enqueueStops(stops)
+            if isRunning { enqueueStops(stops) }
         }
         armRestartPass(now: now)
     }
@@ -477,19 +513,67 @@ public final class Supervisor {
         // Only the due children are touched: O(due × log waiting), whatever else waits.
         guard let first = takeDue(now: now) else { return armRestartPass(now: now) }
         if let second = takeDue(now: now) {
-            // Several due at once (a group restart): they start in start order.
+            // Several due at once (a group restart): they start in start order, each waiting
+            // for the one before it to be ready.
             var due = [first, second]
             while let next = takeDue(now: now) { due.append(next) }
             due.sort { $0.sequence < $1.sequence }
-            for record in due {
-                guard isRunning else { break }
-                if record.state == .restarting && !record.removed { startRecord(record, isRestart: true, now: now) }
-            }
-        } else if first.state == .restarting && !first.removed {
+            for record in due { startQueue.append((record, true)) }
+            pumpStarts(now: now)
+        } else if startGate == nil && startHead >= startQueue.count {
             // The common case (one child crash-looping): no allocation.
-            startRecord(first, isRestart: true, now: now)
+            startIfStillDue(first, isRestart: true, now: now)
+        } else {
+            startQueue.append((first, true))
         }
         armRestartPass(now: now)
+    }
+
+    /// Starts the queued children in order until one must get ready first (the gate) or none
+    /// is left; then, after the first start, reports this supervisor ready to its parent.
+    func pumpStarts(now: Int64? = nil) {
+        while startGate == nil && startHead < startQueue.count && isRunning {
+            let (record, isRestart) = startQueue[startHead]
+            startHead += 1
+            startIfStillDue(record, isRestart: isRestart, now: now)
+        }
+        guard startGate == nil && startHead >= startQueue.count else { return }
+        if !startQueue.isEmpty {
+            startQueue.removeAll(keepingCapacity: startQueue.count < 1024)
+            startHead = 0
+        }
+        if initialSequence && isRunning {
+            initialSequence = false
+            reportReadyToParent()
+        }
+    }
+
+    /// Starts a queued child unless something changed meanwhile (it was terminated, deleted,
+    /// restarted by hand, or its group failed again); holds the sequence if it must get ready.
+    private func startIfStillDue(_ record: ChildRecord, isRestart: Bool, now: Int64? = nil) {
+        guard !record.removed, record.state == (isRestart ? .restarting : .idle) else { return }
+        startRecord(record, isRestart: isRestart, now: now)
+        if record.state == .running && !record.isReady { startGate = record }
+    }
+
+    /// A child became ready: the start sequence it held goes on.
+    func childBecameReady(_ record: ChildRecord) {
+        record.isReady = true
+        if startGate === record {
+            startGate = nil
+            pumpStarts()
+        }
+    }
+
+    private func reportReadyToParent() {
+        guard let parentRecord else { return }
+        let generation = parentGeneration
+        let parent = parentRecord.supervisor
+        parent.perform {
+            guard !parentRecord.removed, parentRecord.generation == generation,
+                  parentRecord.state == .running, !parentRecord.isReady else { return }
+            parent.childBecameReady(parentRecord)
+        }
     }
 
     /// Takes the child due first out of the schedule if it is due by `now`.
@@ -500,7 +584,7 @@ public final class Supervisor {
 
     // MARK: Stopping
 
-    private func enqueueStops(_ stops: [(record: ChildRecord, purpose: StopPurpose)]) {
+    func enqueueStops(_ stops: [(record: ChildRecord, purpose: StopPurpose)]) {
         stopQueue.append(contentsOf: stops)
         pumpStops()
     }
@@ -617,6 +701,10 @@ public final class Supervisor {
                     record.state = .restarting
                     schedule(record, due: due)
                 }
+            case .failed(let failure):
+                // Stopped for failing a check: decided as the failure it is (unless it had
+                // already ended by itself, and that end was decided).
+                if reason != nil && isRunning { decideRestart(record, reason: failure) }
             case .terminate:
                 unschedule(record)
                 if record.spec.restart == .temporary || spec.isDynamic {
@@ -657,6 +745,12 @@ public final class Supervisor {
         restartTimer?.disarm()
         let waiting = book.schedule.removeAll()
         for record in waiting where record.state == .restarting { record.state = .idle }
+        // Children still waiting for their turn to start stay down.
+        for (record, isRestart) in startQueue[startHead...] where isRestart && record.state == .restarting { record.state = .idle }
+        startQueue.removeAll()
+        startHead = 0
+        startGate = nil
+        initialSequence = false
         // A stop in progress finishes first; then every child, last started first.
         stopQueue.removeAll(keepingCapacity: true)
         stopHead = 0

@@ -14,6 +14,10 @@ public struct ChildStatus: Sendable, Equatable {
     public var significant: Bool
     /// Its state.
     public var state: ChildState
+    /// Whether it is ready (see ``Readiness``): running and, where it has to say so, said so.
+    public var ready: Bool
+    /// The last status line it sent (`STATUS=`, ``LoopTaskContext/status(_:)``), if any.
+    public var statusText: String?
     /// The process id while a process runs.
     public var pid: Int32?
     /// How many times it was restarted.
@@ -85,20 +89,21 @@ extension Supervisor {
     ///   at its ``SupervisorSpec/maxChildren``, or a supervisor that is not running.
     public func startChild(_ spec: ChildSpec) throws(SupervisionError) {
         runtime.preconditionOnRuntimeThread("Supervisor.startChild")
-        try startChild(spec, idKnownFree: false)
-    }
-
-    private func startChild(_ spec: ChildSpec, idKnownFree: Bool) throws(SupervisionError) {
         guard isAcceptingWork else {
             throw SupervisionError(.supervisorStopped, "\(path): not running, cannot start \"\(spec.id)\"")
         }
         try Validation.validate(spec, parentPath: path)
-        if !idKnownFree && childList[spec.id] != nil {
+        if childList[spec.id] != nil {
             throw SupervisionError(.duplicateID, "\(path): a child with the id \"\(spec.id)\" exists")
         }
         if let maxChildren = self.spec.maxChildren, childList.count >= maxChildren {
             throw SupervisionError(.maxChildren, "\(path): already has \(childList.count) children (maxChildren \(maxChildren))")
         }
+        addAndStart(spec)
+    }
+
+    /// Adds a checked spec (valid, its id free, room for it) and starts it.
+    private func addAndStart(_ spec: ChildSpec) {
         let record = addRecord(spec)
         perform { startRecord(record, isRestart: false) }
     }
@@ -108,12 +113,19 @@ extension Supervisor {
     @discardableResult
     public func startChild(from template: ChildSpec) throws(SupervisionError) -> String {
         runtime.preconditionOnRuntimeThread("Supervisor.startChild")
+        // Everything that can refuse the start is checked before an id is generated, so a
+        // refused start neither uses up a number nor names a child that never existed.
+        guard isAcceptingWork else {
+            throw SupervisionError(.supervisorStopped, "\(path): not running, cannot start from template \"\(template.id)\"")
+        }
         if let maxChildren = self.spec.maxChildren, childList.count >= maxChildren {
             throw SupervisionError(.maxChildren, "\(path): already has \(childList.count) children (maxChildren \(maxChildren))")
         }
+        try Validation.validate(template, parentPath: path)
         var spec = template
+        // The template was checked; a generated id (`id-N`) is as valid as its base and free.
         repeat { spec.id = nextDynamicID(template.id) } while childList[spec.id] != nil
-        try startChild(spec, idKnownFree: true)
+        addAndStart(spec)
         return spec.id
     }
 
@@ -133,8 +145,9 @@ extension Supervisor {
         let templatePath = path + "/" + template.id
         if !arguments.argv.isEmpty || !arguments.environment.isEmpty {
             guard case .process(var process) = template.kind else {
+                let hint = template.kind.takesArgument ? "; pass a value instead" : ""
                 throw SupervisionError(.invalidSpec, "\(templatePath): argv and environment arguments apply to process "
-                    + "templates only, not to a \(template.kind.name); pass a value instead")
+                    + "templates only, not to a \(template.kind.name)\(hint)")
             }
             process.argv += arguments.argv
             process.environment = process.environment.applying(arguments.environment)
@@ -142,8 +155,9 @@ extension Supervisor {
         }
         if let value = arguments.value {
             guard template.kind.takesArgument else {
+                let hint = template.kind.isSupervisor ? "" : "; pass argv or environment to a process"
                 throw SupervisionError(.invalidSpec, "\(templatePath): a value argument is handed to task templates only, "
-                    + "not to a \(template.kind.name); pass argv or environment to a process")
+                    + "not to a \(template.kind.name)\(hint)")
             }
             spec.argument = value
         }
@@ -219,6 +233,7 @@ extension Supervisor {
                 id: record.id, path: record.path, kind: record.spec.kind.childKind,
                 restart: record.spec.restart, shutdown: record.spec.effectiveShutdown,
                 significant: record.spec.significant, state: record.state,
+                ready: record.state == .running && record.isReady, statusText: record.statusText,
                 pid: record.state == .running || record.state == .stopping ? record.pid : nil,
                 restartCount: record.restartCount, lastExit: record.lastExit,
                 uptime: record.isActive ? .nanoseconds(now - record.startedAt) : nil,

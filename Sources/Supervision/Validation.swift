@@ -44,6 +44,7 @@ enum Validation {
             throw SupervisionError(.invalidSpec, "\(path): an argument is handed to task children only; a \(child.kind.name) "
                 + "gets its arguments in argv and environment (a process) or its children (a supervisor)")
         }
+        if let health = child.health { try validate(health, kind: child.kind, path: path) }
         switch child.kind {
         case .process(let process):
             try validate(process, path: path)
@@ -104,6 +105,64 @@ enum Validation {
         }
         if let directory = process.workingDirectory, directory.isEmpty {
             throw SupervisionError(.invalidSpec, "\(path): the working directory is an empty string")
+        }
+    }
+
+    static func validate(_ health: HealthSettings, kind: WorkerKind, path: String) throws(SupervisionError) {
+        if health.readyTimeout <= .zero {
+            throw SupervisionError(.invalidDuration, "\(path): readyTimeout must be positive, not \(health.readyTimeout)")
+        }
+        if kind.isSupervisor && (health.readiness != .started || health.liveness != .none) {
+            throw SupervisionError(.invalidSpec, "\(path): a supervisor is ready when its children have started; "
+                + "readiness and liveness checks belong to its workers")
+        }
+        switch health.readiness {
+        case .started, .notify:
+            break
+        case .descriptor(let descriptor):
+            guard case .process = kind else {
+                throw SupervisionError(.invalidSpec, "\(path): readiness .descriptor is for processes; a task calls context.ready() (.notify)")
+            }
+            if descriptor < 3 || descriptor > 1023 {
+                throw SupervisionError(.invalidSpec, "\(path): the readiness descriptor must be within 3...1023 (0-2 are stdio), not \(descriptor)")
+            }
+        case .probe(let probe):
+            try validate(probe, path: path, role: "readiness")
+        }
+        switch health.liveness {
+        case .none:
+            break
+        case .watchdog(let interval):
+            if interval <= .zero {
+                throw SupervisionError(.invalidDuration, "\(path): the watchdog interval must be positive, not \(interval)")
+            }
+        case .probe(let probe):
+            try validate(probe, path: path, role: "liveness")
+        }
+    }
+
+    static func validate(_ probe: Probe, path: String, role: String) throws(SupervisionError) {
+        if probe.interval <= .zero || probe.timeout <= .zero {
+            throw SupervisionError(.invalidDuration, "\(path): the \(role) probe's interval and timeout must be positive")
+        }
+        if probe.initialDelay < .zero {
+            throw SupervisionError(.invalidDuration, "\(path): the \(role) probe's initialDelay must not be negative")
+        }
+        if probe.failureThreshold < 1 {
+            throw SupervisionError(.invalidSpec, "\(path): the \(role) probe's failureThreshold must be at least 1, not \(probe.failureThreshold)")
+        }
+        switch probe.check {
+        case .tcp(let host, let port):
+            if host.isEmpty || port == 0 {
+                throw SupervisionError(.invalidSpec, "\(path): the \(role) probe needs a host and a port other than 0")
+            }
+        case .command(let argv):
+            if argv.first?.isEmpty ?? true {
+                throw SupervisionError(.invalidSpec, "\(path): the \(role) probe's command argv is empty")
+            }
+            if argv.contains(where: { $0.utf8.contains(0) }) {
+                throw SupervisionError(.invalidSpec, "\(path): an argument of the \(role) probe's command contains a NUL byte")
+            }
         }
     }
 }

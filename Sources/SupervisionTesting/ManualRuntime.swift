@@ -44,6 +44,11 @@ public final class ManualRuntime: SupervisorRuntime {
     public var stopBehaviour: [String: StopBehaviour] = [:]
     /// Paths whose next starts fail with this message (cleared by setting `nil`).
     public var startFailures: [String: String] = [:]
+    /// How each probe check answers (default: it never answers, so the attempt times out).
+    /// An answer is delivered on the next turn after the attempt starts.
+    public var probeAnswers: [ProbeCheck: ProbeResult] = [:]
+    /// Probe attempts started, in order.
+    public private(set) var probeAttempts: [ProbeCheck] = []
 
     private var soon: [() -> Void] = []
     private var timers: [ManualTimer] = []
@@ -131,12 +136,41 @@ public final class ManualRuntime: SupervisorRuntime {
     }
 
     /// Records the start of a simulated process (fake pid) or fails it as ``startFailures`` says.
-    public func startProcess(_ spec: ProcessSpec, path: String,
+    public func startProcess(_ spec: ProcessSpec, path: String, notify: NotifySetup,
                              onOutput: @escaping (_ stream: String, _ line: String) -> Void,
+                             onNotice: @escaping (WorkerNotice) -> Void,
                              onExit: @escaping (WorkerTermination) -> Void) throws(SupervisionError) -> any RunningWorker {
         let worker = try start(path: path, pid: true, stopSignal: spec.stopSignal, onExit: onExit)
         worker.onOutput = onOutput
+        worker.onNotice = onNotice
+        worker.notifySetup = notify
         return worker
+    }
+
+    /// The simulated worker at `path` reports `notice` (`READY=1`, `WATCHDOG=1`, `STATUS=...`,
+    /// or an async task's ``SupervisedTask`` call), delivered at once.
+    /// - Returns: whether such a worker was running.
+    @discardableResult
+    public func notify(_ path: String, _ notice: WorkerNotice) -> Bool {
+        guard let worker = running[path], let onNotice = worker.onNotice else { return false }
+        onNotice(notice)
+        runUntilIdle()
+        return true
+    }
+
+    /// Starts a simulated probe attempt: it answers as ``probeAnswers`` says on the next turn,
+    /// or never.
+    public func startProbe(_ check: ProbeCheck, completion: @escaping (ProbeResult) -> Void) -> any RuntimeProbe {
+        probeAttempts.append(check)
+        let attempt = ManualProbe()
+        if let answer = probeAnswers[check] {
+            enqueue { [weak attempt] in
+                guard let attempt, !attempt.cancelled else { return }
+                attempt.cancelled = true
+                completion(answer)
+            }
+        }
+        return attempt
     }
 
     /// The simulated process at `path` writes `line` to a captured stream (`"stdout"` or
@@ -150,10 +184,14 @@ public final class ManualRuntime: SupervisorRuntime {
         return true
     }
 
-    /// Records the start of a simulated async task (its body is not run).
+    /// Records the start of a simulated async task (its body is not run; ``notify(_:_:)``
+    /// stands in for its ``SupervisedTask`` calls).
     public func startAsyncTask(_ body: @escaping @Sendable () async throws -> Void, path: String,
+                               onNotice: @escaping (WorkerNotice) -> Void,
                                onExit: @escaping (WorkerTermination) -> Void) throws(SupervisionError) -> any RunningWorker {
-        try start(path: path, pid: false, stopSignal: 0, onExit: onExit)
+        let worker = try start(path: path, pid: false, stopSignal: 0, onExit: onExit)
+        worker.onNotice = onNotice
+        return worker
     }
 
     private func start(path: String, pid: Bool, stopSignal: Int32,
@@ -210,6 +248,10 @@ public final class ManualWorker: RunningWorker {
     private var onExit: ((WorkerTermination) -> Void)?
     /// Where a simulated process's captured lines go.
     var onOutput: ((_ stream: String, _ line: String) -> Void)?
+    /// Where its notices go.
+    var onNotice: ((WorkerNotice) -> Void)?
+    /// What its supervisor asked to set up for its notices (processes).
+    public internal(set) var notifySetup: NotifySetup = .none
     private unowned let runtime: ManualRuntime
 
     init(runtime: ManualRuntime, path: String, pid: Int32?, stopSignal: Int32, onExit: @escaping (WorkerTermination) -> Void) {
@@ -285,4 +327,10 @@ final class ManualTimer: RuntimeTimer {
         closed = true
         deadline = .max
     }
+}
+
+/// A simulated probe attempt.
+final class ManualProbe: RuntimeProbe {
+    var cancelled = false
+    func cancel() { cancelled = true }
 }

@@ -26,7 +26,8 @@ extension ChildProcess {
             }
         }
         for (index, fd) in options.extraDescriptors.enumerated() {
-            containers[3 + index].flags = UV_INHERIT_FD
+            // -1: nothing there (libuv's UV_IGNORE opens /dev/null only for 0-2; above, the slot stays closed).
+            containers[3 + index].flags = fd < 0 ? UV_IGNORE : UV_INHERIT_FD
             containers[3 + index].data.fd = fd
         }
         var flags: UInt32 = 0

@@ -77,8 +77,9 @@ public struct ProcessOptions: Sendable, Equatable {
     public var stdout: StdioPolicy = .inherit
     /// Standard error. Default: ``StdioPolicy/inherit``.
     public var stderr: StdioPolicy = .inherit
-    /// Open descriptors of the supervisor passed to the child as 3, 4, ... in this order.
-    /// With ``SpawnMethod/pidfd`` nothing else is inherited (the child closes every other
+    /// Open descriptors of the supervisor passed to the child as 3, 4, ... in this order (at
+    /// most 64); -1 leaves a gap (`/dev/null` with ``SpawnMethod/pidfd``, nothing with
+    /// ``SpawnMethod/libuv``). With ``SpawnMethod/pidfd`` nothing else is inherited (the child closes every other
     /// descriptor before `execve`); see ``SpawnMethod/libuv`` for that method.
     public var extraDescriptors: [Int32] = []
     /// Run the child in its own session and process group (`setsid`), so that stopping it

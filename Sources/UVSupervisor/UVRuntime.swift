@@ -42,6 +42,9 @@ public final class UVRuntime: SupervisorRuntime {
     /// The one run-soon entry all of a turn's jobs share.
     private let turn = Turn()
 
+    /// Notify datagrams refused so far (foreign senders, malformed or oversized messages).
+    public private(set) var droppedNotifications = DroppedNotifications()
+
     /// A runtime on `loop`. Call it on the loop's thread.
     public init(loop: EventLoop, spawnMethod: SpawnMethod = .preferred, parentDeathSignal: Int32? = SIGKILL) {
         loop.preconditionInLoop("UVRuntime.init")
@@ -116,8 +119,17 @@ public final class UVRuntime: SupervisorRuntime {
 
     /// Spawns a process worker. Spawn errors become ``SupervisionError/Code/startFailed`` with
     /// libuv's error name and the program (`spawn "/usr/bin/nope": ENOENT (...)`).
-    public func startProcess(_ spec: ProcessSpec, path: String,
+    ///
+    /// With `notify.notifySocket` the child gets a private notify socket (`NOTIFY_SOCKET=@uvs/...`,
+    /// an abstract name: nothing in the file system) and `WATCHDOG_USEC` when a watchdog is set;
+    /// datagrams are accepted from the child and from processes in its session (helpers such as
+    /// `systemd-notify`), and from a sender that has already exited (the name is known only to
+    /// the child's environment); others are dropped and counted in ``droppedNotifications``.
+    /// With `notify.readyDescriptor` it gets the write end of a pipe as that descriptor
+    /// (descriptors between 3 and it are `/dev/null`).
+    public func startProcess(_ spec: ProcessSpec, path: String, notify: NotifySetup,
                              onOutput: @escaping (_ stream: String, _ line: String) -> Void,
+                             onNotice: @escaping (WorkerNotice) -> Void,
                              onExit: @escaping (WorkerTermination) -> Void) throws(SupervisionError) -> any RunningWorker {
         var options = ProcessOptions(spec)
         options.spawnMethod = spawnMethod
@@ -128,30 +140,110 @@ public final class UVRuntime: SupervisorRuntime {
             onOutput(stream == .standardOutput ? "stdout" : "stderr", line)
         } : nil
         let worker = UVProcessWorker(stopSignal: spec.stopSignal)
+        if !notify.isNone {
+            do {
+                try worker.prepareNotifications(notify, on: loop, options: &options,
+                                                expectedUID: spec.userID ?? getuid(), runtime: self, onNotice: onNotice)
+            } catch {
+                worker.closeNotifications()
+                throw SupervisionError(.startFailed, error.description)
+            }
+        }
         do {
-            worker.process = try ChildProcess.spawn(on: loop, options, onOutput: lineHandler) { exit in
+            worker.process = try ChildProcess.spawn(on: loop, options, onOutput: lineHandler) { [weak worker] exit in
+                // Notices sent just before the exit come first.
+                worker?.closeNotifications()
                 switch exit {
                 case .exited(let code): onExit(.exited(code))
                 case .signaled(let signal): onExit(.signaled(signal))
                 }
             }
         } catch {
+            worker.closeNotifications()
             throw SupervisionError(.startFailed, error.description)
         }
+        worker.readinessPipe?.closeWriteEnd()
         return worker
+    }
+
+    /// Counts a refused notify datagram.
+    fileprivate func dropped(_ count: (inout DroppedNotifications) -> Void) {
+        count(&droppedNotifications)
     }
 
     /// Runs an async-task worker on the loop's task executor; cancellation is its stop request.
     public func startAsyncTask(_ body: @escaping @Sendable () async throws -> Void, path: String,
+                               onNotice: @escaping (WorkerNotice) -> Void,
                                onExit: @escaping (WorkerTermination) -> Void) throws(SupervisionError) -> any RunningWorker {
         let remote = loop.remote
         let delivery = LoopBound(onExit, remote: remote)
+        let noticeDelivery = LoopBound(onNotice, remote: remote)
+        // Notices hop to the loop thread like the end does (after this start has returned).
+        let notifier = WorkerNotifier { notice in try? remote.execute { noticeDelivery.value(notice) } }
         let task = Task(executorPreference: remote) {
-            let termination = await WorkerTermination.ofAsyncTask(body)
+            let termination = await SupervisedTask.$notifier.withValue(notifier) {
+                await WorkerTermination.ofAsyncTask(body)
+            }
             // Hop explicitly: the report must run on the loop thread, after this start returned.
             try? remote.execute { delivery.value(termination) }
         }
         return AsyncTaskWorker(task: task)
+    }
+}
+
+extension UVRuntime {
+    /// Starts one probe attempt: a TCP connection (`uv_tcp_t`, closed once it is made) or a
+    /// command (spawned like a worker, output to `/dev/null`, success on exit 0; killed with its
+    /// group when cancelled).
+    public func startProbe(_ check: ProbeCheck, completion: @escaping (ProbeResult) -> Void) -> any RuntimeProbe {
+        let probe = UVProbe(completion: completion)
+        switch check {
+        case .tcp(let host, let port):
+            do {
+                probe.connection = try TCPConnectAttempt(loop: loop, host: host, port: port) { [weak probe] error in
+                    probe?.finish(error.map { .failure($0.description) } ?? .success)
+                }
+            } catch {
+                loop.runSoon { [weak probe] in probe?.finish(.failure(error.description)) }
+            }
+        case .command(let argv):
+            var options = ProcessOptions(argv: argv)
+            options.stdin = .null
+            options.stdout = .null
+            options.stderr = .null
+            options.spawnMethod = spawnMethod
+            options.parentDeathSignal = spawnMethod == .pidfd ? parentDeathSignal : nil
+            do {
+                probe.process = try ChildProcess.spawn(on: loop, options) { [weak probe] exit in
+                    probe?.finish(exit == .exited(0) ? .success : .failure(exit.description))
+                }
+            } catch {
+                loop.runSoon { [weak probe] in probe?.finish(.failure(error.description)) }
+            }
+        }
+        return probe
+    }
+}
+
+/// One probe attempt on the libuv runtime.
+final class UVProbe: RuntimeProbe {
+    private var completion: ((ProbeResult) -> Void)?
+    var connection: TCPConnectAttempt?
+    var process: ChildProcess?
+
+    init(completion: @escaping (ProbeResult) -> Void) { self.completion = completion }
+
+    func finish(_ result: ProbeResult) {
+        connection = nil
+        process = nil
+        completion.take()?(result)
+    }
+
+    func cancel() {
+        completion = nil
+        connection.take()?.cancel()
+        // Killed with its group; the loop still reaps it.
+        if let process = process.take() { try? process.signalGroup(SIGKILL) }
     }
 }
 
@@ -176,8 +268,72 @@ final class UVRuntimeTimer: RuntimeTimer {
 final class UVProcessWorker: RunningWorker {
     var process: ChildProcess?
     let stopSignal: Int32
+    /// Where its notify messages arrive, when it has readiness or a watchdog by notify.
+    var notifySocket: NotifySocket?
+    /// Its readiness descriptor's pipe, with readiness `.descriptor`.
+    var readinessPipe: ReadinessPipe?
 
     init(stopSignal: Int32) { self.stopSignal = stopSignal }
+
+    /// Opens what `setup` asks for and adds it to the spawn `options`.
+    func prepareNotifications(_ setup: NotifySetup, on loop: EventLoop, options: inout ProcessOptions,
+                              expectedUID: UInt32, runtime: UVRuntime, onNotice: @escaping (WorkerNotice) -> Void) throws(UVError) {
+        var overrides: [String: String?] = [:]
+        if setup.notifySocket {
+            let socket = try NotifySocket(loop: loop) { [weak self, weak runtime] datagram in
+                guard let self, let runtime else { return }
+                self.received(datagram, expectedUID: expectedUID, runtime: runtime, onNotice: onNotice)
+            }
+            notifySocket = socket
+            overrides["NOTIFY_SOCKET"] = socket.environmentValue
+            // The child is the process the watchdog watches; an inherited WATCHDOG_PID (ours,
+            // from our own manager) would make sd_watchdog_enabled() say no.
+            overrides["WATCHDOG_PID"] = .some(nil)
+            overrides["WATCHDOG_USEC"] = setup.watchdog.map { String(max(1, $0.nanosecondsClamped / 1000)) } ?? .some(nil)
+        }
+        if let descriptor = setup.readyDescriptor {
+            let pipe = try ReadinessPipe(loop: loop) { onNotice(.ready) }
+            readinessPipe = pipe
+            options.extraDescriptors = Array(repeating: -1, count: Int(descriptor) - 3) + [pipe.writeEnd]
+        }
+        if !overrides.isEmpty { options.environment = options.environment.applying(overrides) }
+    }
+
+    /// A datagram on the notify socket: accepted from the child or a process of its session.
+    private func received(_ datagram: NotifyDatagram, expectedUID: UInt32, runtime: UVRuntime,
+                          onNotice: (WorkerNotice) -> Void) {
+        guard let childPID = process?.pid, let sender = datagram.senderPID, let uid = datagram.senderUID,
+              uid == 0 || uid == expectedUID, Self.belongs(sender, toChild: childPID) else {
+            runtime.dropped { $0.foreign += 1 }
+            return
+        }
+        if datagram.truncated {
+            runtime.dropped { $0.oversized += 1 }
+            return
+        }
+        guard let notices = NotifyMessage.parse(datagram.bytes) else {
+            runtime.dropped { $0.malformed += 1 }
+            return
+        }
+        for notice in notices { onNotice(notice) }
+    }
+
+    /// Whether `sender` is the child, in its session (the child leads its own), or already gone.
+    private static func belongs(_ sender: Int32, toChild child: Int32) -> Bool {
+        if sender == child { return true }
+        let session = getsid(sender)
+        if session == child { return true }
+        return session < 0 && errno == ESRCH
+    }
+
+    /// Reads what is still queued, then closes the socket and the pipe.
+    func closeNotifications() {
+        notifySocket?.drain()
+        notifySocket?.close()
+        notifySocket = nil
+        readinessPipe?.close()
+        readinessPipe = nil
+    }
 
     var pid: Int32? { process?.pid }
 
@@ -188,6 +344,21 @@ final class UVProcessWorker: RunningWorker {
     func kill() -> Bool {
         try? process?.signalGroup(SIGKILL)
         return true
+    }
+}
+
+extension EnvironmentPolicy {
+    /// This policy with `changes` applied over it: a value sets, `nil` removes.
+    func applying(_ changes: [String: String?]) -> EnvironmentPolicy {
+        switch self {
+        case .inherit:
+            return .inheritWithOverrides(changes)
+        case .inheritWithOverrides(let overrides):
+            return .inheritWithOverrides(overrides.merging(changes) { _, new in new })
+        case .replace(var variables):
+            for (key, value) in changes { variables[key] = value }
+            return .replace(variables)
+        }
     }
 }
 

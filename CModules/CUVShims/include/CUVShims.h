@@ -42,6 +42,28 @@ int cuvs_pipe_cloexec(int fds[2]);
 /// Current errno, read without going through the Glibc overlay.
 int cuvs_errno(void);
 
+/// A non-blocking, close-on-exec `AF_UNIX` datagram socket bound to the abstract name `name`
+/// (without the leading NUL; at most 107 bytes), with `SO_PASSCRED` on, so that every datagram
+/// carries its sender's credentials: the receiving end of systemd's notify protocol. Returns
+/// the descriptor or -errno.
+int cuvs_notify_socket_open(const char *name);
+
+/// What `cuvs_notify_receive` learnt about one datagram besides its bytes.
+typedef struct cuvs_notify_datagram {
+    int sender_pid;        // from SCM_CREDENTIALS; 0 when none came
+    int sender_uid;        // -1 when none came
+    int truncated;         // 1 when the datagram was longer than the buffer (its rest is lost)
+    int descriptors;       // descriptors it carried (SCM_RIGHTS), already closed
+} cuvs_notify_datagram;
+
+/// Receives one datagram without blocking into `buffer`. Descriptors passed along with it are
+/// closed at once (nothing here accepts them). Returns the number of bytes stored, or -errno
+/// (-EAGAIN when none is waiting).
+long cuvs_notify_receive(int fd, void *buffer, size_t length, cuvs_notify_datagram *info);
+
+/// Sends `length` bytes as one datagram to the abstract socket `name` (tests, probes): 0 or -errno.
+int cuvs_notify_send(const char *name, const void *bytes, size_t length);
+
 /// Options for `cuvs_spawn`: the Linux fast path that `uv_spawn` cannot offer
 /// (it has no hook between fork and exec).
 typedef struct cuvs_spawn_options {
