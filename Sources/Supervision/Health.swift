@@ -13,8 +13,8 @@ public enum Readiness: Sendable, Equatable {
     /// program writing the datagram itself; helpers it starts may send it too). A loop task calls
     /// ``LoopTaskContext/ready()``, an async task ``SupervisedTask/ready()``.
     case notify
-    /// A process writes a newline to this descriptor (3 or more), which it inherits as the write
-    /// end of a pipe: s6's `notification-fd`.
+    /// A process writes a newline to this descriptor (3 to 66), which it inherits as the write
+    /// end of a pipe: s6's `notification-fd`. Descriptors between 3 and it are `/dev/null`.
     case descriptor(Int32)
     /// A probe succeeds (its first success makes the child ready).
     case probe(Probe)

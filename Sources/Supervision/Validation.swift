@@ -123,8 +123,8 @@ enum Validation {
             guard case .process = kind else {
                 throw SupervisionError(.invalidSpec, "\(path): readiness .descriptor is for processes; a task calls context.ready() (.notify)")
             }
-            if descriptor < 3 || descriptor > 1023 {
-                throw SupervisionError(.invalidSpec, "\(path): the readiness descriptor must be within 3...1023 (0-2 are stdio), not \(descriptor)")
+            if descriptor < 3 || descriptor > 66 {
+                throw SupervisionError(.invalidSpec, "\(path): the readiness descriptor must be within 3...66 (0-2 are stdio; a child gets at most 64 more), not \(descriptor)")
             }
         case .probe(let probe):
             try validate(probe, path: path, role: "readiness")
