@@ -238,6 +238,16 @@ let dispatchGlobalsReady: Bool = {
     timer.activate()
     fired.wait()
     timer.cancel()
+    // Task.sleep's timers are the global executor's, made on first use with descriptors of
+    // their own (one timer descriptor per clock): sleep once. Blocking this one thread while
+    // the sleep runs on another is safe: this runs once, under the exclusive lock.
+    let slept = DispatchSemaphore(value: 0)
+    Task.detached {
+        try? await Task.sleep(for: .milliseconds(1))
+        try? await Task.sleep(nanoseconds: 1_000_000)
+        slept.signal()
+    }
+    slept.wait()
     var ends: [Int32] = [-1, -1]
     if pipe(&ends) == 0 {
         let source = DispatchSource.makeReadSource(fileDescriptor: ends[0], queue: queue)
