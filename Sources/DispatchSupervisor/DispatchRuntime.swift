@@ -69,15 +69,21 @@ public final class DispatchRuntime: SupervisorRuntime {
         if spec.userID != nil || spec.groupID != nil {
             throw SupervisionError(.startFailed, "\(path): the Dispatch runtime cannot switch user or group")
         }
-        if !notify.isNone {
-            throw SupervisionError(.startFailed, "\(path): the Dispatch runtime has no notify socket or readiness "
-                + "descriptor; use readiness .probe (or the libuv runtime)")
-        }
-        let environment: SpawnEnvironment
+        var environment: SpawnEnvironment
         switch spec.environment {
         case .inherit: environment = .inherit
         case .replace(let variables): environment = .replace(variables)
         case .inheritWithOverrides(let overrides): environment = .inheritWithOverrides(overrides)
+        }
+        // The same notify socket and readiness pipe as the libuv runtime, read by sources.
+        let notifications = DispatchNotifications(queue: queue, expectedUID: getuid(), runtime: self, onNotice: onNotice)
+        if !notify.isNone {
+            do {
+                environment = environment.applying(try notifications.prepare(notify))
+            } catch {
+                notifications.close()
+                throw SupervisionError(.startFailed, "\(path): \(error.description)")
+            }
         }
         let prepared: SpawnPreparation
         do {
@@ -118,8 +124,13 @@ public final class DispatchRuntime: SupervisorRuntime {
                 captureReadEnds.append((ends[0], fd == 1 ? "stdout" : "stderr"))
             }
         }
+        var extraFDs: [Int32] = []
+        if let descriptor = notify.readyDescriptor, notifications.pipeWriteEnd >= 0 {
+            extraFDs = Array(repeating: -1, count: Int(descriptor) - 3) + [notifications.pipeWriteEnd]
+        }
         var spawnOptions = cuvs_spawn_options()
         spawnOptions.stdio_fds = (childFDs[0], childFDs[1], childFDs[2])
+        spawnOptions.extra_count = Int32(extraFDs.count)
         spawnOptions.new_session = spec.newProcessGroup ? 1 : 0
         spawnOptions.argv = UnsafePointer(prepared.argv.pointer)
         spawnOptions.envp = UnsafePointer(prepared.environmentPointer)
@@ -129,17 +140,36 @@ public final class DispatchRuntime: SupervisorRuntime {
             defer { free(directory) }
             spawnOptions.file = file
             spawnOptions.cwd = UnsafePointer(directory)
-            return cuvs_posix_spawn(&spawnOptions, &pidfd)
+            return extraFDs.withUnsafeBufferPointer { extra in
+                spawnOptions.extra_fds = extra.baseAddress
+                return cuvs_posix_spawn(&spawnOptions, &pidfd)
+            }
         }
+        notifications.closePipeWriteEnd()
         if pid < 0 {
+            notifications.close()
             throw fail(SpawnError(errno: -pid, operation: description))
         }
         let worker = DispatchProcessWorker(pid: pid, pidfd: pidfd, ownGroup: spec.newProcessGroup, stopSignal: spec.stopSignal)
         for (fd, stream) in captureReadEnds {
             LineReader.start(fd: fd, queue: queue) { line in onOutput(stream, line) }
         }
-        worker.watch(queue: queue, onExit: onExit)
+        notifications.childPID = pid
+        notifications.start()
+        worker.watch(queue: queue) { termination in
+            // Notices sent just before the exit come first.
+            notifications.drain()
+            notifications.close()
+            onExit(termination)
+        }
         return worker
+    }
+
+    /// Notify datagrams refused so far (foreign senders, malformed or oversized messages).
+    public private(set) var droppedNotifications = DroppedNotifications()
+
+    fileprivate func dropped(_ refusal: NotifyMessage.Refusal) {
+        NotifyMessage.count(refusal, in: &droppedNotifications)
     }
 
     /// Runs an async task on the global executor; its end is reported on the queue.
@@ -408,5 +438,147 @@ final class DispatchProbe: RuntimeProbe {
         source.setCancelHandler { close(fd) }
         self.source = source
         source.resume()
+    }
+}
+
+extension SpawnEnvironment {
+    /// This policy with `changes` applied over it: a value sets, `nil` removes.
+    func applying(_ changes: [String: String?]) -> SpawnEnvironment {
+        guard !changes.isEmpty else { return self }
+        switch self {
+        case .inherit:
+            return .inheritWithOverrides(changes)
+        case .inheritWithOverrides(let overrides):
+            return .inheritWithOverrides(overrides.merging(changes) { _, new in new })
+        case .replace(var variables):
+            for (key, value) in changes { variables[key] = value }
+            return .replace(variables)
+        }
+    }
+}
+
+/// A child's notify socket and readiness pipe on the Dispatch runtime: read sources on the
+/// runtime's queue, the same acceptance rule as the libuv runtime (`NotifyMessage.accept`).
+final class DispatchNotifications {
+    private let queue: DispatchQueue
+    private let expectedUID: UInt32
+    private weak var runtime: DispatchRuntime?
+    private var onNotice: ((WorkerNotice) -> Void)?
+    private var socketFD: Int32 = -1
+    private var socketSource: (any DispatchSourceRead)?
+    private var pipeReadEnd: Int32 = -1
+    private var pipeSource: (any DispatchSourceRead)?
+    /// The readiness pipe's write end, for the child (closed in the parent after the spawn).
+    private(set) var pipeWriteEnd: Int32 = -1
+    var childPID: Int32 = 0
+
+    init(queue: DispatchQueue, expectedUID: UInt32, runtime: DispatchRuntime, onNotice: @escaping (WorkerNotice) -> Void) {
+        self.queue = queue
+        self.expectedUID = expectedUID
+        self.runtime = runtime
+        self.onNotice = onNotice
+    }
+
+    /// Opens what `setup` asks for; returns the child's environment changes.
+    func prepare(_ setup: NotifySetup) throws(SpawnError) -> [String: String?] {
+        var overrides: [String: String?] = [:]
+        if setup.notifySocket {
+            var random = SystemRandomNumberGenerator()
+            let name = "uvs/\(getpid())/" + String(random.next(), radix: 16) + String(random.next(), radix: 16)
+            let fd = cuvs_notify_socket_open(name)
+            if fd < 0 { throw SpawnError(errno: -fd, operation: "notify socket @\(name)") }
+            socketFD = fd
+            overrides["NOTIFY_SOCKET"] = "@" + name
+            overrides["WATCHDOG_PID"] = .some(nil)
+            overrides["WATCHDOG_USEC"] = setup.watchdog.map { String(max(1, $0.nanosecondsClamped / 1000)) } ?? .some(nil)
+        }
+        if setup.readyDescriptor != nil {
+            var ends: [Int32] = [-1, -1]
+            if cuvs_pipe_cloexec(&ends) != 0 { throw SpawnError(errno: cuvs_errno(), operation: "readiness pipe") }
+            _ = fcntl(ends[0], F_SETFL, fcntl(ends[0], F_GETFL) | O_NONBLOCK)
+            pipeReadEnd = ends[0]
+            pipeWriteEnd = ends[1]
+        }
+        return overrides
+    }
+
+    func closePipeWriteEnd() {
+        if pipeWriteEnd >= 0 {
+            _ = Glibc.close(pipeWriteEnd)
+            pipeWriteEnd = -1
+        }
+    }
+
+    /// Starts reading (after the spawn, once the child's pid is known).
+    func start() {
+        if socketFD >= 0 {
+            let fd = socketFD
+            let source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
+            source.setEventHandler { [weak self] in self?.drain() }
+            source.setCancelHandler {
+                source.setEventHandler(handler: nil)
+                _ = Glibc.close(fd)
+            }
+            socketSource = source
+            source.activate()
+        }
+        if pipeReadEnd >= 0 {
+            let fd = pipeReadEnd
+            let source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
+            source.setEventHandler { [weak self] in self?.readPipe() }
+            source.setCancelHandler {
+                source.setEventHandler(handler: nil)
+                _ = Glibc.close(fd)
+            }
+            pipeSource = source
+            source.activate()
+        }
+    }
+
+    /// Receives every datagram waiting now.
+    func drain() {
+        guard socketSource != nil, socketFD >= 0 else { return }
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while onNotice != nil {
+            var info = cuvs_notify_datagram()
+            let count = buffer.withUnsafeMutableBytes { cuvs_notify_receive(socketFD, $0.baseAddress, $0.count, &info) }
+            if count < 0 { return }
+            let result = NotifyMessage.accept(Array(buffer[0..<Int(count)]),
+                                              senderPID: info.sender_pid > 0 ? info.sender_pid : nil,
+                                              senderUID: info.sender_uid >= 0 ? UInt32(info.sender_uid) : nil,
+                                              truncated: info.truncated != 0, childPID: childPID, expectedUID: expectedUID)
+            switch result {
+            case .success(let notices): for notice in notices { onNotice?(notice) }
+            case .failure(let refusal): runtime?.dropped(refusal)
+            }
+        }
+    }
+
+    private func readPipe() {
+        var buffer = [UInt8](repeating: 0, count: 512)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { read(pipeReadEnd, $0.baseAddress, $0.count) }
+            if count > 0 {
+                if buffer[0..<count].contains(UInt8(ascii: "\n")), pipeSource != nil {
+                    onNotice?(.ready)
+                }
+                continue
+            }
+            if count == 0 || (cuvs_errno() != EAGAIN && cuvs_errno() != EINTR) {
+                pipeSource.take()?.cancel()
+            }
+            return
+        }
+    }
+
+    /// Stops reading; the sources close their descriptors once cancelled (or here, when they
+    /// never started).
+    func close() {
+        onNotice = nil
+        closePipeWriteEnd()
+        if let source = socketSource.take() { source.cancel() } else if socketFD >= 0 { _ = Glibc.close(socketFD) }
+        socketFD = -1
+        if let source = pipeSource.take() { source.cancel() } else if pipeReadEnd >= 0 { _ = Glibc.close(pipeReadEnd) }
+        pipeReadEnd = -1
     }
 }

@@ -65,7 +65,8 @@ package struct SpawnPreparation {
                 throw SpawnError(errno: ENOTDIR, operation: "\(description): working directory \"\(directory)\"")
             }
         }
-        if let closed = extraDescriptors.first(where: { fcntl($0, F_GETFD) < 0 }) {
+        // -1 is a gap the spawn fills (see `ProcessOptions.extraDescriptors`).
+        if let closed = extraDescriptors.first(where: { $0 >= 0 && fcntl($0, F_GETFD) < 0 }) {
             throw SpawnError(errno: EBADF, operation: "\(description): extra descriptor \(closed) is not open")
         }
         let searchPath: String?

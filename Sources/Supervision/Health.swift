@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// When a started child counts as ready: the moment its supervisor may start the next sibling
 /// (OTP's `start_link` returning from `init`; systemd's `Type=`; s6's `notification-fd`;
 /// Kubernetes' readiness probe).
@@ -234,6 +238,37 @@ public struct DroppedNotifications: Sendable, Equatable {
 
 /// systemd's notify message format: newline-separated `KEY=VALUE` assignments in one datagram.
 package enum NotifyMessage {
+    /// Why a datagram was refused.
+    package enum Refusal: Error {
+        case foreign, malformed, oversized
+    }
+
+    /// The notices of a datagram that reached a child's private notify socket, or why it is
+    /// refused. Accepted senders: the child, a process in its session (helpers such as
+    /// `systemd-notify`; the child leads its own session), or a process already gone (the
+    /// socket's name is known only from the child's environment); with credentials of root or
+    /// of the child's user. The same rule for every runtime.
+    package static func accept(_ bytes: [UInt8], senderPID: Int32?, senderUID: UInt32?, truncated: Bool,
+                               childPID: Int32, expectedUID: UInt32) -> Result<[WorkerNotice], Refusal> {
+        guard let sender = senderPID, let uid = senderUID, uid == 0 || uid == expectedUID else { return .failure(.foreign) }
+        if sender != childPID {
+            let session = getsid(sender)
+            guard session == childPID || (session < 0 && errno == ESRCH) else { return .failure(.foreign) }
+        }
+        if truncated { return .failure(.oversized) }
+        guard let notices = parse(bytes) else { return .failure(.malformed) }
+        return .success(notices)
+    }
+
+    /// Counts `refusal` in `dropped`.
+    package static func count(_ refusal: Refusal, in dropped: inout DroppedNotifications) {
+        switch refusal {
+        case .foreign: dropped.foreign += 1
+        case .malformed: dropped.malformed += 1
+        case .oversized: dropped.oversized += 1
+        }
+    }
+
     /// The notices in `bytes`, or `nil` when the datagram is malformed (not UTF-8, a NUL byte,
     /// a non-empty line without `=`, an unparsable number). Unknown keys are ignored, as
     /// systemd ignores them.

@@ -299,31 +299,17 @@ final class UVProcessWorker: RunningWorker {
         if !overrides.isEmpty { options.environment = options.environment.applying(overrides) }
     }
 
-    /// A datagram on the notify socket: accepted from the child or a process of its session.
+    /// A datagram on the notify socket: see `NotifyMessage.accept` for who is heard.
     private func received(_ datagram: NotifyDatagram, expectedUID: UInt32, runtime: UVRuntime,
                           onNotice: (WorkerNotice) -> Void) {
-        guard let childPID = process?.pid, let sender = datagram.senderPID, let uid = datagram.senderUID,
-              uid == 0 || uid == expectedUID, Self.belongs(sender, toChild: childPID) else {
-            runtime.dropped { $0.foreign += 1 }
-            return
+        guard let childPID = process?.pid else { return }
+        switch NotifyMessage.accept(datagram.bytes, senderPID: datagram.senderPID, senderUID: datagram.senderUID,
+                                    truncated: datagram.truncated, childPID: childPID, expectedUID: expectedUID) {
+        case .success(let notices):
+            for notice in notices { onNotice(notice) }
+        case .failure(let refusal):
+            runtime.dropped { NotifyMessage.count(refusal, in: &$0) }
         }
-        if datagram.truncated {
-            runtime.dropped { $0.oversized += 1 }
-            return
-        }
-        guard let notices = NotifyMessage.parse(datagram.bytes) else {
-            runtime.dropped { $0.malformed += 1 }
-            return
-        }
-        for notice in notices { onNotice(notice) }
-    }
-
-    /// Whether `sender` is the child, in its session (the child leads its own), or already gone.
-    private static func belongs(_ sender: Int32, toChild child: Int32) -> Bool {
-        if sender == child { return true }
-        let session = getsid(sender)
-        if session == child { return true }
-        return session < 0 && errno == ESRCH
     }
 
     /// Reads what is still queued, then closes the socket and the pipe.

@@ -293,3 +293,66 @@ private func canConnect(port: UInt16) -> Bool {
         pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
     }
 }
+
+@Suite("Readiness on every runtime")
+struct ReadinessOnEveryRuntimeTests {
+    private static func startOrder(_ events: [SupervisorEvent]) -> [String] {
+        events.compactMap { if case .started = $0.kind { return $0.path } else { return nil } }
+    }
+
+    @Test("READY=1 from a Python child gates its sibling; STATUS= shows", arguments: RuntimeKind.allCases)
+    func notifyGates(kind: RuntimeKind) async throws {
+        let report = try await withLiveHarness(kind) { harness in
+            let db = pythonNotifier("time.sleep(0.2)\nsend(b'STATUS=up\\nREADY=1')\ntime.sleep(60)")
+            try harness.start(SupervisorSpec(children: [
+                ChildSpec(id: "db", .process(db), readiness: .notify),
+                ChildSpec(id: "app", .process(sleeper)),
+            ]))
+            #expect(harness.run { _, events in Self.startOrder(events).contains("root/app") })
+            #expect(harness.onRuntime { _, events in Self.startOrder(events) } == ["root/db", "root/app"])
+            let readyAfter = harness.onRuntime { _, events in
+                events.compactMap { if case .ready(let after) = $0.kind { return after } else { return nil } }.first
+            }
+            #expect(try #require(readyAfter) >= .milliseconds(200))
+            #expect(harness.status("db")?.statusText == "up")
+        }
+        #expect(report == .clean)
+    }
+
+    @Test("a newline on the readiness descriptor gates the sibling", arguments: RuntimeKind.allCases)
+    func descriptorGates(kind: RuntimeKind) async throws {
+        let report = try await withLiveHarness(kind) { harness in
+            let shell = ProcessSpec(argv: ["/bin/sh", "-c", "sleep 0.1; echo >&4; exec 4>&-; exec sleep 60"])
+            try harness.start(SupervisorSpec(children: [
+                ChildSpec(id: "svc", .process(shell), readiness: .descriptor(4)),
+                ChildSpec(id: "after", .process(sleeper)),
+            ]))
+            #expect(harness.run { _, events in Self.startOrder(events).contains("root/after") })
+            #expect(harness.status("svc")?.ready == true)
+        }
+        #expect(report == .clean)
+    }
+
+    @Test("a command probe gates the sibling; a never-ready child fails its start", arguments: RuntimeKind.allCases)
+    func probesAndTimeout(kind: RuntimeKind) async throws {
+        let report = try await withLiveHarness(kind) { harness in
+            var probed = ChildSpec(id: "probed", .process(sleeper))
+            probed.readiness = .probe(.command(["/bin/true"], interval: .milliseconds(20)))
+            try harness.start(SupervisorSpec(children: [
+                probed,
+                ChildSpec(id: "mute", .process(sleeper), readiness: .notify, readyTimeout: .milliseconds(200)),
+                ChildSpec(id: "last", .process(sleeper)),
+            ]))
+            #expect(harness.run { _, events in Self.startOrder(events).contains("root/last") })
+            let muteExit = harness.onRuntime { _, events in
+                events.compactMap { event -> ExitReason? in
+                    if event.path == "root/mute", case .exited(let reason) = event.kind { return reason }
+                    return nil
+                }.first
+            }
+            guard case .startFailed(let why)? = muteExit else { Issue.record("no failed start: \(String(describing: muteExit))"); return }
+            #expect(why.contains("not ready within 200ms"))
+        }
+        #expect(report == .clean)
+    }
+}
