@@ -28,10 +28,16 @@ let workloads: [Workload] = [
              what: "a supervised task that fails at once, zero backoff: ns per restart"),
     Workload(name: "process_restart_gap", fullSize: 200, quickSize: 20, hasC: true, fixedRounds: 3,
              what: "a child that exits after 50 ms: its exit to the replacement's main, µs"),
+    Workload(name: "process_restart_to_ready", fullSize: 200, quickSize: 20, hasC: false, fixedRounds: 3,
+             what: "a child that says READY=1 at once and exits after 50 ms: its exit to the replacement's READY=1 received, µs"),
     Workload(name: "process_crash_loop", fullSize: 5_000, quickSize: 1_000, hasC: true, fixedRounds: 3,
              what: "a child that exits at once, zero backoff: restarts per second"),
     Workload(name: "idle_wakeups", fullSize: 10_000, quickSize: 1_000, hasC: false, fixedRounds: 1,
              what: "100 idle tasks + 10 sleeping children: the supervisor threads' wakeups and CPU time in the window"),
+    Workload(name: "idle_wakeups_ready", fullSize: 10_000, quickSize: 1_000, hasC: false, fixedRounds: 1,
+             what: "the same with readiness on (tasks ready(), processes READY=1 on their notify sockets)"),
+    Workload(name: "idle_wakeups_probe_1s", fullSize: 10_000, quickSize: 1_000, hasC: false, fixedRounds: 1,
+             what: "the same plus one child with a 1 s TCP liveness probe: about one wakeup per probe"),
     Workload(name: "memory_per_task", fullSize: 10_000, quickSize: 2_000, hasC: false, fixedRounds: nil,
              what: "RSS growth per supervised loop task"),
     Workload(name: "memory_per_process", fullSize: 200, quickSize: 20, hasC: false, fixedRounds: 1,
@@ -85,7 +91,7 @@ struct Driver {
             fputs("unknown workload \(only ?? ""); known: \(workloads.map(\.name).joined(separator: ", "))\n", stderr)
             return 64
         }
-        if selected.contains(where: { $0.name.hasPrefix("process_") || $0.name == "idle_wakeups" || $0.name == "memory_per_process" }) {
+        if selected.contains(where: { $0.name.hasPrefix("process_") || $0.name.hasPrefix("idle_wakeups") || $0.name == "memory_per_process" }) {
             buildPlainChildHelper(loop: loop)
         }
         var results: [(workload: Workload, side: String, samples: [Sample])] = []
@@ -108,7 +114,7 @@ struct Driver {
                         continue
                     }
                     var parsed = lines.compactMap(parse)
-                    if workload.name == "process_restart_gap" {
+                    if workload.name == "process_restart_gap" || workload.name == "process_restart_to_ready" {
                         let gaps = restartGaps(fromPulseFile: file)
                         parsed.append(("gap_p50", "µs", percentile(gaps, 50)))
                         parsed.append(("gap_p99", "µs", percentile(gaps, 99)))

@@ -140,6 +140,28 @@ enum SharedSide {
                 ChildSpec(id: "pulse", .process(ProcessSpec(argv: [childHelper, "pulse", file])))]))
             driver.wait { starts > size }
             stop()
+        case "process_restart_to_ready":
+            // The child appends its exit time ("E"); the supervisor side appends the time it
+            // received the replacement's READY=1 ("R"): the gaps are R - E, on one clock.
+            let fd = open(file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
+            var readies = 0
+            try driver.sync {
+                root = try Supervisor(SupervisorSpec(intensity: intensity, children: [
+                    ChildSpec(id: "pulse", .process(ProcessSpec(argv: [childHelper, "notify-pulse", file])), readiness: .notify),
+                ]), runtime: driver.runtime)
+                root.onEvent { event in
+                    if case .ready = event.kind {
+                        readies += 1
+                        var line = Array("R \(now())\n".utf8)
+                        _ = write(fd, &line, line.count)
+                        driver.poke()
+                    }
+                }
+                root.start()
+            }
+            driver.wait { readies > size }
+            stop()
+            close(fd)
         case "process_crash_loop":
             try start(SupervisorSpec(intensity: intensity, children: [
                 ChildSpec(id: "crasher", .process(ProcessSpec(argv: [childHelper, "exit"])))]))
@@ -152,10 +174,33 @@ enum SharedSide {
             // The supervisor's own CPU (its threads; the children are other processes).
             report("supervisor_cpu_per_restart", "µs", cpu / Double(max(1, restarts)) / 1e3)
             stop()
-        case "idle_wakeups":
+        case "idle_wakeups", "idle_wakeups_ready", "idle_wakeups_probe_1s":
             var children = idleTasks(100)
             for index in 0..<10 { children.append(ChildSpec(id: "sleeper\(index)", .process(ProcessSpec(argv: [childHelper, "sleep"])))) }
+            var listener: Int32 = -1
+            if workload != "idle_wakeups" {
+                // The same tree with readiness on: the tasks say ready() in their start, the
+                // processes READY=1 on their notify sockets (kept open, watched, silent).
+                children = (0..<100).map { index in
+                    ChildSpec(id: "t\(index)", .loopTask { context in context.onStop = { context.finish() }; context.ready() },
+                              readiness: .notify)
+                }
+                for index in 0..<10 {
+                    children.append(ChildSpec(id: "sleeper\(index)", .process(ProcessSpec(argv: [childHelper, "notify-sleep"])),
+                                              readiness: .notify))
+                }
+            }
+            if workload == "idle_wakeups_probe_1s" {
+                // Plus one child with a 1 s TCP liveness probe against a port that listens.
+                let (fd, port) = loopbackListener()
+                listener = fd
+                var probed = ChildSpec(id: "probed", .process(ProcessSpec(argv: [childHelper, "sleep"])))
+                probed.liveness = .probe(.tcp(port: port, interval: .seconds(1), timeout: .seconds(1)))
+                children.append(probed)
+            }
             try start(SupervisorSpec(children: children))
+            driver.wait { root.children().allSatisfy(\.ready) }
+            defer { if listener >= 0 { close(listener) } }
             driver.idle(seconds: 0.3)   // settle
             let idle = driver.measureIdle(seconds: Double(size) / 1000)
             report("wakeups", "count", Double(idle.wakeups))
@@ -302,4 +347,21 @@ struct SplitMix: RandomNumberGenerator {
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
     }
+}
+
+/// A TCP socket listening on a free loopback port (never accepted from: the kernel completes
+/// the handshakes on its own), and the port.
+func loopbackListener() -> (Int32, UInt16) {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let ok = withUnsafeMutablePointer(to: &address) { pointer in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            bind(fd, $0, length) == 0 && listen(fd, 128) == 0 && getsockname(fd, $0, &length) == 0
+        }
+    }
+    precondition(ok, "loopback listener")
+    return (fd, UInt16(bigEndian: address.sin_port))
 }
