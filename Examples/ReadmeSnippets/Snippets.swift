@@ -69,6 +69,28 @@ func restartTypes() -> [ChildSpec] {
     ]
 }
 
+// MARK: - Ready and alive
+
+func readyAndAlive() -> SupervisorSpec {
+    // A database that says READY=1 (sd_notify) and pings WATCHDOG=1 within its interval.
+    let postgres = ChildSpec(id: "db", .process(ProcessSpec(argv: ["/usr/lib/postgresql/15/bin/postgres"])),
+                             readiness: .notify, readyTimeout: .seconds(60),
+                             liveness: .watchdog(.seconds(10)))
+    // An HTTP server that is ready when its port accepts, and alive while a check passes.
+    var web = ChildSpec(id: "web", .process(ProcessSpec(argv: ["/srv/web", "--port", "8080"])))
+    web.readiness = .probe(.tcp(port: 8080, interval: .milliseconds(100)))
+    web.liveness = .probe(.command(["/srv/web-check"], interval: .seconds(5), timeout: .seconds(2),
+                                   failureThreshold: 3))
+    // A loop task: ready() when set up, heartbeat() while healthy.
+    let poller = ChildSpec(id: "poller", .loopTask { context in
+        context.ready()
+        context.heartbeat()
+        context.onStop = { context.finish() }
+    }, readiness: .notify, liveness: .watchdog(.seconds(2)))
+    // web starts once db is ready; poller once web's port accepts.
+    return SupervisorSpec(strategy: .restForOne, children: [postgres, web, poller])
+}
+
 // MARK: - Strategies, intensity, backoff, shutdown
 
 func strategiesAndLimits() -> SupervisorSpec {
