@@ -9,6 +9,8 @@ struct DemoOptions {
     var color: Bool
     var live: Bool
     var workerProcess = false
+    /// Internal: run as the demo's store process (says READY=1 after loading).
+    var storeProcess = false
 
     static let usage = """
     uv-supervisor-demo: a supervision tree that crashes on purpose and heals itself.
@@ -60,6 +62,8 @@ struct DemoOptions {
                 options.live = !options.json
             case "--worker-process":
                 options.workerProcess = true
+            case "--store-process":
+                options.storeProcess = true
             default:
                 fail("unknown argument \(arguments[index])")
             }

@@ -8,6 +8,7 @@ final class StoryState {
     var databaseIncarnation = 0
     var cacheFailed = false
     var parserFailed = false
+    var monitorHung = false
 }
 
 /// Builds the demo's tree. `note` prints a worker's own remark (not a supervisor event).
@@ -100,16 +101,47 @@ func makeStoryTree(loop: EventLoop, duration: Double, state: StoryState,
         ChildSpec(id: "writer", idle()),
     ])
 
+    // Ready and alive: store is a real process that takes a moment to load and says READY=1;
+    // api starts only then; monitor's heartbeat stops once (a hang, not a crash) and its
+    // watchdog has it replaced.
+    var store = ProcessSpec(argv: [ownExecutablePath(), "--store-process"])
+    store.environment = .inheritWithOverrides(["SWIFT_BACKTRACE": "enable=no"])
+    let monitor = ChildSpec(id: "monitor", .loopTask { context in
+        let beat = LoopTimer(loop: loop) {}
+        let hangsNow = !state.monitorHung
+        let startedAt = loop.now
+        beat.setHandler {
+            if hangsNow && Double(loop.now - startedAt) / 1000 >= duration * 0.45 {
+                state.monitorHung = true
+                note(context.path, "stuck (a deadlock, say): no more heartbeats")
+                beat.close()   // hung: no heartbeat, no crash
+                return
+            }
+            context.heartbeat()
+        }
+        try? beat.start(after: .milliseconds(200), repeating: .milliseconds(200))
+        context.onStop = {
+            beat.close()
+            context.finish()
+        }
+    }, shutdown: .timeout(.milliseconds(300)), liveness: .watchdog(.seconds(1)))
+    let service = SupervisorSpec(strategy: .restForOne, intensity: .default, children: [
+        ChildSpec(id: "store", .process(store), shutdown: .timeout(.seconds(2)), readiness: .notify, readyTimeout: .seconds(5)),
+        ChildSpec(id: "api", idle()),
+        monitor,
+    ])
+
     return SupervisorSpec(strategy: .oneForOne, intensity: RestartIntensity(maxRestarts: 10, period: .seconds(10)), children: [
         ChildSpec(id: "workers", .supervisor(workers)),
         ChildSpec(id: "db", .supervisor(database), backoff: .exponential(initial: .milliseconds(500), multiplier: 2, maximum: .seconds(2), jitter: 0)),
         ChildSpec(id: "cache", .supervisor(cache)),
         ChildSpec(id: "pipeline", .supervisor(pipeline)),
+        ChildSpec(id: "service", .supervisor(service)),
     ])
 }
 
 /// Strategy labels for the live view, by path.
 let strategyLabels: [String: String] = [
     "root": "oneForOne", "root/workers": "oneForOne", "root/db": "oneForOne, 2 restarts in 3s",
-    "root/cache": "oneForAll", "root/pipeline": "restForOne",
+    "root/cache": "oneForAll", "root/pipeline": "restForOne", "root/service": "restForOne, readiness and a watchdog",
 ]

@@ -9,6 +9,7 @@ import UVLoop
 
 let options = DemoOptions.parse(CommandLine.arguments)
 if options.workerProcess { runWorkerProcess() }
+if options.storeProcess { runStoreProcess() }
 setvbuf(stdout, nil, _IOLBF, 0)
 exit(runDemo(options))
 
@@ -32,6 +33,9 @@ func runDemo(_ options: DemoOptions) -> Int32 {
           db/connection         keeps failing until db exceeds 2 restarts in 3s and escalates to root
           cache                 oneForAll: one failure restarts all three
           pipeline              restForOne: the parser's failure restarts the parser and the writer
+          service/store         a real process that loads for a moment, then says READY=1 (systemd's notify protocol)
+          service/api           waits for store to be ready before it starts (as OTP's start_link)
+          service/monitor       sends a heartbeat; once it hangs, its watchdog finds it and it is replaced
         """)
 
         var interrupts = 0

@@ -51,6 +51,12 @@ struct DemoTests {
             #expect(text.contains("↻ restart in"))
             #expect(text.contains("root/db                     ‼ more than 2 restarts in 3s"))
             #expect(text.contains("(oneForAll with cache-b)"))
+            // Ready and alive: store says READY=1 after loading, api starts only then; monitor
+            // hangs once and its watchdog has it replaced.
+            let storeReady = lines.firstIndex { $0.contains("root/service/store") && $0.contains("✓ ready after") }
+            let apiStarted = lines.firstIndex { $0.contains("root/service/api") && $0.contains("▶ started") }
+            #expect(storeReady != nil && apiStarted != nil && storeReady! < apiStarted!, "api waits for store")
+            #expect(text.contains("root/service/monitor        ✗ unresponsive: watchdog: no heartbeat() within 1s"))
             #expect(text.contains("Summary"))
             #expect(!text.contains("\u{1B}["), "no colour when asked")
             // Reverse order at the end: pipeline first, workers last.
