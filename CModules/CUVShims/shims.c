@@ -493,8 +493,9 @@ long cuvs_notify_receive(int fd, void *buffer, size_t length, cuvs_notify_datagr
         .msg_iov = &vector, .msg_iovlen = 1,
         .msg_control = control.bytes, .msg_controllen = sizeof(control.bytes),
     };
+    info->has_credentials = 0;
     info->sender_pid = 0;
-    info->sender_uid = -1;
+    info->sender_uid = 0;
     info->truncated = 0;
     info->descriptors = 0;
     ssize_t received = recvmsg(fd, &message, MSG_DONTWAIT | MSG_CMSG_CLOEXEC | MSG_TRUNC);
@@ -504,8 +505,9 @@ long cuvs_notify_receive(int fd, void *buffer, size_t length, cuvs_notify_datagr
         if (header->cmsg_type == SCM_CREDENTIALS && header->cmsg_len >= CMSG_LEN(sizeof(struct ucred))) {
             struct ucred credentials;
             memcpy(&credentials, CMSG_DATA(header), sizeof(credentials));
+            info->has_credentials = 1;
             info->sender_pid = credentials.pid;
-            info->sender_uid = (int)credentials.uid;
+            info->sender_uid = credentials.uid;
         } else if (header->cmsg_type == SCM_RIGHTS) {
             size_t count = (header->cmsg_len - CMSG_LEN(0)) / sizeof(int);
             for (size_t i = 0; i < count; i++) {
@@ -530,6 +532,25 @@ int cuvs_notify_send(const char *name, const void *bytes, size_t length) {
     int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return -errno;
     ssize_t sent = sendto(fd, bytes, length, 0, (struct sockaddr *)&address, address_length);
+    int error = errno;
+    close(fd);
+    return sent < 0 ? -error : 0;
+}
+
+int cuvs_notify_send_address(const char *address, const void *bytes, size_t length) {
+    if (address == NULL) return -EINVAL;
+    if (address[0] == '@') return cuvs_notify_send(address + 1, bytes, length);
+    if (address[0] != '/') return -EAFNOSUPPORT;
+    struct sockaddr_un target;
+    size_t path_length = strlen(address);
+    if (path_length >= sizeof(target.sun_path)) return -ENAMETOOLONG;
+    memset(&target, 0, sizeof(target));
+    target.sun_family = AF_UNIX;
+    memcpy(target.sun_path, address, path_length);
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    ssize_t sent = sendto(fd, bytes, length, 0, (struct sockaddr *)&target,
+                          (socklen_t)(offsetof(struct sockaddr_un, sun_path) + path_length + 1));
     int error = errno;
     close(fd);
     return sent < 0 ? -error : 0;

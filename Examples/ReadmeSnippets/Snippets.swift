@@ -71,7 +71,7 @@ func restartTypes() -> [ChildSpec] {
 
 // MARK: - Ready and alive
 
-func readyAndAlive() -> SupervisorSpec {
+func readyAndAlive(loop: EventLoop) -> SupervisorSpec {
     // A database that says READY=1 (sd_notify) and pings WATCHDOG=1 within its interval.
     let postgres = ChildSpec(id: "db", .process(ProcessSpec(argv: ["/usr/lib/postgresql/15/bin/postgres"])),
                              readiness: .notify, readyTimeout: .seconds(60),
@@ -81,11 +81,12 @@ func readyAndAlive() -> SupervisorSpec {
     web.readiness = .probe(.tcp(port: 8080, interval: .milliseconds(100)))
     web.liveness = .probe(.command(["/srv/web-check"], interval: .seconds(5), timeout: .seconds(2),
                                    failureThreshold: 3))
-    // A loop task: ready() when set up, heartbeat() while healthy.
+    // A loop task: ready() when set up, heartbeat() while healthy (here: every 500 ms).
     let poller = ChildSpec(id: "poller", .loopTask { context in
+        let beat = LoopTimer(loop: loop) { context.heartbeat() }
+        try? beat.start(after: .milliseconds(500), repeating: .milliseconds(500))
         context.ready()
-        context.heartbeat()
-        context.onStop = { context.finish() }
+        context.onStop = { beat.close(); context.finish() }
     }, readiness: .notify, liveness: .watchdog(.seconds(2)))
     // web starts once db is ready; poller once web's port accepts.
     return SupervisorSpec(strategy: .restForOne, children: [postgres, web, poller])

@@ -25,7 +25,7 @@ let spec = SupervisorSpec(
 
 var options = DaemonOptions()
 options.logger = Logger(label: "example-daemon")
-options.configure = { root in
+options.configure = { root, _ in
     root.onEvent { event in
         if case .intensityExceeded = event.kind { print("giving up: \(event.path)") }
     }

@@ -544,8 +544,8 @@ final class DispatchNotifications {
             let count = buffer.withUnsafeMutableBytes { cuvs_notify_receive(socketFD, $0.baseAddress, $0.count, &info) }
             if count < 0 { return }
             let result = NotifyMessage.accept(Array(buffer[0..<Int(count)]),
-                                              senderPID: info.sender_pid > 0 ? info.sender_pid : nil,
-                                              senderUID: info.sender_uid >= 0 ? UInt32(info.sender_uid) : nil,
+                                              senderPID: info.has_credentials != 0 ? info.sender_pid : nil,
+                                              senderUID: info.has_credentials != 0 ? info.sender_uid : nil,
                                               truncated: info.truncated != 0, childPID: childPID, expectedUID: expectedUID)
             switch result {
             case .success(let notices): for notice in notices { onNotice?(notice) }
@@ -565,7 +565,10 @@ final class DispatchNotifications {
                 continue
             }
             if count == 0 || (cuvs_errno() != EAGAIN && cuvs_errno() != EINTR) {
+                // The cancel handler closes the descriptor: forget it here, or close() would
+                // close that number again (perhaps somebody else's by then).
                 pipeSource.take()?.cancel()
+                pipeReadEnd = -1
             }
             return
         }

@@ -46,8 +46,9 @@ enum StopPurpose {
     case groupRestart(due: Int64)
     /// ``Supervisor/terminateChild(_:completion:)``: the child becomes terminated (or is removed).
     case terminate
-    /// It failed a readiness or liveness check: it ends with this reason, decided as a failure.
-    case failed(ExitReason)
+    /// Its incarnation `generation` failed a readiness or liveness check: it ends with this
+    /// reason, decided as a failure.
+    case failed(ExitReason, generation: UInt64)
 }
 
 /// Stores `value` in `slot` and returns what was there. The caller drops the old value after

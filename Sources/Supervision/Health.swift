@@ -18,7 +18,8 @@ public enum Readiness: Sendable, Equatable {
     /// ``LoopTaskContext/ready()``, an async task ``SupervisedTask/ready()``.
     case notify
     /// A process writes a newline to this descriptor (3 to 66), which it inherits as the write
-    /// end of a pipe: s6's `notification-fd`. Descriptors between 3 and it are `/dev/null`.
+    /// end of a pipe: s6's `notification-fd`. Descriptors between 3 and it are `/dev/null`
+    /// (with `SpawnMethod.libuv`, left closed).
     case descriptor(Int32)
     /// A probe succeeds (its first success makes the child ready).
     case probe(Probe)
@@ -120,7 +121,8 @@ public enum WorkerNotice: Sendable, Equatable {
     case watchdog
     /// `WATCHDOG=trigger`: it asks to be treated as hung.
     case watchdogTrigger
-    /// `EXTEND_TIMEOUT_USEC=...`: it needs this much longer (from now) to get ready or to stop.
+    /// `EXTEND_TIMEOUT_USEC=...`: it needs this much longer (from now) to get ready (the stop
+    /// timeout is not extended).
     case extendTimeout(Duration)
     /// `STOPPING=1`: it is stopping by itself.
     case stopping
@@ -244,10 +246,13 @@ package enum NotifyMessage {
     }
 
     /// The notices of a datagram that reached a child's private notify socket, or why it is
-    /// refused. Accepted senders: the child, a process in its session (helpers such as
-    /// `systemd-notify`; the child leads its own session), or a process already gone (the
-    /// socket's name is known only from the child's environment); with credentials of root or
-    /// of the child's user. The same rule for every runtime.
+    /// refused. Accepted senders, with credentials of root or of the child's user: the child, a
+    /// process in its session (helpers such as `systemd-notify`; the child leads its own
+    /// session with `newProcessGroup`, the default), or a process already gone (a helper that
+    /// sent and exited before the datagram was read). The last clause means that any process of
+    /// the child's user (or root) can be believed: abstract socket names are listed in
+    /// `/proc/net/unix`. Other users' datagrams are always refused. The same rule for every
+    /// runtime.
     package static func accept(_ bytes: [UInt8], senderPID: Int32?, senderUID: UInt32?, truncated: Bool,
                                childPID: Int32, expectedUID: UInt32) -> Result<[WorkerNotice], Refusal> {
         guard let sender = senderPID, let uid = senderUID, uid == 0 || uid == expectedUID else { return .failure(.foreign) }
@@ -269,15 +274,15 @@ package enum NotifyMessage {
         }
     }
 
-    /// The notices in `bytes`, or `nil` when the datagram is malformed (not UTF-8, a NUL byte,
-    /// a non-empty line without `=`, an unparsable number). Unknown keys are ignored, as
-    /// systemd ignores them.
+    /// The notices in `bytes`, or `nil` when the datagram is malformed (not UTF-8, or a NUL
+    /// byte). Lines without `=`, unknown keys and unparsable values are ignored, as systemd
+    /// ignores them (a `READY=1` beside them still counts).
     package static func parse(_ bytes: [UInt8]) -> [WorkerNotice]? {
         if bytes.contains(0) { return nil }
         guard let text = String(validating: bytes, as: UTF8.self) else { return nil }
         var notices: [WorkerNotice] = []
         for line in text.split(separator: "\n", omittingEmptySubsequences: true) {
-            guard let equals = line.firstIndex(of: "=") else { return nil }
+            guard let equals = line.firstIndex(of: "=") else { continue }
             let key = line[..<equals]
             let value = line[line.index(after: equals)...]
             switch key {
@@ -290,7 +295,7 @@ package enum NotifyMessage {
             case "WATCHDOG":
                 if value == "1" { notices.append(.watchdog) } else if value == "trigger" { notices.append(.watchdogTrigger) }
             case "EXTEND_TIMEOUT_USEC":
-                guard let microseconds = Int64(value), microseconds >= 0 else { return nil }
+                guard let microseconds = Int64(value), microseconds >= 0 else { continue }
                 let (nanoseconds, overflow) = microseconds.multipliedReportingOverflow(by: 1000)
                 notices.append(.extendTimeout(.nanoseconds(overflow ? .max : nanoseconds)))
             default:

@@ -143,7 +143,7 @@ extension Supervisor {
         guard record.state == .running, let health = record.health, let settings = record.healthSettings else { return }
         switch health.phase {
         case .awaitingReady:
-            // A deferred re-arm can fire early; the recorded deadline decides.
+            // EXTEND_TIMEOUT_USEC moved the deadline; the recorded one decides.
             let left = health.readyDeadline - now
             if left > 0 { return health.deadlineTimer?.arm(afterNanoseconds: left) ?? () }
             let why = "not ready within \(formatDuration(.nanoseconds(settings.readyTimeoutNanoseconds)))" + settings.readinessHint
@@ -166,8 +166,9 @@ extension Supervisor {
     /// Stops a child that failed a check, by its shutdown policy; it ends with `reason`.
     private func fail(_ record: ChildRecord, _ health: ChildHealth, reason: ExitReason) {
         health.reset()
+        record.isReady = false
         guard record.state == .running else { return }
-        enqueueStops([(record, .failed(reason))])
+        enqueueStops([(record, .failed(reason, generation: record.generation))])
     }
 
     // MARK: Probes

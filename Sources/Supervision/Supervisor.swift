@@ -222,6 +222,7 @@ public final class Supervisor {
         record.stopPurpose = nil
         if isRestart { record.restartCount += 1 }
         record.startedAt = now ?? self.now
+        if record.statusText != nil { record.statusText = nil }   // the last incarnation's
         record.state = .running
         // Ready at once unless a check says otherwise (a nested supervisor: once its own
         // children have started).
@@ -345,7 +346,7 @@ public final class Supervisor {
         guard !record.removed, generation == record.generation, record.isActive else { return }
         // A child stopped for failing a check ends with that failure, however it ended.
         var reason = record.exitReason(for: ending)
-        if case .failed(let failure) = record.stopPurpose { reason = failure }
+        if case .failed(let failure, _) = record.stopPurpose { reason = failure }
         let wasStopping = record.state == .stopping
         record.isReady = false
         record.health?.reset()
@@ -433,7 +434,9 @@ public final class Supervisor {
                         sibling.stopPurpose = .groupRestart(due: max(existing, due))
                     }
                 case .restarting:
-                    book.schedule.reschedule(sibling, due: max(sibling.restartDue, due))
+                    // Waiting in the schedule, or already due and queued behind the start gate:
+                    // either way it now waits for this decision's due time, in the schedule.
+                    schedule(sibling, due: max(sibling.restartDue, due))
                 case .idle, .terminated:
                     if sibling.spec.restart == .temporary {
                         remove(sibling)
@@ -512,19 +515,33 @@ public final class Supervisor {
         let now = self.now
         // Only the due children are touched: O(due × log waiting), whatever else waits.
         guard let first = takeDue(now: now) else { return armRestartPass(now: now) }
-        if let second = takeDue(now: now) {
-            // Several due at once (a group restart): they start in start order, each waiting
-            // for the one before it to be ready.
-            var due = [first, second]
-            while let next = takeDue(now: now) { due.append(next) }
-            due.sort { $0.sequence < $1.sequence }
+        guard let second = takeDue(now: now) else {
+            // The common case (one child crash-looping): no allocation.
+            if let gate = startGate, first.sequence < gate.sequence {
+                startIfStillDue(first, isRestart: true, now: now, mayHoldSequence: false)
+            } else if startGate == nil && startHead >= startQueue.count {
+                startIfStillDue(first, isRestart: true, now: now)
+            } else {
+                startQueue.append((first, true))
+            }
+            return armRestartPass(now: now)
+        }
+        // Several due at once (a group restart): they start in start order, each waiting for
+        // the one before it to be ready. While a start sequence is held by a child that is not
+        // ready yet, the children before it in start order start at once (nothing waits for
+        // them); the ones after it queue behind it.
+        var due = [first, second]
+        while let next = takeDue(now: now) { due.append(next) }
+        due.sort { $0.sequence < $1.sequence }
+        if let gate = startGate {
+            let gateSequence = gate.sequence
+            for record in due where record.sequence < gateSequence {
+                startIfStillDue(record, isRestart: true, now: now, mayHoldSequence: false)
+            }
+            for record in due where record.sequence >= gateSequence { startQueue.append((record, true)) }
+        } else {
             for record in due { startQueue.append((record, true)) }
             pumpStarts(now: now)
-        } else if startGate == nil && startHead >= startQueue.count {
-            // The common case (one child crash-looping): no allocation.
-            startIfStillDue(first, isRestart: true, now: now)
-        } else {
-            startQueue.append((first, true))
         }
         armRestartPass(now: now)
     }
@@ -550,10 +567,12 @@ public final class Supervisor {
 
     /// Starts a queued child unless something changed meanwhile (it was terminated, deleted,
     /// restarted by hand, or its group failed again); holds the sequence if it must get ready.
-    private func startIfStillDue(_ record: ChildRecord, isRestart: Bool, now: Int64? = nil) {
+    private func startIfStillDue(_ record: ChildRecord, isRestart: Bool, now: Int64? = nil, mayHoldSequence: Bool = true) {
         guard !record.removed, record.state == (isRestart ? .restarting : .idle) else { return }
+        // Back in the schedule: a later group decision moved its restart (it starts from there).
+        if isRestart && book.schedule.contains(record) { return }
         startRecord(record, isRestart: isRestart, now: now)
-        if record.state == .running && !record.isReady { startGate = record }
+        if mayHoldSequence && record.state == .running && !record.isReady { startGate = record }
     }
 
     /// A child became ready: the start sequence it held goes on.
@@ -595,6 +614,8 @@ public final class Supervisor {
             let (record, purpose) = stopQueue[stopHead]
             stopHead += 1
             if record.removed { continue }
+            // A check failed by an earlier incarnation concerns only that one.
+            if case .failed(_, let generation) = purpose, generation != record.generation { continue }
             switch record.state {
             case .running:
                 beginStop(record, purpose: purpose)
@@ -701,7 +722,7 @@ public final class Supervisor {
                     record.state = .restarting
                     schedule(record, due: due)
                 }
-            case .failed(let failure):
+            case .failed(let failure, _):
                 // Stopped for failing a check: decided as the failure it is (unless it had
                 // already ended by itself, and that end was decided).
                 if reason != nil && isRunning { decideRestart(record, reason: failure) }

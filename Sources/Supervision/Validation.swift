@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Spec validation: every rule is checked before anything starts or changes.
 enum Validation {
     static func validate(_ spec: SupervisorSpec, path: String) throws(SupervisionError) {
@@ -155,6 +159,10 @@ enum Validation {
         case .tcp(let host, let port):
             if host.isEmpty || port == 0 {
                 throw SupervisionError(.invalidSpec, "\(path): the \(role) probe needs a host and a port other than 0")
+            }
+            var address = [UInt8](repeating: 0, count: 16)
+            if inet_pton(host.contains(":") ? AF_INET6 : AF_INET, host, &address) != 1 {
+                throw SupervisionError(.invalidSpec, "\(path): the \(role) probe's host \"\(host)\" is not a numeric IPv4 or IPv6 address")
             }
         case .command(let argv):
             if argv.first?.isEmpty ?? true {

@@ -93,26 +93,30 @@ package final class NotifySocket {
         self.handler = handler
         var drainLater: (() -> Void)?
         watcher = try ReadableDescriptor(loop: loop, owning: fd) { drainLater?() }
-        drainLater = { [weak self] in self?.drain() }
+        drainLater = { [weak self] in self?.drain(limit: 64) }
     }
 
     deinit {
         watcher.close()
     }
 
-    /// Receives every datagram waiting now (also called right before the child's exit is
-    /// reported, so that a `READY=1` sent just before it is not lost).
-    package func drain() {
+    /// Receives the datagrams waiting now, at most `limit` (the poll callback takes 64 per
+    /// wakeup, so a flood cannot hold the loop; the poll fires again for the rest). Also called
+    /// right before the child's exit is reported, so that a `READY=1` sent just before it is
+    /// not lost.
+    package func drain(limit: Int = 4096) {
         guard watcher.isOpen else { return }
         var buffer = [UInt8](repeating: 0, count: Self.maximumLength)
-        while handler != nil {
+        var left = limit
+        while handler != nil && left > 0 {
+            left -= 1
             var info = cuvs_notify_datagram()
             let count = buffer.withUnsafeMutableBytes { cuvs_notify_receive(watcher.fd, $0.baseAddress, $0.count, &info) }
             if count < 0 { break }   // EAGAIN: nothing more (other errors: nothing to read either)
             let datagram = NotifyDatagram(
                 bytes: Array(buffer[0..<Int(count)]),
-                senderPID: info.sender_pid > 0 ? info.sender_pid : nil,
-                senderUID: info.sender_uid >= 0 ? UInt32(info.sender_uid) : nil,
+                senderPID: info.has_credentials != 0 ? info.sender_pid : nil,
+                senderUID: info.has_credentials != 0 ? info.sender_uid : nil,
                 truncated: info.truncated != 0, descriptors: Int(info.descriptors))
             handler?(datagram)
         }
@@ -154,6 +158,10 @@ package final class ReadinessPipe {
         closeWriteEnd()
         watcher?.close()
     }
+
+    /// Reads what the child wrote (also called right before its exit is reported, so that a
+    /// newline written just before it is not lost).
+    package func drain() { readable() }
 
     private func readable() {
         guard let watcher else { return }

@@ -7,14 +7,26 @@ import UVLoop
 
 /// Options for ``SupervisorDaemon/run(_:options:)``.
 public struct DaemonOptions {
+    /// When the daemon tells its manager it is ready (`READY=1`, with `Type=notify`).
+    public enum ReadyCondition: Sendable, Equatable {
+        /// Once every child of the root is ready (see ``Readiness``; nested supervisors once
+        /// their own children are). The default.
+        case allChildren
+        /// Once every significant child of the root is ready.
+        case significantChildren
+        /// As soon as the tree has started.
+        case started
+    }
+
     /// The root supervisor's name (default `root`).
     public var name: String = "root"
-    /// Where events are logged (default: none).
-    public var logger: Logger? = nil
+    /// Where events are logged (default: standard error, `info` and up; `nil` for silence).
+    public var logger: Logger? = Logger(label: "uv-supervisor", factory: { label in StreamLogHandler.standardError(label: label) })
     /// The whole tree's shutdown deadline after SIGTERM or a first SIGINT (default 10 s).
     public var shutdownTimeout: Duration = .seconds(10)
     /// Report loop iterations busier than this as ``SupervisorEvent/Kind/loopLag(_:)`` events on
-    /// the root (default 250 ms; `nil` turns the watchdog off).
+    /// the root (default 250 ms; `nil` turns the watchdog off). A stall also skips the next
+    /// systemd watchdog ping.
     public var lagThreshold: Duration? = .milliseconds(250)
     /// Seeds backoff jitter (default: random).
     public var randomSeed: UInt64? = nil
@@ -22,8 +34,11 @@ public struct DaemonOptions {
     public var spawnMethod: SpawnMethod = .preferred
     /// The signal children get if the daemon dies, even by SIGKILL (default SIGKILL; pidfd only).
     public var parentDeathSignal: Int32? = SIGKILL
-    /// Called with the root before it starts: add event handlers here.
-    public var configure: ((Supervisor) -> Void)? = nil
+    /// Under systemd (`NOTIFY_SOCKET` set): when to send `READY=1` (default: all children ready).
+    public var readyWhen: ReadyCondition = .allChildren
+    /// Called with the root and its loop before the root starts: add event handlers, timers,
+    /// anything else that lives on the loop.
+    public var configure: ((Supervisor, EventLoop) -> Void)? = nil
 
     /// The defaults.
     public init() {}
@@ -41,10 +56,23 @@ public enum SupervisorDaemon {
     /// ``DaemonOptions/shutdownTimeout`` (reverse order, stop signals, kills at the timeouts);
     /// a second SIGINT kills what is left at once. Then the loop is torn down (every handle
     /// closed) and the root's final reason returned.
+    ///
+    /// Under systemd with `Type=notify` (`NOTIFY_SOCKET` set) it tells its manager `READY=1`
+    /// (see ``DaemonOptions/readyWhen``) with `MAINPID=`, a one-line `STATUS=` when it changes,
+    /// `STOPPING=1` when shutdown begins, and `WATCHDOG=1` at half of `WATCHDOG_USEC` while the
+    /// loop is healthy; without `NOTIFY_SOCKET` nothing is sent and no timer runs.
     /// - Throws: ``SupervisionError`` for an invalid spec, ``UVError`` when the loop cannot start.
     public static func run(_ spec: SupervisorSpec, options: DaemonOptions = DaemonOptions()) throws -> ExitReason {
+        try run(options: options) { _ in spec }
+    }
+
+    /// The same, with the spec built on the daemon's loop: loop tasks that make their own timers
+    /// or I/O capture `loop` (`SupervisorDaemon.run { loop in mySpec(loop: loop) }`).
+    public static func run(options: DaemonOptions = DaemonOptions(),
+                           _ makeSpec: (EventLoop) throws -> SupervisorSpec) throws -> ExitReason {
         let loop = try EventLoop()
         let runtime = UVRuntime(loop: loop, spawnMethod: options.spawnMethod, parentDeathSignal: options.parentDeathSignal)
+        let spec = try makeSpec(loop)
         let root = try Supervisor(spec, name: options.name, runtime: runtime, logger: options.logger, randomSeed: options.randomSeed)
         var interrupts = 0
         let timeout = options.shutdownTimeout
@@ -53,19 +81,25 @@ public enum SupervisorDaemon {
             interrupts += 1
             root.shutdown(within: interrupts == 1 ? timeout : .zero)
         }
+        let reports = SystemdNotifier.fromEnvironment().map {
+            ManagerReports(notifier: $0, root: root, loop: loop, readyWhen: options.readyWhen)
+        }
         var watchdog: LoopLagWatchdog?
         if let threshold = options.lagThreshold {
             watchdog = try LoopLagWatchdog(loop: loop, threshold: threshold) { lag in
+                reports?.stalledSinceLastPing = true
                 root.events.emit(SupervisorEvent(path: root.path, time: runtime.nowNanoseconds, kind: .loopLag(lag), restartCount: 0))
             }
         }
+        try reports?.start()
         root.onTermination { _ in
             terminate.close()
             interrupt.close()
             watchdog?.close()
+            reports?.close()
             loop.stop()
         }
-        options.configure?(root)
+        options.configure?(root, loop)
         root.start()
         if root.finalReason == nil { loop.run(.untilStopped) }
         try loop.close()

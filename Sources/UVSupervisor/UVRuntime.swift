@@ -317,6 +317,7 @@ final class UVProcessWorker: RunningWorker {
         notifySocket?.drain()
         notifySocket?.close()
         notifySocket = nil
+        readinessPipe?.drain()
         readinessPipe?.close()
         readinessPipe = nil
     }

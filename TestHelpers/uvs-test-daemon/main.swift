@@ -93,7 +93,7 @@ let children = (0..<count).map { index in
     ChildSpec(id: "c\(index)", .process(ProcessSpec(argv: ["/bin/sleep", "600"])), shutdown: .timeout(.seconds(2)))
 }
 var options = DaemonOptions()
-options.configure = { root in
+options.configure = { root, _ in
     root.onEvent { event in
         switch event.kind {
         case .started(let pid): print("started \(event.path) \(pid ?? 0)")

@@ -1,4 +1,7 @@
-import Supervision
+#if canImport(Glibc)
+import Glibc
+#endif
+@testable import Supervision
 import SupervisionTesting
 import Testing
 
@@ -288,4 +291,75 @@ struct HealthValidationTests {
         spec.readiness = .started
         #expect(spec.readiness == .started && spec.readyTimeout == .seconds(30))
     }
+}
+
+@Suite("Readiness and liveness: regressions from review")
+struct HealthRegressionTests {
+    private let generous = RestartIntensity(maxRestarts: 100, period: .seconds(1))
+
+    @Test("a group restart while later siblings queue behind the gate keeps them down until the failed child's turn")
+    func groupRestartWhileQueued() throws {
+        let h = try Harness(SupervisorSpec(strategy: .oneForAll, intensity: generous, children: [
+            ChildSpec(id: "a", .process(ProcessSpec(argv: ["/bin/true"])),
+                      backoff: .exponential(initial: .seconds(5), jitter: 0), readiness: .notify),
+            process("b"), process("c")]))
+        h.start()
+        h.runtime.notify("root/a", .ready)
+        h.runtime.exit("root/b", .exited(1))
+        h.runtime.advance(by: .zero)            // a restarted (the gate), b and c queued behind it
+        h.runtime.exit("root/a", .exited(1))    // a fails before READY=1
+        #expect(h.runtime.runningPaths.isEmpty, "b and c wait for the group's turn")
+        h.runtime.advance(by: .seconds(5))
+        #expect(h.runtime.runningPaths == ["root/a"], "a first; the others once it is ready")
+        h.runtime.notify("root/a", .ready)
+        #expect(h.runtime.runningPaths == ["root/a", "root/b", "root/c"])
+    }
+
+    @Test("a failed check of an earlier incarnation does not stop the next one")
+    func staleFailedStop() throws {
+        var x = ChildSpec(id: "x", .process(ProcessSpec(argv: ["/bin/true"])), restart: .transient)
+        x.liveness = .watchdog(.seconds(1))
+        let h = try Harness(SupervisorSpec(intensity: generous, children: [process("y", shutdown: .timeout(.seconds(10))), x]))
+        h.runtime.stopBehaviour["root/y"] = .ignores
+        h.start()
+        try h.root.terminateChild("y")            // the stop queue is busy for 10 s
+        h.runtime.advance(by: .seconds(1))         // x misses its watchdog: its stop is queued
+        h.runtime.exit("root/x", .exited(0))       // then ends by itself (transient, normal)
+        try h.root.restartChild("x")               // a new incarnation
+        for _ in 0..<19 {
+            h.runtime.advance(by: .milliseconds(500))
+            h.runtime.notify("root/x", .watchdog)
+        }
+        h.runtime.advance(by: .milliseconds(100))
+        #expect(!h.runtime.actions.contains(.requestStop("root/x")))
+    }
+
+    @Test("a restart of a child before the gate goes ahead; status lines do not outlive their incarnation")
+    func earlierRestartNotHeldAndStatusCleared() throws {
+        let h = try Harness(SupervisorSpec(children: [process("early"), notifying("slow", readyTimeout: .seconds(60))]))
+        h.start()
+        h.runtime.notify("root/early", .status("warm"))
+        h.runtime.exit("root/early", .exited(1))
+        h.runtime.advance(by: .zero)
+        #expect(h.status("early")?.state == .running, "not held behind slow, which waits for READY=1")
+        #expect(h.status("early")?.statusText == nil)
+    }
+
+    @Test("lines without = and bad numbers are ignored beside a READY=1, as systemd does; NUL or bad UTF-8 is malformed")
+    func lenientParsing() {
+        // The parser is the runtimes' (the manual runtime takes notices as they are): checked
+        // through the acceptance rule, as if sent by the child itself.
+        let parsed = notices(Array("garbage\nEXTEND_TIMEOUT_USEC=abc\nREADY=1".utf8))
+        #expect(parsed == [.ready])
+        #expect(notices([0x52, 0x00]) == nil)
+        #expect(notices([0xff, 0xfe]) == nil)
+    }
+}
+
+/// The notices the shared parser finds in `bytes` (via the acceptance rule, as the child itself).
+private func notices(_ bytes: [UInt8]) -> [WorkerNotice]? {
+    let me = getpid()
+    guard case .success(let result) = NotifyMessage.accept(bytes, senderPID: me, senderUID: getuid(), truncated: false,
+                                                           childPID: me, expectedUID: getuid()) else { return nil }
+    return result
 }

@@ -6,6 +6,7 @@ import Testing
 import TestSupport
 import UVLoop
 import UVSupervisor
+import DispatchSupervisor
 
 /// A Python child speaking systemd's notify protocol by hand: `NOTIFY_SOCKET` with its
 /// abstract `@` name, `script` run with `send(bytes)` defined.
@@ -247,16 +248,21 @@ struct ReadinessLiveTests {
         let report = try await withCheckedLoop { loop in
             let tree = try LiveTree(loop, SupervisorSpec(children: [
                 ChildSpec(id: "task", .asyncTask {
-                    try await Task.sleep(for: .milliseconds(100))
+                    // No Task.sleep: its timers are dispatch's, whose descriptors are made lazily
+                    // (per clock and queue) and would read as a leak here. Loop turns instead.
+                    for _ in 0..<200 { await Task.yield() }
                     SupervisedTask.status("loaded")
                     SupervisedTask.ready()
-                    while !Task.isCancelled { try await Task.sleep(for: .milliseconds(50)) }
+                    let (stop, keep) = AsyncStream<Void>.makeStream()
+                    for await _ in stop {}   // until cancelled: the stop request
+                    keep.finish()
                 }, readiness: .notify),
                 ChildSpec(id: "after", .process(sleeper)),
             ]))
             tree.root.start()
             #expect(tree.run { startTime(tree, "root/after") != nil })
-            #expect(try #require(readyEvent(tree, "root/task")).after >= .milliseconds(100))
+            let ready = try #require(readyEvent(tree, "root/task"))
+            #expect(try #require(startTime(tree, "root/after")) >= ready.time, "after waited for the task")
             #expect(tree.status("task")?.statusText == "loaded")
             _ = tree.stop()
         }
@@ -354,5 +360,64 @@ struct ReadinessOnEveryRuntimeTests {
             #expect(why.contains("not ready within 200ms"))
         }
         #expect(report == .clean)
+    }
+}
+
+@Suite("Readiness regressions on the Dispatch runtime")
+struct DispatchReadinessRegressionTests {
+    @Test("a readiness pipe closed by the child (s6's echo >&3; exec 3>&-) is closed once: descriptors opened since stay open")
+    func pipeClosedOnce() async throws {
+        let stillOpen = try await ExclusiveResources.run { () throws -> Bool in
+            let runtime = DispatchRuntime()
+            let events = LockedEvents()
+            let shell = ProcessSpec(argv: ["/bin/sh", "-c", "echo >&3; exec 3>&-; sleep 0.3"])
+            let root: Supervisor = try runtime.queue.sync {
+                let root = try Supervisor(SupervisorSpec(children: [
+                    ChildSpec(id: "svc", .process(shell), restart: .temporary, readiness: .descriptor(3)),
+                ]), runtime: runtime)
+                root.onEvent { events.append($0.kind) }
+                root.start()
+                return root
+            }
+            #expect(events.wait { $0.contains { if case .ready = $0 { return true } else { return false } } })
+            // The child closed its end: the read end saw EOF and was closed. Open descriptors now;
+            // one of them may reuse that number.
+            runtime.queue.sync {}
+            let mine = (0..<8).map { _ in open("/dev/null", O_RDONLY | O_CLOEXEC) }
+            defer { mine.forEach { close($0) } }
+            #expect(events.wait { $0.contains { if case .exited = $0 { return true } else { return false } } })
+            runtime.queue.sync { withExtendedLifetime(root) {} }
+            return mine.allSatisfy { fcntl($0, F_GETFD) >= 0 }
+        }
+        #expect(stillOpen, "a descriptor of ours was closed behind our back")
+    }
+}
+
+/// Events gathered on a Dispatch queue, waited for from the test's thread.
+private final class LockedEvents: @unchecked Sendable {
+    private var kinds: [SupervisorEvent.Kind] = []
+    private let lock = NSLockLike()
+
+    func append(_ kind: SupervisorEvent.Kind) { lock.withLock { kinds.append(kind) } }
+
+    /// Polls (every 10 ms, at most 10 s) until `condition` holds on the events so far.
+    func wait(_ condition: ([SupervisorEvent.Kind]) -> Bool) -> Bool {
+        for _ in 0..<1000 {
+            if lock.withLock({ condition(kinds) }) { return true }
+            usleep(10_000)
+        }
+        return false
+    }
+}
+
+/// A pthread mutex (the tests use no Foundation).
+private final class NSLockLike: @unchecked Sendable {
+    private var mutex = pthread_mutex_t()
+    init() { pthread_mutex_init(&mutex, nil) }
+    deinit { pthread_mutex_destroy(&mutex) }
+    func withLock<T>(_ body: () -> T) -> T {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return body()
     }
 }

@@ -50,8 +50,9 @@ int cuvs_notify_socket_open(const char *name);
 
 /// What `cuvs_notify_receive` learnt about one datagram besides its bytes.
 typedef struct cuvs_notify_datagram {
-    int sender_pid;        // from SCM_CREDENTIALS; 0 when none came
-    int sender_uid;        // -1 when none came
+    int has_credentials;   // 1 when SCM_CREDENTIALS came (it always does with SO_PASSCRED)
+    int sender_pid;        // from SCM_CREDENTIALS
+    unsigned sender_uid;   // from SCM_CREDENTIALS
     int truncated;         // 1 when the datagram was longer than the buffer (its rest is lost)
     int descriptors;       // descriptors it carried (SCM_RIGHTS), already closed
 } cuvs_notify_datagram;
@@ -60,6 +61,10 @@ typedef struct cuvs_notify_datagram {
 /// closed at once (nothing here accepts them). Returns the number of bytes stored, or -errno
 /// (-EAGAIN when none is waiting).
 long cuvs_notify_receive(int fd, void *buffer, size_t length, cuvs_notify_datagram *info);
+
+/// Sends `length` bytes as one datagram to a notify socket given as systemd gives it in
+/// `NOTIFY_SOCKET`: `@name` (abstract) or an absolute path. 0 or -errno.
+int cuvs_notify_send_address(const char *address, const void *bytes, size_t length);
 
 /// Sends `length` bytes as one datagram to the abstract socket `name` (tests, probes): 0 or -errno.
 int cuvs_notify_send(const char *name, const void *bytes, size_t length);
