@@ -2,6 +2,7 @@
 // killing it with SIGKILL, sending it SIGTERM. It prints one line per event:
 //   started <path> <pid>      stopping <path>      exited <path> <reason>      final <reason>
 // Usage: uvs-test-daemon CHILDREN   (CHILDREN sleeping process children c0, c1, ...)
+//        uvs-test-daemon systemd    (under a test-played systemd: see below)
 //        uvs-test-daemon memory tasks N
 //        uvs-test-daemon memory processes N PROGRAM
 //            N restarts of one crashing loop task (or of PROGRAM exiting 0), alone in this
@@ -83,6 +84,49 @@ if CommandLine.arguments.count >= 4 && CommandLine.arguments[1] == "memory" {
     do {
         try measureRestarts(kind: CommandLine.arguments[2], restarts: Int(CommandLine.arguments[3]) ?? 1000,
                             program: CommandLine.arguments.count > 4 ? CommandLine.arguments[4] : nil)
+    } catch {
+        print("error \(error)")
+        exit(2)
+    }
+}
+if CommandLine.arguments.count >= 2 && CommandLine.arguments[1] == "systemd" {
+    // Under a (test-played) systemd: a child that gets ready after 300 ms (READY=1 on its own
+    // notify socket), and a heartbeat loop task built on the daemon's loop, as the README's.
+    // SIGUSR2 blocks the loop for 1.5 s (a stalled loop must stop the watchdog pings).
+    var options = DaemonOptions()
+    options.logger = nil
+    options.lagThreshold = .milliseconds(100)
+    var blocker: SignalWatcher?
+    options.configure = { root, loop in
+        blocker = try? SignalWatcher(loop: loop, signal: SIGUSR2) { _ in
+            print("blocking")
+            usleep(1_500_000)
+            print("unblocked")
+        }
+        root.onEvent { event in
+            switch event.kind {
+            case .ready: print("ready \(event.path)")
+            case .supervisorStopping: print("stopping \(event.path)")
+            default: break
+            }
+        }
+        root.onTermination { _ in blocker?.close() }
+    }
+    let script = "import os, socket, time\na = os.environ['NOTIFY_SOCKET']\na = '\\0' + a[1:]\ntime.sleep(0.3)\n"
+        + "socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b'READY=1', a)\ntime.sleep(600)\n"
+    do {
+        let reason = try SupervisorDaemon.run(options: options) { loop in
+            SupervisorSpec(children: [
+                ChildSpec(id: "db", .process(ProcessSpec(argv: ["/usr/bin/env", "python3", "-c", script])), readiness: .notify),
+                ChildSpec(id: "heartbeat", .loopTask { context in
+                    let timer = LoopTimer(loop: loop) { context.heartbeat() }
+                    try? timer.start(after: .milliseconds(100), repeating: .milliseconds(100))
+                    context.onStop = { timer.close(); context.finish() }
+                }),
+            ])
+        }
+        print("final \(reason)")
+        exit(reason.exitStatus)
     } catch {
         print("error \(error)")
         exit(2)

@@ -1,6 +1,6 @@
 import Testing
 import UVSupervisor
-import UVLoop
+@testable import UVLoop
 import TestSupport
 #if canImport(Glibc)
 import Glibc
@@ -13,8 +13,13 @@ private final class DaemonUnderTest {
     var outputEnded = false
     private(set) var process: ChildProcess!
 
-    init(loop: EventLoop, children: Int) throws {
-        var options = ProcessOptions(argv: [daemonHelperPath, "\(children)"])
+    convenience init(loop: EventLoop, children: Int) throws {
+        try self.init(loop: loop, arguments: ["\(children)"])
+    }
+
+    init(loop: EventLoop, arguments: [String], environment: [String: String?] = [:]) throws {
+        var options = ProcessOptions(argv: [daemonHelperPath] + arguments)
+        options.environment = .inheritWithOverrides(environment)
         options.stdout = .pipe
         // Weak: the loop's teardown can still deliver the pipe's end after the test let go.
         process = try ChildProcess.spawn(on: loop, options, onOutput: { [weak self] output in
@@ -67,6 +72,44 @@ struct DaemonTests {
             #expect(stops == ["stopping root/c2", "stopping root/c1", "stopping root/c0"])
             #expect(daemon.lines.last == "final shutdown")
             #expect(children.values.allSatisfy { !isAlive($0) })
+        }
+        #expect(report == .clean)
+    }
+
+    @Test("under systemd (played by the test): READY=1 once the children are ready, STATUS on change, WATCHDOG=1 only while the loop is healthy, STOPPING=1")
+    func systemdNotify() async throws {
+        let report = try await withCheckedLoop { loop in
+            var datagrams: [(time: UInt64, text: String)] = []
+            let manager = try NotifySocket(loop: loop) { datagrams.append((EventLoop.hrtime(), String(decoding: $0.bytes, as: UTF8.self))) }
+            let spawnedAt = EventLoop.hrtime()
+            let daemon = try DaemonUnderTest(loop: loop, arguments: ["systemd"],
+                                             environment: ["NOTIFY_SOCKET": manager.environmentValue, "WATCHDOG_USEC": "400000"])
+            func first(_ prefix: String) -> (time: UInt64, text: String)? { datagrams.first { $0.text.hasPrefix(prefix) } }
+            #expect(runLoop(loop) { first("READY=1") != nil })
+            let ready = try #require(first("READY=1"))
+            #expect(ready.time - spawnedAt >= 300_000_000, "READY=1 waits for the child's own READY=1 (300 ms)")
+            #expect(ready.text.contains("MAINPID=\(daemon.process.pid)"))
+            let statuses = datagrams.filter { $0.text.hasPrefix("STATUS=") }.map(\.text)
+            #expect(statuses.first?.contains("starting") == true, "\(statuses)")
+            #expect(Set(statuses).count == statuses.count, "sent only when it changes: \(statuses)")
+            // Pings at half of WATCHDOG_USEC (200 ms) while healthy.
+            let healthyFrom = EventLoop.hrtime()
+            runLoop(loop, timeout: .seconds(1)) { false }
+            let pings = { datagrams.filter { $0.text == "WATCHDOG=1" }.map(\.time) }
+            #expect(pings().filter { $0 >= healthyFrom }.count >= 3)
+            // A stalled loop sends none, and skips the first one after the stall.
+            try daemon.process.signal(SIGUSR2)
+            #expect(runLoop(loop) { daemon.lines.contains("unblocked") })
+            runLoop(loop, timeout: .milliseconds(800)) { false }
+            let times = pings()
+            let longestGap = zip(times, times.dropFirst()).map { $1 - $0 }.max() ?? 0
+            #expect(longestGap >= 1_500_000_000, "no ping while the loop was blocked (longest gap \(longestGap / 1_000_000) ms)")
+            #expect(times.last.map { $0 > EventLoop.hrtime() - 700_000_000 } == true, "pings resume once healthy")
+            try daemon.process.signal(SIGTERM)
+            #expect(runLoop(loop) { daemon.exit != nil && daemon.outputEnded })
+            #expect(daemon.exit == .exited(0))
+            #expect(runLoop(loop) { first("STOPPING=1") != nil })
+            manager.close()
         }
         #expect(report == .clean)
     }
