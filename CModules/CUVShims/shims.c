@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <signal.h>
 
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
@@ -554,4 +555,127 @@ int cuvs_notify_send_address(const char *address, const void *bytes, size_t leng
     int error = errno;
     close(fd);
     return sent < 0 ? -error : 0;
+}
+
+// MARK: descendant sentinel
+
+#define SENTINEL_MAX_GROUPS 65536
+static int sentinel_groups[SENTINEL_MAX_GROUPS];
+static int sentinel_group_count;
+static char sentinel_cookie[256];
+static size_t sentinel_cookie_length;
+static char sentinel_buffer[65536 + 256];
+
+struct linux_dirent64_record {
+    unsigned long long d_ino;
+    long long d_off;
+    unsigned short d_reclen;
+    unsigned char d_type;
+    char d_name[];
+};
+
+static int sentinel_environment_has_cookie(const char *pid_name) {
+    char path[64] = "/proc/";
+    size_t length = 6;
+    for (const char *c = pid_name; *c && length < 40; c++) path[length++] = *c;
+    memcpy(path + length, "/environ", 9);
+    int fd = (int)syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
+    if (fd < 0) return 0;
+    size_t kept = 0;
+    int found = 0;
+    for (;;) {
+        long count = syscall(SYS_read, fd, sentinel_buffer + kept, 65536);
+        if (count <= 0) break;
+        size_t total = kept + (size_t)count;
+        if (memmem(sentinel_buffer, total, sentinel_cookie, sentinel_cookie_length) != NULL) { found = 1; break; }
+        // Keep the tail, in case the cookie straddles two reads.
+        kept = total < sentinel_cookie_length ? total : sentinel_cookie_length;
+        memmove(sentinel_buffer, sentinel_buffer + total - kept, kept);
+    }
+    syscall(SYS_close, fd);
+    return found;
+}
+
+/// Kills every process (but itself) whose environment holds the cookie; returns how many.
+static int sentinel_kill_by_cookie(void) {
+    static char entries[16384];
+    int killed = 0;
+    int directory = (int)syscall(SYS_openat, AT_FDCWD, "/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+    if (directory < 0) return 0;
+    long self = syscall(SYS_getpid);
+    for (;;) {
+        long count = syscall(SYS_getdents64, directory, entries, sizeof(entries));
+        if (count <= 0) break;
+        for (long offset = 0; offset < count;) {
+            struct linux_dirent64_record *entry = (struct linux_dirent64_record *)(entries + offset);
+            offset += entry->d_reclen;
+            long pid = 0;
+            const char *c = entry->d_name;
+            if (*c < '1' || *c > '9') continue;
+            for (; *c >= '0' && *c <= '9'; c++) pid = pid * 10 + (*c - '0');
+            if (*c != 0 || pid == self) continue;
+            if (sentinel_environment_has_cookie(entry->d_name)) {
+                syscall(SYS_kill, (int)pid, SIGKILL);
+                killed++;
+            }
+        }
+    }
+    syscall(SYS_close, directory);
+    return killed;
+}
+
+static void sentinel_main(int pipe_read) {
+    // Only the pipe is kept: nothing else of the daemon's stays open here.
+    if (pipe_read > 0) syscall(SYS_close_range, 0U, (unsigned)pipe_read - 1, 0U);
+    syscall(SYS_close_range, (unsigned)pipe_read + 1, ~0U, 0U);
+    struct sigaction ignore;
+    memset(&ignore, 0, sizeof(ignore));
+    ignore.sa_handler = SIG_IGN;
+    int ignored[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGPIPE };
+    for (size_t i = 0; i < sizeof(ignored) / sizeof(ignored[0]); i++) sigaction(ignored[i], &ignore, NULL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    prctl(PR_SET_NAME, "uvs-sentinel", 0, 0, 0);
+    int record;
+    for (;;) {
+        long count = syscall(SYS_read, pipe_read, &record, sizeof(record));
+        if (count == (long)sizeof(record)) {
+            if (record > 0 && sentinel_group_count < SENTINEL_MAX_GROUPS) {
+                sentinel_groups[sentinel_group_count++] = record;
+            } else if (record < 0) {
+                for (int i = 0; i < sentinel_group_count; i++) {
+                    if (sentinel_groups[i] == -record) {
+                        sentinel_groups[i] = sentinel_groups[--sentinel_group_count];
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        if (count < 0 && errno == EINTR) continue;
+        break;   // end of file (the daemon is gone) or an error
+    }
+    for (int i = 0; i < sentinel_group_count; i++) syscall(SYS_kill, -sentinel_groups[i], SIGKILL);
+    for (int pass = 0; pass < 5 && sentinel_cookie_length > 0; pass++) {
+        if (sentinel_kill_by_cookie() == 0) break;
+    }
+    syscall(SYS_exit_group, 0);
+}
+
+int cuvs_sentinel_start(int pipe_read, int pipe_write, const char *cookie) {
+    size_t length = cookie ? strlen(cookie) : 0;
+    if (length >= sizeof(sentinel_cookie)) return -ENAMETOOLONG;
+    memcpy(sentinel_cookie, cookie ? cookie : "", length);
+    sentinel_cookie_length = length;
+    sentinel_group_count = 0;
+    // A raw fork (clone without CLONE_VM): no atfork handlers run, and the child touches only
+    // static memory and system calls.
+    long pid = syscall(SYS_clone, (unsigned long)SIGCHLD, 0UL, 0UL, 0UL, 0UL);
+    if (pid < 0) return -errno;
+    if (pid == 0) {
+        syscall(SYS_close, pipe_write);
+        sentinel_main(pipe_read);
+    }
+    return (int)pid;
 }

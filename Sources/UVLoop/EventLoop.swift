@@ -55,6 +55,12 @@ public final class EventLoop {
     /// Child processes whose exit has not been reported yet (teardown kills them).
     var liveProcesses: [ObjectIdentifier: ChildProcess] = [:]
 
+    /// Whether `pid` is a child process this loop spawned and has not reaped yet (the orphan
+    /// reaper of a daemon must leave those to their own exit watch).
+    package func spawnedChild(_ pid: Int32) -> Bool {
+        liveProcesses.values.contains { $0.pid == pid }
+    }
+
     /// Creates a loop owned by the calling thread.
     public init() throws(UVError) {
         let loop = UnsafeMutablePointer<uv_loop_t>.allocate(capacity: 1)

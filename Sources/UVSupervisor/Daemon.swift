@@ -36,6 +36,19 @@ public struct DaemonOptions {
     public var parentDeathSignal: Int32? = SIGKILL
     /// Under systemd (`NOTIFY_SOCKET` set): when to send `READY=1` (default: all children ready).
     public var readyWhen: ReadyCondition = .allChildren
+    /// Leave no descendant behind, even when the daemon is SIGKILLed (default `true`): the
+    /// daemon becomes a child subreaper (orphaned descendants are re-parented to it, reaped, and
+    /// killed when it stops), and a small sentinel process kills every worker's process group,
+    /// and every process carrying the daemon's cookie (`UVS_DAEMON_COOKIE` in its environment),
+    /// once the daemon is gone.
+    public var killDescendants: Bool = true
+    /// Reap orphans re-parented to the daemon (default `true`; needed as a container's PID 1
+    /// and with ``killDescendants``). Never takes the exit status of a supervised child.
+    public var reapOrphans: Bool = true
+    /// Signals passed on to every process worker (its group) instead of being handled by the
+    /// daemon; `nil` (the default) means SIGHUP, SIGUSR1 and SIGUSR2 when the daemon is PID 1
+    /// (a container's runtime sends them to PID 1 only), none otherwise.
+    public var forwardedSignals: [Int32]? = nil
     /// Called with the root and its loop before the root starts: add event handlers, timers,
     /// anything else that lives on the loop.
     public var configure: ((Supervisor, EventLoop) -> Void)? = nil
@@ -81,6 +94,21 @@ public enum SupervisorDaemon {
             interrupts += 1
             root.shutdown(within: interrupts == 1 ? timeout : .zero)
         }
+        // A container's PID 1, or a subreaper: orphans come to us and must be reaped.
+        let isInit = getpid() == 1
+        let sentinel = options.killDescendants ? DescendantSentinel.start() : nil
+        if let sentinel {
+            runtime.childEnvironment[sentinel.cookie.name] = sentinel.cookie.value
+            runtime.processGroupObserver = { group, started in sentinel.note(group: group, started: started) }
+            OrphanReaper.becomeSubreaper()
+        }
+        let reaper = options.reapOrphans || sentinel != nil ? try OrphanReaper(loop: loop) : nil
+        let forwarded = options.forwardedSignals ?? (isInit ? [SIGHUP, SIGUSR1, SIGUSR2] : [])
+        let forwarders = try forwarded.map { signal in
+            try SignalWatcher(loop: loop, signal: signal) { signal in
+                for pid in root.processWorkerPIDs() where kill(-pid, signal) != 0 { kill(pid, signal) }
+            }
+        }
         let reports = SystemdNotifier.fromEnvironment().map {
             ManagerReports(notifier: $0, root: root, loop: loop, readyWhen: options.readyWhen)
         }
@@ -97,12 +125,17 @@ public enum SupervisorDaemon {
             interrupt.close()
             watchdog?.close()
             reports?.close()
+            forwarders.forEach { $0.close() }
             loop.stop()
         }
         options.configure?(root, loop)
         root.start()
         if root.finalReason == nil { loop.run(.untilStopped) }
+        // Descendants that outlived their supervised parents (adopted as a subreaper) go too.
+        reaper?.killRemaining()
+        reaper?.close()
         try loop.close()
+        sentinel?.close()
         return root.finalReason ?? .shutdown
     }
 }

@@ -44,6 +44,10 @@ public final class UVRuntime: SupervisorRuntime {
 
     /// Notify datagrams refused so far (foreign senders, malformed or oversized messages).
     public private(set) var droppedNotifications = DroppedNotifications()
+    /// Environment changes for every process worker (the daemon's descendant cookie).
+    var childEnvironment: [String: String?] = [:]
+    /// Told when a process worker in its own group starts (`true`) and when it has exited.
+    var processGroupObserver: ((_ group: Int32, _ started: Bool) -> Void)?
 
     /// A runtime on `loop`. Call it on the loop's thread.
     public init(loop: EventLoop, spawnMethod: SpawnMethod = .preferred, parentDeathSignal: Int32? = SIGKILL) {
@@ -140,6 +144,7 @@ public final class UVRuntime: SupervisorRuntime {
             onOutput(stream == .standardOutput ? "stdout" : "stderr", line)
         } : nil
         let worker = UVProcessWorker(stopSignal: spec.stopSignal)
+        if !childEnvironment.isEmpty { options.environment = options.environment.applying(childEnvironment) }
         if !notify.isNone {
             do {
                 try worker.prepareNotifications(notify, on: loop, options: &options,
@@ -149,8 +154,10 @@ public final class UVRuntime: SupervisorRuntime {
                 throw SupervisionError(.startFailed, error.description)
             }
         }
+        let observer = spec.newProcessGroup ? processGroupObserver : nil
         do {
             worker.process = try ChildProcess.spawn(on: loop, options, onOutput: lineHandler) { [weak worker] exit in
+                if let observer, let pid = worker?.pid { observer(pid, false) }
                 // Notices sent just before the exit come first.
                 worker?.closeNotifications()
                 switch exit {
@@ -163,6 +170,7 @@ public final class UVRuntime: SupervisorRuntime {
             throw SupervisionError(.startFailed, error.description)
         }
         worker.readinessPipe?.closeWriteEnd()
+        if let observer, let pid = worker.pid { observer(pid, true) }
         return worker
     }
 

@@ -3,6 +3,8 @@
 //   started <path> <pid>      stopping <path>      exited <path> <reason>      final <reason>
 // Usage: uvs-test-daemon CHILDREN   (CHILDREN sleeping process children c0, c1, ...)
 //        uvs-test-daemon systemd    (under a test-played systemd: see below)
+//        uvs-test-daemon family     (a child with a grandchild and a setsid'd great-grandchild)
+//        uvs-test-daemon pid1       (for a PID namespace: a storm of orphans and a crashing child)
 //        uvs-test-daemon memory tasks N
 //        uvs-test-daemon memory processes N PROGRAM
 //            N restarts of one crashing loop task (or of PROGRAM exiting 0), alone in this
@@ -132,6 +134,57 @@ if CommandLine.arguments.count >= 2 && CommandLine.arguments[1] == "systemd" {
         exit(2)
     }
 }
+/// Prints the events the tests read, output lines included.
+func printEvents(_ root: Supervisor) {
+    root.onEvent { event in
+        switch event.kind {
+        case .started(let pid): print("started \(event.path) \(pid ?? 0)")
+        case .stopping: print("stopping \(event.path)")
+        case .exited(let reason): print("exited \(event.path) \(reason)")
+        case .output(_, let line): print("output \(event.path) \(line)")
+        case .supervisorStarted where event.path == "root": print("ready")
+        default: break
+        }
+    }
+}
+
+if CommandLine.arguments.count >= 2 && ["family", "pid1"].contains(CommandLine.arguments[1]) {
+    var options = DaemonOptions()
+    options.logger = nil
+    options.configure = { root, _ in printEvents(root) }
+    var children: [ChildSpec] = []
+    if CommandLine.arguments[1] == "family" {
+        // A child with a grandchild in its group and a great-grandchild that left for a
+        // session of its own (setsid): none may survive a SIGKILLed daemon.
+        var family = ProcessSpec(argv: ["/bin/sh", "-c", """
+            sleep 600 & echo "grandchild $!"
+            sh -c 'setsid sleep 601 & echo "great-grandchild $!"; exec sleep 602' & echo "grandchild $!"
+            exec sleep 603
+            """])
+        family.stdout = .capture
+        children = [ChildSpec(id: "family", .process(family))]
+    } else {
+        // PID 1 of a PID namespace: a storm of orphans (each subshell exits and leaves its
+        // sleep to PID 1) while another child crashes and is restarted over and over.
+        let storm = ProcessSpec(argv: ["/bin/sh", "-c", "i=0; while [ $i -lt 40 ]; do (sleep 0.01 &); i=$((i+1)); sleep 0.02; done; exec sleep 600"])
+        let crasher = ProcessSpec(argv: ["/bin/sh", "-c", "sleep 0.02; exit 1"])
+        children = [
+            ChildSpec(id: "storm", .process(storm)),
+            ChildSpec(id: "crasher", .process(crasher)),
+            ChildSpec(id: "last", .process(ProcessSpec(argv: ["/bin/sleep", "600"]))),
+        ]
+    }
+    do {
+        let reason = try SupervisorDaemon.run(SupervisorSpec(intensity: RestartIntensity(maxRestarts: 10_000, period: .seconds(1)),
+                                                             children: children), options: options)
+        print("final \(reason)")
+        exit(reason.exitStatus)
+    } catch {
+        print("error \(error)")
+        exit(2)
+    }
+}
+
 let count = CommandLine.arguments.count > 1 ? Int(CommandLine.arguments[1]) ?? 3 : 3
 let children = (0..<count).map { index in
     ChildSpec(id: "c\(index)", .process(ProcessSpec(argv: ["/bin/sleep", "600"])), shutdown: .timeout(.seconds(2)))

@@ -17,8 +17,12 @@ private final class DaemonUnderTest {
         try self.init(loop: loop, arguments: ["\(children)"])
     }
 
-    init(loop: EventLoop, arguments: [String], environment: [String: String?] = [:]) throws {
-        var options = ProcessOptions(argv: [daemonHelperPath] + arguments)
+    convenience init(loop: EventLoop, arguments: [String], environment: [String: String?] = [:]) throws {
+        try self.init(loop: loop, command: [daemonHelperPath] + arguments, environment: environment)
+    }
+
+    init(loop: EventLoop, command: [String], environment: [String: String?] = [:]) throws {
+        var options = ProcessOptions(argv: command)
         options.environment = .inheritWithOverrides(environment)
         options.stdout = .pipe
         // Weak: the loop's teardown can still deliver the pipe's end after the test let go.
@@ -112,5 +116,74 @@ struct DaemonTests {
             manager.close()
         }
         #expect(report == .clean)
+    }
+
+    @Test("a SIGKILLed daemon leaves nothing: no child, grandchild or setsid'd great-grandchild within 1 s")
+    func nothingSurvivesSIGKILL() async throws {
+        let report = try await withCheckedLoop { loop in
+            let daemon = try DaemonUnderTest(loop: loop, arguments: ["family"])
+            let descendants = {
+                daemon.lines.compactMap { line -> Int32? in
+                    let parts = line.split(separator: " ")
+                    return parts.count == 4 && parts[0] == "output" && parts[2].hasSuffix("child") ? Int32(parts[3]) : nil
+                }
+            }
+            #expect(runLoop(loop) { descendants().count == 3 && daemon.childPids().count == 1 })
+            let all = descendants() + Array(daemon.childPids().values)
+            #expect(all.allSatisfy(isAlive))
+            try daemon.process.signal(SIGKILL)
+            #expect(runLoop(loop) { daemon.exit != nil })
+            let killedAt = EventLoop.hrtime()
+            #expect(runLoop(loop, timeout: .seconds(1)) { all.allSatisfy { !isAlive($0) } },
+                    "still alive after 1 s: \(all.filter(isAlive))")
+            #expect(EventLoop.hrtime() - killedAt < 1_000_000_000)
+        }
+        #expect(report == .clean)
+    }
+
+    @Test("as PID 1 of a PID namespace: orphans are reaped while a child crash-loops (no exit lost); SIGTERM stops the tree in order")
+    func pidOne() async throws {
+        let report = try await withCheckedLoop { loop in
+            try runPidOneScenario(loop)
+        }
+        #expect(report == .clean)
+    }
+}
+
+private func runPidOneScenario(_ loop: EventLoop) throws {
+    let daemon = try DaemonUnderTest(loop: loop, command: ["/usr/bin/unshare", "--pid", "--fork", "--mount-proc", daemonHelperPath, "pid1"])
+    let started = runLoop(loop) { daemon.lines.contains("ready") }
+    #expect(started, "unshare failed: \(daemon.lines)")
+    // The daemon is unshare's child: PID 1 inside, this pid outside.
+    let inner = OrphanProbe.children(of: daemon.process.pid).first ?? -1
+    #expect(inner > 0)
+    // The storm runs for about a second; the crasher restarts every ~20 ms meanwhile.
+    _ = runLoop(loop, timeout: .milliseconds(1500)) { false }
+    let crashes = daemon.lines.filter { $0.hasPrefix("exited root/crasher") }.count
+    #expect(crashes >= 20, "every crash noticed while orphans were reaped: \(crashes)")
+    // No zombie left under PID 1 once the storm is over (bounded wait for the last ones).
+    let reaped = runLoop(loop, timeout: .seconds(2)) { OrphanProbe.zombieChildren(of: inner).isEmpty }
+    #expect(reaped, "zombies under PID 1: \(OrphanProbe.zombieChildren(of: inner))")
+    kill(inner, SIGTERM)
+    let ended = runLoop(loop) { daemon.exit != nil && daemon.outputEnded }
+    #expect(ended)
+    #expect(daemon.exit == .exited(0))
+    let stops = daemon.lines.filter { $0.hasPrefix("stopping root/") }
+    #expect(stops.first == "stopping root/last")
+    #expect(stops.last == "stopping root/storm")
+}
+
+/// Reads process relations from /proc.
+enum OrphanProbe {
+    static func children(of pid: Int32) -> [Int32] {
+        let text = readSmallFile("/proc/\(pid)/task/\(pid)/children") ?? ""
+        return text.split(separator: " ").compactMap { Int32($0) }
+    }
+
+    static func zombieChildren(of pid: Int32) -> [Int32] {
+        children(of: pid).filter { child in
+            guard let stat = readSmallFile("/proc/\(child)/stat"), let close = stat.lastIndex(of: ")") else { return false }
+            return stat[stat.index(close, offsetBy: 2)] == "Z"
+        }
     }
 }

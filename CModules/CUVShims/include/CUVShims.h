@@ -69,6 +69,19 @@ int cuvs_notify_send_address(const char *address, const void *bytes, size_t leng
 /// Sends `length` bytes as one datagram to the abstract socket `name` (tests, probes): 0 or -errno.
 int cuvs_notify_send(const char *name, const void *bytes, size_t length);
 
+/// Starts the descendant sentinel: a forked copy of this process that runs only the C code of
+/// `cuvs_sentinel_main` (system calls on static memory: safe after a fork of a threaded
+/// program), holding no descriptor but the read end of `pipe_read`. It reads 4-byte records
+/// from it: a positive number adds a process group to kill, a negative one removes it. When the
+/// pipe reports end of file (every copy of the write end is closed: the daemon has exited or
+/// died, even by SIGKILL) it kills every registered group, then every process whose
+/// environment holds `cookie` (a `NAME=value` string its descendants inherit), scanning /proc
+/// until none is left (at most a few passes), and exits. It ignores SIGINT, SIGTERM, SIGHUP,
+/// SIGQUIT, SIGUSR1 and SIGUSR2 (a terminal's signal to the group must not take it first).
+/// Returns its pid, or -errno. The caller closes `pipe_read` afterwards and keeps the write end
+/// (close-on-exec, so children do not hold it).
+int cuvs_sentinel_start(int pipe_read, int pipe_write, const char *cookie);
+
 /// Options for `cuvs_spawn`: the Linux fast path that `uv_spawn` cannot offer
 /// (it has no hook between fork and exec).
 typedef struct cuvs_spawn_options {
