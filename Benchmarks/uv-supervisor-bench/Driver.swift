@@ -30,6 +30,10 @@ let workloads: [Workload] = [
              what: "a child that exits after 50 ms: its exit to the replacement's main, µs"),
     Workload(name: "process_restart_to_ready", fullSize: 200, quickSize: 20, hasC: false, fixedRounds: 3,
              what: "a child that says READY=1 at once and exits after 50 ms: its exit to the replacement's READY=1 received, µs"),
+    Workload(name: "daemon_restart_gap", fullSize: 200, quickSize: 20, hasC: false, fixedRounds: 3,
+             what: "process_restart_gap inside SupervisorDaemon.run without the descendant sentinel (libuv only), µs"),
+    Workload(name: "daemon_restart_gap_sentinel", fullSize: 200, quickSize: 20, hasC: false, fixedRounds: 3,
+             what: "the same with the sentinel (the default), µs"),
     Workload(name: "process_crash_loop", fullSize: 5_000, quickSize: 1_000, hasC: true, fixedRounds: 3,
              what: "a child that exits at once, zero backoff: restarts per second"),
     Workload(name: "idle_wakeups", fullSize: 10_000, quickSize: 1_000, hasC: false, fixedRounds: 1,
@@ -91,7 +95,7 @@ struct Driver {
             fputs("unknown workload \(only ?? ""); known: \(workloads.map(\.name).joined(separator: ", "))\n", stderr)
             return 64
         }
-        if selected.contains(where: { $0.name.hasPrefix("process_") || $0.name.hasPrefix("idle_wakeups") || $0.name == "memory_per_process" }) {
+        if selected.contains(where: { $0.name.hasPrefix("process_") || $0.name.hasPrefix("daemon_") || $0.name.hasPrefix("idle_wakeups") || $0.name == "memory_per_process" }) {
             buildPlainChildHelper(loop: loop)
         }
         var results: [(workload: Workload, side: String, samples: [Sample])] = []
@@ -100,7 +104,7 @@ struct Driver {
             let size = quick ? workload.quickSize : workload.fullSize
             let roundCount = quick ? (workload.fixedRounds == nil ? 3 : 1) : (workload.fixedRounds ?? rounds)
             if !json { fputs("running \(workload.name) (size \(size), \(roundCount) round\(roundCount == 1 ? "" : "s"))...\n", stderr) }
-            let sides = workload.hasC ? ["c", "uv", "dispatch"] : ["uv", "dispatch"]
+            let sides = workload.name.hasPrefix("daemon_") ? ["uv"] : workload.hasC ? ["c", "uv", "dispatch"] : ["uv", "dispatch"]
             var samples: [String: [String: Sample]] = [:]
             var order: [String: [String]] = [:]
             // Round-robin over the sides, so that a machine that drifts (turbo, neighbours on
@@ -114,7 +118,8 @@ struct Driver {
                         continue
                     }
                     var parsed = lines.compactMap(parse)
-                    if workload.name == "process_restart_gap" || workload.name == "process_restart_to_ready" {
+                    if workload.name == "process_restart_gap" || workload.name == "process_restart_to_ready"
+                        || workload.name.hasPrefix("daemon_restart_gap") {
                         let gaps = restartGaps(fromPulseFile: file)
                         parsed.append(("gap_p50", "µs", percentile(gaps, 50)))
                         parsed.append(("gap_p99", "µs", percentile(gaps, 99)))

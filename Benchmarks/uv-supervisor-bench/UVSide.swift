@@ -94,6 +94,25 @@ enum UVSide {
             report("per_restart", "ns", Double(now() - t0) / Double(size))
             root.shutdown()
             loop.run()
+        case "daemon_restart_gap", "daemon_restart_gap_sentinel":
+            // process_restart_gap inside SupervisorDaemon.run, without and with the descendant
+            // sentinel (a pipe write per start and per exit, the cookie in the environment).
+            var options = DaemonOptions()
+            options.logger = nil
+            options.killDescendants = workload.hasSuffix("_sentinel")
+            options.reapOrphans = options.killDescendants
+            options.configure = { root, _ in
+                var starts = 0
+                root.onEvent { event in
+                    guard case .started = event.kind, event.path == "root/pulse" else { return }
+                    starts += 1
+                    if starts > size { root.shutdown() }
+                }
+            }
+            _ = try SupervisorDaemon.run(options: options) { _ in
+                SupervisorSpec(intensity: RestartIntensity(maxRestarts: 100_000_000, period: .milliseconds(1)), children: [
+                    ChildSpec(id: "pulse", .process(ProcessSpec(argv: [childHelper, "pulse", file])))])
+            }
         default:
             try SharedSide.run(workload, size: size, file: file, on: .uv(loop))
         }

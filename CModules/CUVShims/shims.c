@@ -68,6 +68,13 @@ int cuvs_pidfd_reap(int pidfd, int *exit_code, int *term_signal) {
     return 1;
 }
 
+int cuvs_peek_exited_child(void) {
+    siginfo_t info;
+    memset(&info, 0, sizeof(info));
+    if (waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT) != 0) return -errno;
+    return info.si_pid;
+}
+
 int cuvs_set_child_subreaper(int on) {
     return prctl(PR_SET_CHILD_SUBREAPER, on ? 1 : 0, 0, 0, 0);
 }
@@ -559,9 +566,8 @@ int cuvs_notify_send_address(const char *address, const void *bytes, size_t leng
 
 // MARK: descendant sentinel
 
-#define SENTINEL_MAX_GROUPS 65536
-static int sentinel_groups[SENTINEL_MAX_GROUPS];
-static int sentinel_group_count;
+static const volatile int *sentinel_groups;
+static int sentinel_capacity;
 static char sentinel_cookie[256];
 static size_t sentinel_cookie_length;
 static char sentinel_buffer[65536 + 256];
@@ -637,38 +643,34 @@ static void sentinel_main(int pipe_read) {
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     prctl(PR_SET_NAME, "uvs-sentinel", 0, 0, 0);
-    int record;
+    // A session (and process group) of its own: whoever kills the daemon's group (a manager's
+    // stop, a shell's job control, a supervisor's kill-the-group-on-exit) must not take the
+    // sentinel with it before it has done its job.
+    syscall(SYS_setsid);
+    char byte;
     for (;;) {
-        long count = syscall(SYS_read, pipe_read, &record, sizeof(record));
-        if (count == (long)sizeof(record)) {
-            if (record > 0 && sentinel_group_count < SENTINEL_MAX_GROUPS) {
-                sentinel_groups[sentinel_group_count++] = record;
-            } else if (record < 0) {
-                for (int i = 0; i < sentinel_group_count; i++) {
-                    if (sentinel_groups[i] == -record) {
-                        sentinel_groups[i] = sentinel_groups[--sentinel_group_count];
-                        break;
-                    }
-                }
-            }
-            continue;
-        }
+        long count = syscall(SYS_read, pipe_read, &byte, 1);
         if (count < 0 && errno == EINTR) continue;
-        break;   // end of file (the daemon is gone) or an error
+        if (count > 0) continue;   // nothing is written; ignore it if something is
+        break;                     // end of file: the daemon is gone
     }
-    for (int i = 0; i < sentinel_group_count; i++) syscall(SYS_kill, -sentinel_groups[i], SIGKILL);
+    for (int i = 0; i < sentinel_capacity; i++) {
+        int group = sentinel_groups[i];
+        if (group > 0) syscall(SYS_kill, -group, SIGKILL);
+    }
     for (int pass = 0; pass < 5 && sentinel_cookie_length > 0; pass++) {
         if (sentinel_kill_by_cookie() == 0) break;
     }
     syscall(SYS_exit_group, 0);
 }
 
-int cuvs_sentinel_start(int pipe_read, int pipe_write, const char *cookie) {
+int cuvs_sentinel_start(int pipe_read, int pipe_write, const char *cookie, const volatile int *groups, int capacity) {
     size_t length = cookie ? strlen(cookie) : 0;
     if (length >= sizeof(sentinel_cookie)) return -ENAMETOOLONG;
     memcpy(sentinel_cookie, cookie ? cookie : "", length);
     sentinel_cookie_length = length;
-    sentinel_group_count = 0;
+    sentinel_groups = groups;
+    sentinel_capacity = groups ? capacity : 0;
     // A raw fork (clone without CLONE_VM): no atfork handlers run, and the child touches only
     // static memory and system calls.
     long pid = syscall(SYS_clone, (unsigned long)SIGCHLD, 0UL, 0UL, 0UL, 0UL);

@@ -83,6 +83,28 @@ public enum SupervisorDaemon {
     /// or I/O capture `loop` (`SupervisorDaemon.run { loop in mySpec(loop: loop) }`).
     public static func run(options: DaemonOptions = DaemonOptions(),
                            _ makeSpec: (EventLoop) throws -> SupervisorSpec) throws -> ExitReason {
+        try runRecordingForce(options: options, makeSpec).reason
+    }
+
+    /// Runs the tree (as ``run(options:_:)``) and exits the process with a status a service or
+    /// container manager understands, as tini and s6-overlay do: 0 after a clean stop, 1 when
+    /// the root gave up (restart intensity exceeded), 128 + n when a repeated signal n forced
+    /// the stop (a second SIGINT: 130), 2 when the tree could not even start (invalid spec,
+    /// no loop), with the error on standard error.
+    public static func main(options: DaemonOptions = DaemonOptions(),
+                            _ makeSpec: (EventLoop) throws -> SupervisorSpec) -> Never {
+        do {
+            let (reason, forcingSignal) = try runRecordingForce(options: options, makeSpec)
+            if let forcingSignal { exit(128 + forcingSignal) }
+            exit(reason.exitStatus)
+        } catch {
+            fputs("uv-supervisor: \(error)\n", stderr)
+            exit(2)
+        }
+    }
+
+    private static func runRecordingForce(options: DaemonOptions,
+                                          _ makeSpec: (EventLoop) throws -> SupervisorSpec) throws -> (reason: ExitReason, forcingSignal: Int32?) {
         let loop = try EventLoop()
         let runtime = UVRuntime(loop: loop, spawnMethod: options.spawnMethod, parentDeathSignal: options.parentDeathSignal)
         let spec = try makeSpec(loop)
@@ -90,8 +112,10 @@ public enum SupervisorDaemon {
         var interrupts = 0
         let timeout = options.shutdownTimeout
         let terminate = try SignalWatcher(loop: loop, signal: SIGTERM) { _ in root.shutdown(within: timeout) }
+        var forcingSignal: Int32?
         let interrupt = try SignalWatcher(loop: loop, signal: SIGINT) { _ in
             interrupts += 1
+            if interrupts > 1 { forcingSignal = SIGINT }
             root.shutdown(within: interrupts == 1 ? timeout : .zero)
         }
         // A container's PID 1, or a subreaper: orphans come to us and must be reaped.
@@ -136,7 +160,7 @@ public enum SupervisorDaemon {
         reaper?.close()
         try loop.close()
         sentinel?.close()
-        return root.finalReason ?? .shutdown
+        return (root.finalReason ?? .shutdown, forcingSignal)
     }
 }
 

@@ -6,46 +6,83 @@ import Supervision
 import UVLoop
 
 /// Makes sure no descendant outlives the daemon, even when the daemon is SIGKILLed: a sentinel
-/// process (a fork that runs only C code, see `cuvs_sentinel_start`) learns the process group
-/// of every process worker, and when the daemon is gone (its end of a pipe closes) kills those
-/// groups and then every process that still carries the daemon's cookie in its environment:
-/// grandchildren that left the group (`setsid`) included, as long as they kept the environment.
+/// process (a fork that runs only C code, see `cuvs_sentinel_start`) sleeps until the daemon is
+/// gone (its end of a pipe closes), then kills the process group of every process worker still
+/// listed in a table the two share, and then every process that still carries the daemon's
+/// cookie in its environment: grandchildren that left the group (`setsid`) included, as long as
+/// they kept the environment.
+///
+/// The table is an anonymous shared mapping made before the fork: the daemon lists a group with
+/// a plain store when a worker starts and clears it when the worker has exited, so a restart
+/// costs no system call and never wakes the sentinel. (Telling it through the pipe cost a
+/// context switch per start and per exit: +230 µs on the restart gap.)
 final class DescendantSentinel {
     /// The environment variable every process worker inherits.
     let cookie: (name: String, value: String)
     let pid: Int32
     private var writeEnd: Int32
+    /// The shared table: loop-confined on this side; the sentinel reads it only once the daemon
+    /// is gone. Accessed only through `note(group:started:)`, within `capacity`.
+    private let table: UnsafeMutablePointer<Int32>
+    private let capacity: Int
+    private var slotOfGroup: [Int32: Int] = [:]
+    private var freeSlots: [Int] = []
+    private var nextSlot = 0
 
     /// Starts the sentinel; `nil` when it cannot (then nothing changes).
-    static func start() -> DescendantSentinel? {
+    static func start(capacity: Int = 65_536) -> DescendantSentinel? {
         var random = SystemRandomNumberGenerator()
         let value = "\(getpid())-" + String(random.next(), radix: 16)
         let name = "UVS_DAEMON_COOKIE"
+        let bytes = capacity * MemoryLayout<Int32>.stride
+        guard let mapping = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0),
+              mapping != MAP_FAILED else { return nil }
+        // Zero-filled by the kernel, and only the pages touched ever take memory.
+        let table = mapping.bindMemory(to: Int32.self, capacity: capacity)
         var ends: [Int32] = [-1, -1]
-        guard cuvs_pipe_cloexec(&ends) == 0 else { return nil }
-        // Registrations never block the loop: when the pipe is full they are dropped, and the
-        // cookie still finds those processes.
-        _ = fcntl(ends[1], F_SETFL, fcntl(ends[1], F_GETFL) | O_NONBLOCK)
-        let pid = cuvs_sentinel_start(ends[0], ends[1], "\(name)=\(value)")
+        guard cuvs_pipe_cloexec(&ends) == 0 else {
+            munmap(mapping, bytes)
+            return nil
+        }
+        let pid = cuvs_sentinel_start(ends[0], ends[1], "\(name)=\(value)", table, Int32(capacity))
         Glibc.close(ends[0])
         guard pid > 0 else {
             Glibc.close(ends[1])
+            munmap(mapping, bytes)
             return nil
         }
-        return DescendantSentinel(cookie: (name, value), pid: pid, writeEnd: ends[1])
+        return DescendantSentinel(cookie: (name, value), pid: pid, writeEnd: ends[1], table: table, capacity: capacity)
     }
 
-    private init(cookie: (name: String, value: String), pid: Int32, writeEnd: Int32) {
+    private init(cookie: (name: String, value: String), pid: Int32, writeEnd: Int32,
+                 table: UnsafeMutablePointer<Int32>, capacity: Int) {
         self.cookie = cookie
         self.pid = pid
         self.writeEnd = writeEnd
+        self.table = table
+        self.capacity = capacity
     }
 
-    /// A process group to kill if the daemon dies (`started`), or one that is gone.
+    /// A process group to kill if the daemon dies (`started`), or one that is gone. Beyond the
+    /// table's capacity, groups are not listed (the cookie still finds their processes).
     func note(group: Int32, started: Bool) {
         guard writeEnd >= 0, group > 0 else { return }
-        var record = started ? group : -group
-        _ = write(writeEnd, &record, MemoryLayout<Int32>.size)
+        if started {
+            let slot: Int
+            if let free = freeSlots.popLast() {
+                slot = free
+            } else if nextSlot < capacity {
+                slot = nextSlot
+                nextSlot += 1
+            } else {
+                return
+            }
+            table[slot] = group
+            slotOfGroup[group] = slot
+        } else if let slot = slotOfGroup.removeValue(forKey: group) {
+            table[slot] = 0
+            freeSlots.append(slot)
+        }
     }
 
     /// The daemon ends normally: the sentinel sweeps what is left (nothing, after a clean
@@ -56,6 +93,7 @@ final class DescendantSentinel {
         writeEnd = -1
         var status: Int32 = 0
         waitpid(pid, &status, 0)
+        munmap(UnsafeMutableRawPointer(table), capacity * MemoryLayout<Int32>.stride)
     }
 }
 
@@ -65,16 +103,39 @@ final class DescendantSentinel {
 final class OrphanReaper {
     private let loop: EventLoop
     private var watcher: SignalWatcher?
+    private var queued = false
 
     init(loop: EventLoop) throws(UVError) {
         self.loop = loop
-        watcher = try SignalWatcher(loop: loop, signal: SIGCHLD) { [weak self] _ in self?.reap() }
+        watcher = try SignalWatcher(loop: loop, signal: SIGCHLD) { [weak self] _ in self?.reapSoon() }
         reap()
     }
 
-    /// Reaps every exited child that is not one of the loop's.
+    /// After this turn: the loop's own children are reaped by their exit watches first, so
+    /// that usually one `waitid` peek finds nothing left to do.
+    private func reapSoon() {
+        guard !queued else { return }
+        queued = true
+        loop.runSoon { [weak self] in
+            self?.queued = false
+            self?.reap()
+        }
+    }
+
+    /// Reaps every exited child that is not one of the loop's: peeks (without reaping) at an
+    /// exited child; an orphan is reaped by pid; one of the loop's children, still waiting for
+    /// its exit watch, hides the others from the peek, so then every child is checked by pid.
     func reap() {
-        for pid in Self.children() where !loop.spawnedChild(pid) {
+        while true {
+            let pid = cuvs_peek_exited_child()
+            if pid <= 0 { return }
+            if loop.spawnedChild(pid) {
+                for child in Self.children() where !loop.spawnedChild(child) {
+                    var info = siginfo_t()
+                    _ = waitid(P_PID, id_t(child), &info, WEXITED | WNOHANG)
+                }
+                return
+            }
             var info = siginfo_t()
             _ = waitid(P_PID, id_t(pid), &info, WEXITED | WNOHANG)
         }

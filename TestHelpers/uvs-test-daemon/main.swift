@@ -185,6 +185,19 @@ if CommandLine.arguments.count >= 2 && ["family", "pid1"].contains(CommandLine.a
     }
 }
 
+if CommandLine.arguments.count >= 2 && CommandLine.arguments[1] == "main" {
+    // SupervisorDaemon.main's exit statuses: a child that ignores SIGTERM, so a second SIGINT
+    // has to force the stop (130).
+    var options = DaemonOptions()
+    options.logger = nil
+    options.configure = { root, _ in printEvents(root) }
+    var stubborn = ProcessSpec(argv: ["/bin/sh", "-c", "trap '' TERM INT; echo trapped; while :; do sleep 1; done"])
+    stubborn.stdout = .capture
+    SupervisorDaemon.main(options: options) { _ in
+        SupervisorSpec(children: [ChildSpec(id: "stubborn", .process(stubborn))])
+    }
+}
+
 let count = CommandLine.arguments.count > 1 ? Int(CommandLine.arguments[1]) ?? 3 : 3
 let children = (0..<count).map { index in
     ChildSpec(id: "c\(index)", .process(ProcessSpec(argv: ["/bin/sleep", "600"])), shutdown: .timeout(.seconds(2)))

@@ -141,6 +141,21 @@ struct DaemonTests {
         #expect(report == .clean)
     }
 
+    @Test("SupervisorDaemon.main exits 128 + n when a repeated signal forces the stop (a second SIGINT: 130)")
+    func forcedExitStatus() async throws {
+        let report = try await withCheckedLoop { loop in
+            let daemon = try DaemonUnderTest(loop: loop, arguments: ["main"])
+            // Once its trap is set, the child ignores the stop signal: only a forced stop ends it.
+            #expect(runLoop(loop) { daemon.lines.contains("output root/stubborn trapped") })
+            try daemon.process.signal(SIGINT)
+            #expect(runLoop(loop) { daemon.lines.contains("stopping root/stubborn") })
+            try daemon.process.signal(SIGINT)
+            #expect(runLoop(loop) { daemon.exit != nil })
+            #expect(daemon.exit == .exited(130))
+        }
+        #expect(report == .clean)
+    }
+
     @Test("as PID 1 of a PID namespace: orphans are reaped while a child crash-loops (no exit lost); SIGTERM stops the tree in order")
     func pidOne() async throws {
         let report = try await withCheckedLoop { loop in

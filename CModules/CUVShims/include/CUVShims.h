@@ -23,6 +23,10 @@ int cuvs_pidfd_send_signal(int pidfd, int signal);
 /// (exit code or signal written), 0 when it is still running, -1 with errno on failure.
 int cuvs_pidfd_reap(int pidfd, int *exit_code, int *term_signal);
 
+/// The pid of an exited child not yet reaped, left unreaped (waitid with WNOWAIT); 0 when
+/// none, -errno on failure (-ECHILD: no children at all).
+int cuvs_peek_exited_child(void);
+
 /// prctl(PR_SET_CHILD_SUBREAPER, on).
 int cuvs_set_child_subreaper(int on);
 
@@ -70,17 +74,19 @@ int cuvs_notify_send_address(const char *address, const void *bytes, size_t leng
 int cuvs_notify_send(const char *name, const void *bytes, size_t length);
 
 /// Starts the descendant sentinel: a forked copy of this process that runs only the C code of
-/// `cuvs_sentinel_main` (system calls on static memory: safe after a fork of a threaded
-/// program), holding no descriptor but the read end of `pipe_read`. It reads 4-byte records
-/// from it: a positive number adds a process group to kill, a negative one removes it. When the
-/// pipe reports end of file (every copy of the write end is closed: the daemon has exited or
-/// died, even by SIGKILL) it kills every registered group, then every process whose
-/// environment holds `cookie` (a `NAME=value` string its descendants inherit), scanning /proc
-/// until none is left (at most a few passes), and exits. It ignores SIGINT, SIGTERM, SIGHUP,
-/// SIGQUIT, SIGUSR1 and SIGUSR2 (a terminal's signal to the group must not take it first).
-/// Returns its pid, or -errno. The caller closes `pipe_read` afterwards and keeps the write end
-/// (close-on-exec, so children do not hold it).
-int cuvs_sentinel_start(int pipe_read, int pipe_write, const char *cookie);
+/// `sentinel_main` (system calls on static memory: safe after a fork of a threaded program),
+/// holding no descriptor but `pipe_read`, on which nothing is ever written: it sleeps in
+/// `read` until end of file (every copy of the write end is closed: the daemon has exited or
+/// died, even by SIGKILL). It then kills every process group listed in `groups` (a
+/// `MAP_SHARED` table of `capacity` entries the daemon keeps up to date with plain stores: a
+/// positive entry is a live group), then every process whose environment holds `cookie` (a
+/// `NAME=value` string its descendants inherit), scanning /proc until none is left (a few
+/// passes at most), and exits. So the daemon pays no system call per child, and the sentinel
+/// never wakes while the daemon lives. It runs in a session of its own and ignores SIGINT,
+/// SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 (a signal or a kill aimed at the daemon's
+/// group must not take it first). Returns its pid, or
+/// -errno. The caller closes `pipe_read` afterwards and keeps the write end (close-on-exec).
+int cuvs_sentinel_start(int pipe_read, int pipe_write, const char *cookie, const volatile int *groups, int capacity);
 
 /// Options for `cuvs_spawn`: the Linux fast path that `uv_spawn` cannot offer
 /// (it has no hook between fork and exec).
