@@ -126,3 +126,9 @@ func testingATree() throws {
     runtime.advance(by: .milliseconds(1))         // now it is running again
     precondition(root.children()[0].restartCount == 1)
 }
+
+// MARK: - Writing a daemon
+
+func daemonMain() -> Never {
+    SupervisorDaemon.main { loop in workerKinds(loop: loop) }   // the tree of "The tree and its workers"
+}
