@@ -69,21 +69,22 @@ public final class DispatchRuntime: SupervisorRuntime {
         if spec.userID != nil || spec.groupID != nil {
             throw SupervisionError(.startFailed, "\(path): the Dispatch runtime cannot switch user or group")
         }
-        var environment: SpawnEnvironment
-        switch spec.environment {
-        case .inherit: environment = .inherit
-        case .replace(let variables): environment = .replace(variables)
-        case .inheritWithOverrides(let overrides): environment = .inheritWithOverrides(overrides)
-        }
         // The same notify socket and readiness pipe as the libuv runtime, read by sources.
         let notifications = DispatchNotifications(queue: queue, expectedUID: getuid(), runtime: self, onNotice: onNotice)
+        var processEnvironment = spec.environment
         if !notify.isNone {
             do {
-                environment = environment.applying(try notifications.prepare(notify))
+                processEnvironment = processEnvironment.applying(try notifications.prepare(notify))
             } catch {
                 notifications.close()
                 throw SupervisionError(.startFailed, "\(path): \(error.description)")
             }
+        }
+        let environment: SpawnEnvironment
+        switch processEnvironment {
+        case .inherit: environment = .inherit
+        case .replace(let variables): environment = .replace(variables)
+        case .inheritWithOverrides(let overrides): environment = .inheritWithOverrides(overrides)
         }
         let prepared: SpawnPreparation
         do {
@@ -393,22 +394,15 @@ final class DispatchProbe: RuntimeProbe {
 
     /// A non-blocking connect; the write source fires when it has an outcome.
     func connect(host: String, port: UInt16, queue: DispatchQueue) {
-        var storage = sockaddr_storage()
+        // Typed addresses, passed to connect(2) as `sockaddr` through a scoped rebinding.
         let family = host.contains(":") ? AF_INET6 : AF_INET
-        let length: socklen_t
-        let parsed: Int32 = withUnsafeMutableBytes(of: &storage) { raw in
-            if family == AF_INET6 {
-                let address = raw.baseAddress!.assumingMemoryBound(to: sockaddr_in6.self)
-                address.pointee.sin6_family = sa_family_t(AF_INET6)
-                address.pointee.sin6_port = port.bigEndian
-                return inet_pton(AF_INET6, host, &address.pointee.sin6_addr)
-            }
-            let address = raw.baseAddress!.assumingMemoryBound(to: sockaddr_in.self)
-            address.pointee.sin_family = sa_family_t(AF_INET)
-            address.pointee.sin_port = port.bigEndian
-            return inet_pton(AF_INET, host, &address.pointee.sin_addr)
-        }
-        length = socklen_t(family == AF_INET6 ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size)
+        var address4 = sockaddr_in()
+        var address6 = sockaddr_in6()
+        address4.sin_family = sa_family_t(AF_INET)
+        address4.sin_port = port.bigEndian
+        address6.sin6_family = sa_family_t(AF_INET6)
+        address6.sin6_port = port.bigEndian
+        let parsed = family == AF_INET6 ? inet_pton(AF_INET6, host, &address6.sin6_addr) : inet_pton(AF_INET, host, &address4.sin_addr)
         guard parsed == 1 else {
             finishLater(.failure("tcp \(host):\(port): not a numeric address"), queue: queue)
             return
@@ -419,9 +413,13 @@ final class DispatchProbe: RuntimeProbe {
             finishLater(.failure(error.description), queue: queue)
             return
         }
-        let result = withUnsafeBytes(of: &storage) { raw in
-            Glibc.connect(fd, raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), length)
-        }
+        let result = family == AF_INET6
+            ? withUnsafePointer(to: &address6) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
+            }
+            : withUnsafePointer(to: &address4) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
         if result != 0 && errno != EINPROGRESS {
             let error = SpawnError(errno: errno, operation: "connect")
             close(fd)
@@ -438,22 +436,6 @@ final class DispatchProbe: RuntimeProbe {
         source.setCancelHandler { close(fd) }
         self.source = source
         source.resume()
-    }
-}
-
-extension SpawnEnvironment {
-    /// This policy with `changes` applied over it: a value sets, `nil` removes.
-    func applying(_ changes: [String: String?]) -> SpawnEnvironment {
-        guard !changes.isEmpty else { return self }
-        switch self {
-        case .inherit:
-            return .inheritWithOverrides(changes)
-        case .inheritWithOverrides(let overrides):
-            return .inheritWithOverrides(overrides.merging(changes) { _, new in new })
-        case .replace(var variables):
-            for (key, value) in changes { variables[key] = value }
-            return .replace(variables)
-        }
     }
 }
 

@@ -152,8 +152,9 @@ public enum ProcessEnvironment: Sendable, Equatable {
 }
 
 extension ProcessEnvironment {
-    /// This policy with `changes` applied over it: a value sets, `nil` removes.
-    func applying(_ changes: [String: String?]) -> ProcessEnvironment {
+    /// This policy with `changes` applied over it: a value sets, `nil` removes. The one merge
+    /// every runtime uses (per-child arguments, notify sockets, the daemon's cookie).
+    package func applying(_ changes: [String: String?]) -> ProcessEnvironment {
         guard !changes.isEmpty else { return self }
         switch self {
         case .inherit:

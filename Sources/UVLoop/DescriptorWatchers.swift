@@ -21,7 +21,8 @@ package final class ReadableDescriptor: LoopHandle {
     package init(loop: EventLoop, owning fd: Int32, onReadable: @escaping () -> Void) throws(UVError) {
         loop.preconditionInLoop("ReadableDescriptor.init")
         let memory = LoopHandle.allocate(uv_poll_t.self, on: loop)
-        let initResult = uv_poll_init(loop.rawLoop, memory.assumingMemoryBound(to: uv_poll_t.self), fd)
+        // Bound once to the handle's type here; `pollPointer` reads it as bound.
+        let initResult = uv_poll_init(loop.rawLoop, memory.bindMemory(to: uv_poll_t.self, capacity: 1), fd)
         if initResult < 0 {
             memory.deallocate()
             Glibc.close(fd)
@@ -207,16 +208,14 @@ package final class TCPConnectAttempt: LoopHandle {
     /// - Throws: ``UVError`` for an address that does not parse, or a connect that fails at once.
     package init(loop: EventLoop, host: String, port: UInt16, completion: @escaping (UVError?) -> Void) throws(UVError) {
         loop.preconditionInLoop("TCPConnectAttempt.init")
-        var storage = sockaddr_storage()
-        let parsed = withUnsafeMutableBytes(of: &storage) { raw -> Int32 in
-            if host.contains(":") {
-                return uv_ip6_addr(host, Int32(port), raw.baseAddress!.assumingMemoryBound(to: sockaddr_in6.self))
-            }
-            return uv_ip4_addr(host, Int32(port), raw.baseAddress!.assumingMemoryBound(to: sockaddr_in.self))
-        }
+        // Typed addresses, passed to libuv as `sockaddr` through a scoped rebinding.
+        let isIPv6 = host.contains(":")
+        var address4 = sockaddr_in()
+        var address6 = sockaddr_in6()
+        let parsed = isIPv6 ? uv_ip6_addr(host, Int32(port), &address6) : uv_ip4_addr(host, Int32(port), &address4)
         if parsed != 0 { throw UVError(code: parsed, operation: "tcp \(host):\(port): not a numeric address") }
         let memory = LoopHandle.allocate(uv_tcp_t.self, on: loop)
-        let initResult = uv_tcp_init(loop.rawLoop, memory.assumingMemoryBound(to: uv_tcp_t.self))
+        let initResult = uv_tcp_init(loop.rawLoop, memory.bindMemory(to: uv_tcp_t.self, capacity: 1))
         if initResult < 0 {
             memory.deallocate()
             throw UVError(code: initResult, operation: "tcp \(host):\(port)")
@@ -229,15 +228,16 @@ package final class TCPConnectAttempt: LoopHandle {
         request.initialize(to: uv_connect_t())
         request.pointee.data = Unmanaged.passRetained(self).toOpaque()
         let tcp = UnsafeMutableRawPointer(rawHandle).assumingMemoryBound(to: uv_tcp_t.self)
-        let result = withUnsafeBytes(of: &storage) { raw in
-            uv_tcp_connect(request, tcp, raw.baseAddress!.assumingMemoryBound(to: sockaddr.self)) { request, status in
-                guard let request else { return }
-                let attempt = Unmanaged<TCPConnectAttempt>.fromOpaque(request.pointee.data!).takeRetainedValue()
-                request.deinitialize(count: 1)
-                request.deallocate()
-                attempt.finished(status)
-            }
+        let onConnect: uv_connect_cb = { request, status in
+            guard let request else { return }
+            let attempt = Unmanaged<TCPConnectAttempt>.fromOpaque(request.pointee.data!).takeRetainedValue()
+            request.deinitialize(count: 1)
+            request.deallocate()
+            attempt.finished(status)
         }
+        let result = isIPv6
+            ? withUnsafePointer(to: &address6) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_tcp_connect(request, tcp, $0, onConnect) } }
+            : withUnsafePointer(to: &address4) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_tcp_connect(request, tcp, $0, onConnect) } }
         if result < 0 {
             Unmanaged<TCPConnectAttempt>.fromOpaque(request.pointee.data!).release()
             request.deinitialize(count: 1)

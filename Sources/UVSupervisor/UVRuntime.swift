@@ -144,15 +144,19 @@ public final class UVRuntime: SupervisorRuntime {
             onOutput(stream == .standardOutput ? "stdout" : "stderr", line)
         } : nil
         let worker = UVProcessWorker(stopSignal: spec.stopSignal)
-        if !childEnvironment.isEmpty { options.environment = options.environment.applying(childEnvironment) }
+        var environmentChanges = childEnvironment
         if !notify.isNone {
             do {
-                try worker.prepareNotifications(notify, on: loop, options: &options,
-                                                expectedUID: spec.userID ?? getuid(), runtime: self, onNotice: onNotice)
+                let notifyChanges = try worker.prepareNotifications(notify, on: loop, options: &options,
+                                                                    expectedUID: spec.userID ?? getuid(), runtime: self, onNotice: onNotice)
+                environmentChanges.merge(notifyChanges) { _, new in new }
             } catch {
                 worker.closeNotifications()
                 throw SupervisionError(.startFailed, error.description)
             }
+        }
+        if !environmentChanges.isEmpty {
+            options.environment = EnvironmentPolicy(spec.environment.applying(environmentChanges))
         }
         let observer = spec.newProcessGroup ? processGroupObserver : nil
         do {
@@ -283,9 +287,11 @@ final class UVProcessWorker: RunningWorker {
 
     init(stopSignal: Int32) { self.stopSignal = stopSignal }
 
-    /// Opens what `setup` asks for and adds it to the spawn `options`.
+    /// Opens what `setup` asks for, adds the readiness descriptor to the spawn `options`, and
+    /// returns the child's environment changes.
     func prepareNotifications(_ setup: NotifySetup, on loop: EventLoop, options: inout ProcessOptions,
-                              expectedUID: UInt32, runtime: UVRuntime, onNotice: @escaping (WorkerNotice) -> Void) throws(UVError) {
+                              expectedUID: UInt32, runtime: UVRuntime,
+                              onNotice: @escaping (WorkerNotice) -> Void) throws(UVError) -> [String: String?] {
         var overrides: [String: String?] = [:]
         if setup.notifySocket {
             let socket = try NotifySocket(loop: loop) { [weak self, weak runtime] datagram in
@@ -304,7 +310,7 @@ final class UVProcessWorker: RunningWorker {
             readinessPipe = pipe
             options.extraDescriptors = Array(repeating: -1, count: Int(descriptor) - 3) + [pipe.writeEnd]
         }
-        if !overrides.isEmpty { options.environment = options.environment.applying(overrides) }
+        return overrides
     }
 
     /// A datagram on the notify socket: see `NotifyMessage.accept` for who is heard.
@@ -343,16 +349,12 @@ final class UVProcessWorker: RunningWorker {
 }
 
 extension EnvironmentPolicy {
-    /// This policy with `changes` applied over it: a value sets, `nil` removes.
-    func applying(_ changes: [String: String?]) -> EnvironmentPolicy {
-        switch self {
-        case .inherit:
-            return .inheritWithOverrides(changes)
-        case .inheritWithOverrides(let overrides):
-            return .inheritWithOverrides(overrides.merging(changes) { _, new in new })
-        case .replace(var variables):
-            for (key, value) in changes { variables[key] = value }
-            return .replace(variables)
+    /// The loop layer's policy for a supervision `ProcessEnvironment`.
+    init(_ environment: ProcessEnvironment) {
+        switch environment {
+        case .inherit: self = .inherit
+        case .replace(let values): self = .replace(values)
+        case .inheritWithOverrides(let values): self = .inheritWithOverrides(values)
         }
     }
 }
@@ -361,11 +363,7 @@ extension ProcessOptions {
     /// The loop layer's options for a supervision `ProcessSpec` (captured streams become pipes).
     package init(_ spec: ProcessSpec) {
         self.init(argv: spec.argv)
-        switch spec.environment {
-        case .inherit: environment = .inherit
-        case .replace(let values): environment = .replace(values)
-        case .inheritWithOverrides(let values): environment = .inheritWithOverrides(values)
-        }
+        environment = EnvironmentPolicy(spec.environment)
         workingDirectory = spec.workingDirectory
         stdin = Self.stdio(spec.stdin)
         stdout = Self.stdio(spec.stdout)
