@@ -168,10 +168,14 @@ if CommandLine.arguments.count >= 2 && ["family", "pid1"].contains(CommandLine.a
         // sleep to PID 1) while another child crashes and is restarted over and over.
         let storm = ProcessSpec(argv: ["/bin/sh", "-c", "i=0; while [ $i -lt 40 ]; do (sleep 0.01 &); i=$((i+1)); sleep 0.02; done; exec sleep 600"])
         let crasher = ProcessSpec(argv: ["/bin/sh", "-c", "sleep 0.02; exit 1"])
+        // Says "hangup" for each SIGHUP: a container runtime signals PID 1 only, and PID 1
+        // passes it on to its workers.
+        var hangupListener = ProcessSpec(argv: ["/bin/sh", "-c", "trap 'echo hangup' HUP; echo listening; while :; do sleep 0.05; done"])
+        hangupListener.stdout = .capture
         children = [
             ChildSpec(id: "storm", .process(storm)),
             ChildSpec(id: "crasher", .process(crasher)),
-            ChildSpec(id: "last", .process(ProcessSpec(argv: ["/bin/sleep", "600"]))),
+            ChildSpec(id: "last", .process(hangupListener)),
         ]
     }
     do {

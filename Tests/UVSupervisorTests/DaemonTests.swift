@@ -156,7 +156,7 @@ struct DaemonTests {
         #expect(report == .clean)
     }
 
-    @Test("as PID 1 of a PID namespace: orphans are reaped while a child crash-loops (no exit lost); SIGTERM stops the tree in order")
+    @Test("as PID 1 of a PID namespace: orphans are reaped while a child crash-loops (no exit lost); SIGHUP is passed on to the workers; SIGTERM stops the tree in order")
     func pidOne() async throws {
         let report = try await withCheckedLoop { loop in
             try runPidOneScenario(loop)
@@ -179,6 +179,12 @@ private func runPidOneScenario(_ loop: EventLoop) throws {
     // No zombie left under PID 1 once the storm is over (bounded wait for the last ones).
     let reaped = runLoop(loop, timeout: .seconds(2)) { OrphanProbe.zombieChildren(of: inner).isEmpty }
     #expect(reaped, "zombies under PID 1: \(OrphanProbe.zombieChildren(of: inner))")
+    // SIGHUP to PID 1 reaches the workers (forwarded to each one's process group).
+    #expect(runLoop(loop) { daemon.lines.contains("output root/last listening") })
+    kill(inner, SIGHUP)
+    let forwarded = runLoop(loop) { daemon.lines.contains("output root/last hangup") }
+    #expect(forwarded, "SIGHUP to PID 1 not passed on: \(daemon.lines.suffix(5))")
+    #expect(!daemon.lines.contains { $0.hasPrefix("exited root/last") }, "forwarding must not stop the tree")
     kill(inner, SIGTERM)
     let ended = runLoop(loop) { daemon.exit != nil && daemon.outputEnded }
     #expect(ended)
