@@ -59,7 +59,7 @@ let package = Package(
         .executableTarget(name: "uvs-test-daemon", dependencies: ["UVSupervisor"], path: "TestHelpers/uvs-test-daemon"),
 
         // Shared by the test targets: helper paths, fd and zombie checks, bounded waits.
-        .target(name: "TestSupport", dependencies: ["UVLoop", "UVSupervisor"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["UVLoop", "UVSupervisor", "CUVShims"], path: "Tests/TestSupport"),
 
         .testTarget(name: "UVLoopTests", dependencies: ["UVLoop", "CUVShims", "TestSupport", "uvs-test-child"]),
         .testTarget(name: "ReliabilityTests", dependencies: ["UVSupervisor", "TestSupport", "uvs-test-child", "uvs-test-daemon"]),

@@ -18,6 +18,8 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <signal.h>
+#include <stdio.h>
+#include <sys/stat.h>
 
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
@@ -680,4 +682,102 @@ int cuvs_sentinel_start(int pipe_read, int pipe_write, const char *cookie, const
         sentinel_main(pipe_read);
     }
     return (int)pid;
+}
+
+static int path_address(const char *path, struct sockaddr_un *address) {
+    memset(address, 0, sizeof(*address));
+    address->sun_family = AF_UNIX;
+    size_t length = strlen(path);
+    if (length == 0 || length >= sizeof(address->sun_path)) return -ENAMETOOLONG;
+    memcpy(address->sun_path, path, length);
+    return 0;
+}
+
+int cuvs_unix_connect(const char *path) {
+    struct sockaddr_un address;
+    int error = path_address(path, &address);
+    if (error != 0) return error;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    if (connect(fd, (struct sockaddr *)&address, sizeof(address)) != 0) {
+        error = errno;
+        close(fd);
+        return -error;
+    }
+    return fd;
+}
+
+int cuvs_unix_listen(const char *path, unsigned mode, int backlog, cuvs_socket_identity *identity) {
+    struct sockaddr_un address;
+    int error = path_address(path, &address);
+    if (error != 0) return error;
+    char temporary[sizeof(address.sun_path)];
+    int written = snprintf(temporary, sizeof(temporary), "%s.%d.tmp", path, (int)getpid());
+    if (written < 0 || (size_t)written >= sizeof(temporary)) return -ENAMETOOLONG;
+
+    struct stat existing;
+    if (lstat(path, &existing) == 0) {
+        if (!S_ISSOCK(existing.st_mode)) return -EEXIST;
+        int probe = cuvs_unix_connect(path);
+        if (probe >= 0) {
+            close(probe);
+            return -EADDRINUSE;
+        }
+        // Nobody listens: a socket left by a daemon that was killed. Anything else (no
+        // permission to connect, say) is reported rather than removed.
+        if (probe != -ECONNREFUSED) return probe;
+        if (unlink(path) != 0 && errno != ENOENT) return -errno;
+    } else if (errno != ENOENT) {
+        return -errno;
+    }
+
+    struct sockaddr_un temporaryAddress;
+    error = path_address(temporary, &temporaryAddress);
+    if (error != 0) return error;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) return -errno;
+    unlink(temporary);   // left by an earlier run with this pid, if any
+    if (bind(fd, (struct sockaddr *)&temporaryAddress, sizeof(temporaryAddress)) != 0) goto fail;
+    if (chmod(temporary, mode) != 0 || listen(fd, backlog) != 0) goto fail_bound;
+    // link() fails with EEXIST if another daemon took the path since the check above.
+    if (link(temporary, path) != 0) goto fail_bound;
+    unlink(temporary);
+    struct stat bound;
+    if (lstat(path, &bound) != 0) goto fail_linked;
+    identity->device = (unsigned long long)bound.st_dev;
+    identity->inode = (unsigned long long)bound.st_ino;
+    return fd;
+
+fail_linked:
+    error = errno;
+    unlink(path);
+    close(fd);
+    return -error;
+fail_bound:
+    error = errno;
+    unlink(temporary);
+    close(fd);
+    return -error;
+fail:
+    error = errno;
+    close(fd);
+    return -error;
+}
+
+int cuvs_unix_unlink_if_same(const char *path, const cuvs_socket_identity *identity) {
+    struct stat current;
+    if (lstat(path, &current) != 0) return -errno;
+    if ((unsigned long long)current.st_dev != identity->device || (unsigned long long)current.st_ino != identity->inode)
+        return -ESTALE;
+    return unlink(path) == 0 ? 0 : -errno;
+}
+
+int cuvs_peer_credentials(int fd, int *pid, unsigned *uid, unsigned *gid) {
+    struct ucred credentials;
+    socklen_t length = sizeof(credentials);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &length) != 0) return -errno;
+    *pid = credentials.pid;
+    *uid = credentials.uid;
+    *gid = credentials.gid;
+    return 0;
 }

@@ -73,6 +73,34 @@ int cuvs_notify_send_address(const char *address, const void *bytes, size_t leng
 /// Sends `length` bytes as one datagram to the abstract socket `name` (tests, probes): 0 or -errno.
 int cuvs_notify_send(const char *name, const void *bytes, size_t length);
 
+/// Where a listening Unix stream socket ended up: its inode, so that only this socket is ever
+/// removed at the end (not one a successor put at the same path).
+typedef struct cuvs_socket_identity {
+    unsigned long long device;
+    unsigned long long inode;
+} cuvs_socket_identity;
+
+/// A non-blocking, close-on-exec `AF_UNIX` stream socket listening at `path` with permissions
+/// `mode` from the start: it is bound under a temporary name next to `path`, given `mode`, then
+/// hard-linked to `path` (which fails if anything took the path meanwhile) and the temporary
+/// name removed. A socket already at `path` that accepts a connection is live: -EADDRINUSE; one
+/// that refuses (its daemon is gone) is removed first; anything else at `path` (a file, a
+/// directory) is left alone: -EEXIST. -ENAMETOOLONG when `path` does not fit `sun_path`.
+/// Returns the descriptor or -errno.
+int cuvs_unix_listen(const char *path, unsigned mode, int backlog, cuvs_socket_identity *identity);
+
+/// Removes `path` if it is still the socket `identity` names. 0, or -errno (-ESTALE when
+/// something else is there now, which is left alone).
+int cuvs_unix_unlink_if_same(const char *path, const cuvs_socket_identity *identity);
+
+/// The peer of a connected `AF_UNIX` socket as the kernel recorded it at connect time
+/// (`SO_PEERCRED`). 0 or -errno.
+int cuvs_peer_credentials(int fd, int *pid, unsigned *uid, unsigned *gid);
+
+/// Connects a blocking, close-on-exec `AF_UNIX` stream socket to `path` (clients: `uvsctl`,
+/// tests). Returns the descriptor or -errno.
+int cuvs_unix_connect(const char *path);
+
 /// Starts the descendant sentinel: a forked copy of this process that runs only the C code of
 /// `sentinel_main` (system calls on static memory: safe after a fork of a threaded program),
 /// holding no descriptor but `pipe_read`, on which nothing is ever written: it sleeps in
