@@ -406,6 +406,11 @@ public struct SupervisorSpec {
     public var maxChildren: Int?
     /// Whether children are added at run time only (``Supervisor/startChild(_:)``), one for one.
     public var isDynamic: Bool
+    /// Specs that are not started with the supervisor but serve as templates for children added
+    /// at run time: ``Supervisor/startChild(fromTemplate:with:)`` names one by its id (OTP's
+    /// `simple_one_for_one` child spec, here any number of them, on any supervisor). Their ids
+    /// are unique among the templates; a control client starts children from them by path.
+    public var templates: [ChildSpec] = []
 
     /// A static supervisor.
     public init(
@@ -422,10 +427,13 @@ public struct SupervisorSpec {
         self.isDynamic = false
     }
 
-    /// A dynamic supervisor: no children at start, one-for-one, at most `maxChildren`.
-    public static func dynamic(maxChildren: Int? = nil, intensity: RestartIntensity = .default) -> SupervisorSpec {
+    /// A dynamic supervisor: no children at start, one-for-one, at most `maxChildren`, with
+    /// `templates` to start children from.
+    public static func dynamic(maxChildren: Int? = nil, intensity: RestartIntensity = .default,
+                               templates: [ChildSpec] = []) -> SupervisorSpec {
         var spec = SupervisorSpec(strategy: .oneForOne, intensity: intensity, children: [])
         spec.maxChildren = maxChildren
+        spec.templates = templates
         spec.isDynamic = true
         return spec
     }

@@ -164,6 +164,25 @@ extension Supervisor {
         return try startChild(from: spec)
     }
 
+    /// Starts a child from the template `templateID` of this supervisor's spec
+    /// (``SupervisorSpec/templates``) with `arguments` and a generated id (`templateID-1`, ...),
+    /// as ``startChild(from:with:)``. Returns the new id.
+    /// - Throws: ``SupervisionError/Code/unknownID`` when the spec has no such template; the
+    ///   errors of ``startChild(from:with:)`` otherwise.
+    @discardableResult
+    public func startChild(fromTemplate templateID: String, with arguments: ChildArguments = ChildArguments()) throws(SupervisionError) -> String {
+        runtime.preconditionOnRuntimeThread("Supervisor.startChild")
+        guard let template = spec.templates.first(where: { $0.id == templateID }) else {
+            let known = spec.templates.map(\.id)
+            throw SupervisionError(.unknownID, "\(path) has no template \"\(templateID)\""
+                + (known.isEmpty ? " (it has none)" : " (it has \(known.joined(separator: ", ")))"))
+        }
+        return try startChild(from: template, with: arguments)
+    }
+
+    /// The ids of this supervisor's templates (``SupervisorSpec/templates``).
+    public var templateIDs: [String] { spec.templates.map(\.id) }
+
     /// Stops a child by its shutdown policy and keeps its spec (``ChildState/terminated``),
     /// except temporary children and a dynamic supervisor's children, which are removed. It is
     /// not restarted. `completion` receives its exit reason once stopped.

@@ -27,6 +27,13 @@ enum Validation {
                 throw SupervisionError(.duplicateID, "\(path): two children have the id \"\(child.id)\"")
             }
         }
+        var templateIDs = Set<String>()
+        for template in spec.templates {
+            try validate(template, parentPath: path)
+            if !templateIDs.insert(template.id).inserted {
+                throw SupervisionError(.duplicateID, "\(path): two templates have the id \"\(template.id)\"")
+            }
+        }
     }
 
     static func validate(_ child: ChildSpec, parentPath: String) throws(SupervisionError) {

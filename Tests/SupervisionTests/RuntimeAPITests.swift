@@ -21,6 +21,29 @@ struct RuntimeAPITests {
         #expect(try harness.root.startChild(from: template) == "worker-3")
     }
 
+    @Test("templates in the spec: children start from one by its id with arguments; an unknown template or duplicate template ids are errors")
+    func templates() throws {
+        var spec = SupervisorSpec.dynamic(templates: [process("worker"), process("indexer")])
+        let harness = try Harness(spec)
+        harness.start()
+        #expect(harness.root.templateIDs == ["worker", "indexer"])
+        let first = try harness.root.startChild(fromTemplate: "worker", with: ChildArguments(argv: ["--shard", "1"]))
+        let second = try harness.root.startChild(fromTemplate: "indexer")
+        #expect([first, second] == ["worker-1", "indexer-2"], "one numbering per supervisor")
+        guard case .process(let started) = try harness.root.childSpec(first).kind else {
+            Issue.record("not a process")
+            return
+        }
+        #expect(started.argv.suffix(2) == ["--shard", "1"])
+        let unknown = #expect(throws: SupervisionError.self) { try harness.root.startChild(fromTemplate: "nope") }
+        #expect(unknown?.code == .unknownID)
+        #expect(unknown?.message.contains("worker, indexer") == true)
+        #expect(harness.root.childIDs == ["worker-1", "indexer-2"])
+        spec.templates.append(process("worker"))
+        let duplicate = #expect(throws: SupervisionError.self) { try Harness(spec) }
+        #expect(duplicate?.code == .duplicateID)
+    }
+
     @Test("terminate, restart and delete by id; unknown ids are errors that change nothing")
     func byID() throws {
         let harness = try Harness(SupervisorSpec(children: [process("a"), process("b")]))
