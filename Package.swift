@@ -6,6 +6,7 @@ let package = Package(
     products: [
         .executable(name: "uv-supervisor-demo", targets: ["uv-supervisor-demo"]),
         .executable(name: "uv-supervisor-bench", targets: ["uv-supervisor-bench"]),
+        .executable(name: "uvsctl", targets: ["uvsctl"]),
         .library(name: "UVSupervisor", targets: ["UVSupervisor"]),
         .library(name: "UVLoop", targets: ["UVLoop"]),
         .library(name: "Supervision", targets: ["Supervision"]),
@@ -14,6 +15,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        // For `uvsctl` only; no library module depends on it.
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
     ],
     targets: [
         // C: the system libuv and a few Linux shims. Nothing else in the package includes C headers.
@@ -38,6 +41,10 @@ let package = Package(
         .target(name: "SupervisionTesting", dependencies: ["Supervision"]),
         // The libuv runtime and the face most users import.
         .target(name: "UVSupervisor", dependencies: ["Supervision", "UVLoop", "CUVShims"]),
+
+        // `uvsctl`: talks to a daemon's control socket.
+        .executableTarget(name: "uvsctl", dependencies: ["UVSupervisor", "CUVShims",
+                                                         .product(name: "ArgumentParser", package: "swift-argument-parser")]),
 
         // The demo: `swift run uv-supervisor-demo`.
         .executableTarget(name: "uv-supervisor-demo", dependencies: ["UVSupervisor"], path: "Examples/uv-supervisor-demo"),
@@ -64,7 +71,7 @@ let package = Package(
         .testTarget(name: "UVLoopTests", dependencies: ["UVLoop", "CUVShims", "TestSupport", "uvs-test-child"]),
         .testTarget(name: "ReliabilityTests", dependencies: ["UVSupervisor", "TestSupport", "uvs-test-child", "uvs-test-daemon"]),
         .testTarget(name: "SupervisionTests", dependencies: ["Supervision", "SupervisionTesting"]),
-        .testTarget(name: "UVSupervisorTests", dependencies: ["UVSupervisor", "CUVShims", "DispatchSupervisor", "SupervisionTesting", "TestSupport", "uvs-test-child", "uvs-test-daemon", "uv-supervisor-demo"]),
+        .testTarget(name: "UVSupervisorTests", dependencies: ["UVSupervisor", "CUVShims", "DispatchSupervisor", "SupervisionTesting", "TestSupport", "uvs-test-child", "uvs-test-daemon", "uv-supervisor-demo", "uvsctl"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -245,19 +245,29 @@ extension Supervisor {
     public func children() -> [ChildStatus] {
         runtime.preconditionOnRuntimeThread("Supervisor.children")
         let now = self.now
-        return childList.live.map { record in
-            var nested: [ChildStatus] = []
-            if let supervisor = record.lastNestedSupervisor { nested = supervisor.children() }
-            return ChildStatus(
-                id: record.id, path: record.path, kind: record.spec.kind.childKind,
-                restart: record.spec.restart, shutdown: record.spec.effectiveShutdown,
-                significant: record.spec.significant, state: record.state,
-                ready: record.state == .running && record.isReady, statusText: record.statusText,
-                pid: record.state == .running || record.state == .stopping ? record.pid : nil,
-                restartCount: record.restartCount, lastExit: record.lastExit,
-                uptime: record.isActive ? .nanoseconds(now - record.startedAt) : nil,
-                children: nested)
-        }
+        return childList.live.map { status(of: $0, now: now) }
+    }
+
+    /// A snapshot of the child `id` (its nested children included, for a supervisor), found by
+    /// its id in O(1) whatever the number of siblings.
+    /// - Throws: ``SupervisionError/Code/unknownID``.
+    public func child(_ id: String) throws(SupervisionError) -> ChildStatus {
+        runtime.preconditionOnRuntimeThread("Supervisor.child")
+        return status(of: try record(id), now: now)
+    }
+
+    private func status(of record: ChildRecord, now: Int64) -> ChildStatus {
+        var nested: [ChildStatus] = []
+        if let supervisor = record.lastNestedSupervisor { nested = supervisor.children() }
+        return ChildStatus(
+            id: record.id, path: record.path, kind: record.spec.kind.childKind,
+            restart: record.spec.restart, shutdown: record.spec.effectiveShutdown,
+            significant: record.spec.significant, state: record.state,
+            ready: record.state == .running && record.isReady, statusText: record.statusText,
+            pid: record.state == .running || record.state == .stopping ? record.pid : nil,
+            restartCount: record.restartCount, lastExit: record.lastExit,
+            uptime: record.isActive ? .nanoseconds(now - record.startedAt) : nil,
+            children: nested)
     }
 
     /// Child counts (OTP's `count_children`), in O(1): the counts are kept as children are

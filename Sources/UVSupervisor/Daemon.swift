@@ -49,6 +49,9 @@ public struct DaemonOptions {
     /// daemon; `nil` (the default) means SIGHUP, SIGUSR1 and SIGUSR2 when the daemon is PID 1
     /// (a container's runtime sends them to PID 1 only), none otherwise.
     public var forwardedSignals: [Int32]? = nil
+    /// Serve a control socket for `uvsctl` and other clients (default: none). The daemon does
+    /// not start when the socket cannot be made (another daemon serves that path, say).
+    public var controlSocket: ControlSocketOptions? = nil
     /// Called with the root and its loop before the root starts: add event handlers, timers,
     /// anything else that lives on the loop.
     public var configure: ((Supervisor, EventLoop) -> Void)? = nil
@@ -105,6 +108,10 @@ public enum SupervisorDaemon {
 
     private static func runRecordingForce(options: DaemonOptions,
                                           _ makeSpec: (EventLoop) throws -> SupervisorSpec) throws -> (reason: ExitReason, forcingSignal: Int32?) {
+        // The daemon is the whole program: a client or a log reader that goes away must cost
+        // it a write error, not its life (as nginx and every long-running server do). Children
+        // get every disposition back to its default when they are spawned.
+        signal(SIGPIPE, SIG_IGN)
         let loop = try EventLoop()
         let runtime = UVRuntime(loop: loop, spawnMethod: options.spawnMethod, parentDeathSignal: options.parentDeathSignal)
         let spec = try makeSpec(loop)
@@ -143,8 +150,26 @@ public enum SupervisorDaemon {
                 root.events.emit(SupervisorEvent(path: root.path, time: runtime.nowNanoseconds, kind: .loopLag(lag), restartCount: 0))
             }
         }
+        let control: ControlServer?
+        do {
+            control = try options.controlSocket.map { socket throws(UVError) in
+                try ControlServer(loop: loop, root: root, options: socket, shutdownTimeout: timeout, readyWhen: options.readyWhen)
+            }
+        } catch {
+            // Nothing has started: close what was made, as a failed start must leave nothing.
+            reports?.close()
+            watchdog?.close()
+            forwarders.forEach { $0.close() }
+            terminate.close()
+            interrupt.close()
+            reaper?.close()
+            try? loop.close()
+            sentinel?.close()
+            throw error
+        }
         try reports?.start()
         root.onTermination { _ in
+            control?.close()
             terminate.close()
             interrupt.close()
             watchdog?.close()

@@ -129,13 +129,6 @@ final class ManagerReports {
     }
 
     private func isReady() -> Bool {
-        switch readyWhen {
-        case .started:
-            return true
-        case .allChildren:
-            return root.children().allSatisfy(\.ready)
-        case .significantChildren:
-            return root.children().allSatisfy { !$0.significant || $0.ready }
-        }
+        root.isReady(readyWhen)
     }
 }

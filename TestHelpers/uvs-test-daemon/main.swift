@@ -5,6 +5,7 @@
 //        uvs-test-daemon systemd    (under a test-played systemd: see below)
 //        uvs-test-daemon family     (a child with a grandchild and a setsid'd great-grandchild)
 //        uvs-test-daemon pid1       (for a PID namespace: a storm of orphans and a crashing child)
+//        uvs-test-daemon control PATH [MODE]   (a control socket at PATH; see below)
 //        uvs-test-daemon memory tasks N
 //        uvs-test-daemon memory processes N PROGRAM
 //            N restarts of one crashing loop task (or of PROGRAM exiting 0), alone in this
@@ -186,6 +187,37 @@ if CommandLine.arguments.count >= 2 && ["family", "pid1"].contains(CommandLine.a
     } catch {
         print("error \(error)")
         exit(2)
+    }
+}
+
+if CommandLine.arguments.count >= 3 && CommandLine.arguments[1] == "control" {
+    // Serves a control socket at the given path: db (sleeps), crasher (crash-loops every
+    // 200 ms), pool (a dynamic supervisor with a "worker" template), and late, which gets
+    // ready (READY=1 by systemd-notify) 1.5 s after it starts, so that `uvsctl ready` says no
+    // first and yes later. A fourth argument sets the socket's mode (octal).
+    var options = DaemonOptions()
+    options.logger = nil
+    var socket = ControlSocketOptions(path: CommandLine.arguments[2])
+    if CommandLine.arguments.count >= 4, let mode = UInt32(CommandLine.arguments[3], radix: 8) { socket.mode = mode }
+    socket.maxClients = 16
+    options.controlSocket = socket
+    options.configure = { root, _ in
+        printEvents(root)
+        print("listening")
+    }
+    var crasher = ProcessSpec(argv: ["/bin/sh", "-c", "sleep 0.2; echo crashing; exit 3"])
+    crasher.stdout = .capture
+    let late = ProcessSpec(argv: ["/bin/sh", "-c", "sleep 1.5; systemd-notify --ready; exec sleep 600"])
+    let pool = SupervisorSpec.dynamic(maxChildren: 100, templates: [
+        ChildSpec(id: "worker", .process(ProcessSpec(argv: ["/bin/sleep", "600"]))),
+    ])
+    SupervisorDaemon.main(options: options) { _ in
+        SupervisorSpec(intensity: RestartIntensity(maxRestarts: 1000, period: .seconds(1)), children: [
+            ChildSpec(id: "db", .process(ProcessSpec(argv: ["/bin/sleep", "600"]))),
+            ChildSpec(id: "crasher", .process(crasher), backoff: .none),
+            ChildSpec(id: "pool", .supervisor(pool)),
+            ChildSpec(id: "late", .process(late), readiness: .notify),
+        ])
     }
 }
 
