@@ -132,3 +132,18 @@ func testingATree() throws {
 func daemonMain() -> Never {
     SupervisorDaemon.main { loop in workerKinds(loop: loop) }   // the tree of "The tree and its workers"
 }
+
+// MARK: - Seen and steered from outside
+
+func controlledDaemon() throws -> ExitReason {
+    var options = DaemonOptions()
+    options.controlSocket = ControlSocketOptions(path: "/run/my-daemon.sock")   // 0600 by default
+    return try SupervisorDaemon.run(options: options) { _ in
+        SupervisorSpec(children: [
+            ChildSpec(id: "db", .process(ProcessSpec(argv: ["/usr/bin/my-db"])), readiness: .notify),
+            ChildSpec(id: "pool", .supervisor(.dynamic(maxChildren: 50, templates: [
+                ChildSpec(id: "worker", .process(ProcessSpec(argv: ["/usr/bin/my-worker"]))),
+            ]))),
+        ])
+    }
+}

@@ -328,7 +328,7 @@ private struct JSONReader {
         }
         let text = String(decoding: bytes[start..<position], as: UTF8.self)
         if isInteger, let value = Int64(text) { return .integer(value) }
-        guard let value = Double(text) else { throw JSONError(offset: start, reason: "a number out of range") }
+        guard let value = Double(text), value.isFinite else { throw JSONError(offset: start, reason: "a number out of range") }
         return .double(value)
     }
 }
