@@ -70,7 +70,7 @@ let package = Package(
 
         .testTarget(name: "UVLoopTests", dependencies: ["UVLoop", "CUVShims", "TestSupport", "uvs-test-child"]),
         .testTarget(name: "ReliabilityTests", dependencies: ["UVSupervisor", "TestSupport", "uvs-test-child", "uvs-test-daemon"]),
-        .testTarget(name: "SupervisionTests", dependencies: ["Supervision", "SupervisionTesting"]),
+        .testTarget(name: "SupervisionTests", dependencies: ["Supervision", "SupervisionTesting", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "UVSupervisorTests", dependencies: ["UVSupervisor", "CUVShims", "DispatchSupervisor", "SupervisionTesting", "TestSupport", "uvs-test-child", "uvs-test-daemon", "uv-supervisor-demo", "uvsctl"]),
     ],
     swiftLanguageModes: [.v6]

@@ -114,6 +114,8 @@ public final class EventSink {
     }
     /// Whether anybody listens; when not, events are not even built (read on every transition).
     public var isActive: Bool { active }
+    /// The level of a process's captured output lines in the log (default `info`).
+    public var outputLogLevel: Logger.Level = .info
     /// Private storage: the optimiser can then prove that no access to it overlaps another and
     /// drop the dynamic exclusivity checks a public stored property keeps (read on every event).
     private var active = false
@@ -165,10 +167,70 @@ public final class EventSink {
         case .startFailed, .killed, .abandoned, .intensityExceeded: level = .error
         case .notReady, .livenessFailed: level = .warning
         case .loopLag: level = .warning
-        case .output: level = .info
+        case .output: level = outputLogLevel
         case .supervisorStopped(let reason): level = reason.isAbnormal ? .error : .info
         default: level = .info
         }
-        logger.log(level: level, "\(event.description)", metadata: ["child": .string(event.path)])
+        // Checked before the metadata is built: a filtered-out event costs this comparison.
+        guard level >= logger.logLevel else { return }
+        logger.log(level: level, "\(event.description)", metadata: event.logMetadata)
+    }
+}
+
+extension SupervisorEvent {
+    /// The event as structured log metadata: `child` (its path), `event` (the kind's name),
+    /// `restart_count`, and what the kind carries: `pid`, `exit_reason`, `delay_ms`, `reason`,
+    /// `stream`, `duration_ms`, `status`, ...
+    public var logMetadata: Logger.Metadata {
+        var metadata: Logger.Metadata = [
+            "child": .string(path),
+            "event": .string(kindName),
+            "restart_count": .stringConvertible(restartCount),
+        ]
+        switch kind {
+        case .started(let pid): if let pid { metadata["pid"] = .stringConvertible(pid) }
+        case .startFailed(let why): metadata["reason"] = .string(why)
+        case .exited(let reason): metadata["exit_reason"] = .string("\(reason)")
+        case .restartScheduled(let delay, let why):
+            metadata["delay_ms"] = .stringConvertible(delay.nanosecondsClamped / 1_000_000)
+            metadata["reason"] = .string(why)
+        case .notRestarted(let why): metadata["reason"] = .string(why)
+        case .intensityExceeded(let maxRestarts, let period):
+            metadata["max_restarts"] = .stringConvertible(maxRestarts)
+            metadata["period_ms"] = .stringConvertible(period.nanosecondsClamped / 1_000_000)
+        case .supervisorStopping(let reason), .supervisorStopped(let reason): metadata["exit_reason"] = .string("\(reason)")
+        case .output(let stream, _): metadata["stream"] = .string(stream)
+        case .loopLag(let duration): metadata["duration_ms"] = .stringConvertible(duration.nanosecondsClamped / 1_000_000)
+        case .ready(let after): metadata["ready_after_ms"] = .stringConvertible(after.nanosecondsClamped / 1_000_000)
+        case .notReady(let why), .livenessFailed(let why): metadata["reason"] = .string(why)
+        case .status(let text): metadata["status"] = .string(text)
+        case .stopping, .killed, .abandoned, .removed, .supervisorStarted: break
+        }
+        return metadata
+    }
+
+    /// The kind's name: `started`, `exited`, `restartScheduled`, ... (as the control protocol's).
+    public var kindName: String {
+        switch kind {
+        case .started: return "started"
+        case .startFailed: return "startFailed"
+        case .exited: return "exited"
+        case .restartScheduled: return "restartScheduled"
+        case .stopping: return "stopping"
+        case .killed: return "killed"
+        case .abandoned: return "abandoned"
+        case .notRestarted: return "notRestarted"
+        case .removed: return "removed"
+        case .intensityExceeded: return "intensityExceeded"
+        case .supervisorStarted: return "supervisorStarted"
+        case .supervisorStopping: return "supervisorStopping"
+        case .supervisorStopped: return "supervisorStopped"
+        case .output: return "output"
+        case .loopLag: return "loopLag"
+        case .ready: return "ready"
+        case .notReady: return "notReady"
+        case .livenessFailed: return "livenessFailed"
+        case .status: return "status"
+        }
     }
 }

@@ -513,31 +513,32 @@ enum ControlEncoding {
             .init("timeNs", .integer(event.time)),
             .init("restarts", .integer(Int64(event.restartCount))),
         ]
+        // The kind's name as in log metadata (`event`), and what it carries.
         func add(_ kind: String, _ extra: KeyValuePairs<String, JSONValue?> = [:]) {
             members.insert(.init("kind", .string(kind)), at: 1)
             for (key, value) in extra { if let value { members.append(.init(key, value)) } }
         }
         switch event.kind {
-        case .started(let pid): add("started", ["pid": pid.map { .integer(Int64($0)) }])
-        case .startFailed(let why): add("startFailed", ["reason": .string(why)])
-        case .exited(let reason): add("exited", ["reason": .string("\(reason)"), "abnormal": .bool(reason.isAbnormal)])
-        case .restartScheduled(let delay, let why): add("restartScheduled", ["delayMs": .integer(milliseconds(delay)), "reason": .string(why)])
-        case .stopping: add("stopping")
-        case .killed: add("killed")
-        case .abandoned: add("abandoned")
-        case .notRestarted(let why): add("notRestarted", ["reason": .string(why)])
-        case .removed: add("removed")
+        case .started(let pid): add(event.kindName, ["pid": pid.map { .integer(Int64($0)) }])
+        case .startFailed(let why): add(event.kindName, ["reason": .string(why)])
+        case .exited(let reason): add(event.kindName, ["reason": .string("\(reason)"), "abnormal": .bool(reason.isAbnormal)])
+        case .restartScheduled(let delay, let why): add(event.kindName, ["delayMs": .integer(milliseconds(delay)), "reason": .string(why)])
+        case .stopping: add(event.kindName)
+        case .killed: add(event.kindName)
+        case .abandoned: add(event.kindName)
+        case .notRestarted(let why): add(event.kindName, ["reason": .string(why)])
+        case .removed: add(event.kindName)
         case .intensityExceeded(let maxRestarts, let period):
-            add("intensityExceeded", ["maxRestarts": .integer(Int64(maxRestarts)), "periodMs": .integer(milliseconds(period))])
-        case .supervisorStarted: add("supervisorStarted")
-        case .supervisorStopping(let reason): add("supervisorStopping", ["reason": .string("\(reason)")])
-        case .supervisorStopped(let reason): add("supervisorStopped", ["reason": .string("\(reason)")])
-        case .output(let stream, let line): add("output", ["stream": .string(stream), "line": .string(line)])
-        case .loopLag(let duration): add("loopLag", ["durationMs": .integer(milliseconds(duration))])
-        case .ready(let after): add("ready", ["afterMs": .integer(milliseconds(after))])
-        case .notReady(let why): add("notReady", ["reason": .string(why)])
-        case .livenessFailed(let why): add("livenessFailed", ["reason": .string(why)])
-        case .status(let text): add("status", ["text": .string(text)])
+            add(event.kindName, ["maxRestarts": .integer(Int64(maxRestarts)), "periodMs": .integer(milliseconds(period))])
+        case .supervisorStarted: add(event.kindName)
+        case .supervisorStopping(let reason): add(event.kindName, ["reason": .string("\(reason)")])
+        case .supervisorStopped(let reason): add(event.kindName, ["reason": .string("\(reason)")])
+        case .output(let stream, let line): add(event.kindName, ["stream": .string(stream), "line": .string(line)])
+        case .loopLag(let duration): add(event.kindName, ["durationMs": .integer(milliseconds(duration))])
+        case .ready(let after): add(event.kindName, ["afterMs": .integer(milliseconds(after))])
+        case .notReady(let why): add(event.kindName, ["reason": .string(why)])
+        case .livenessFailed(let why): add(event.kindName, ["reason": .string(why)])
+        case .status(let text): add(event.kindName, ["text": .string(text)])
         }
         members.append(.init("text", .string(event.description)))
         return .object(members)

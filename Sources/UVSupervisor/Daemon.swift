@@ -22,6 +22,8 @@ public struct DaemonOptions {
     public var name: String = "root"
     /// Where events are logged (default: standard error, `info` and up; `nil` for silence).
     public var logger: Logger? = Logger(label: "uv-supervisor", factory: { label in StreamLogHandler.standardError(label: label) })
+    /// The level at which captured output lines of process workers are logged (default `info`).
+    public var outputLogLevel: Logger.Level = .info
     /// The whole tree's shutdown deadline after SIGTERM or a first SIGINT (default 10 s).
     public var shutdownTimeout: Duration = .seconds(10)
     /// Report loop iterations busier than this as ``SupervisorEvent/Kind/loopLag(_:)`` events on
@@ -116,6 +118,7 @@ public enum SupervisorDaemon {
         let runtime = UVRuntime(loop: loop, spawnMethod: options.spawnMethod, parentDeathSignal: options.parentDeathSignal)
         let spec = try makeSpec(loop)
         let root = try Supervisor(spec, name: options.name, runtime: runtime, logger: options.logger, randomSeed: options.randomSeed)
+        root.events.outputLogLevel = options.outputLogLevel
         var interrupts = 0
         let timeout = options.shutdownTimeout
         let terminate = try SignalWatcher(loop: loop, signal: SIGTERM) { _ in root.shutdown(within: timeout) }
