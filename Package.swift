@@ -15,6 +15,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
         // For `uvsctl` only; no library module depends on it.
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
     ],
@@ -34,13 +35,14 @@ let package = Package(
         // Swift over libuv: the loop, handles, processes, cross-thread entry, executors.
         .target(name: "UVLoop", dependencies: ["CLibUV", "CUVShims", "ProcessSpawning"]),
         // The supervision tree. Knows no libuv and no Dispatch: it talks to `SupervisorRuntime`.
-        .target(name: "Supervision", dependencies: [.product(name: "Logging", package: "swift-log")]),
+        .target(name: "Supervision", dependencies: [.product(name: "Logging", package: "swift-log"),
+                                                    .product(name: "CoreMetrics", package: "swift-metrics")]),
         // The same supervision on Dispatch, for comparison (the benchmark runs both). No libuv.
         .target(name: "DispatchSupervisor", dependencies: ["Supervision", "ProcessSpawning", "CUVShims"]),
         // A manual runtime (virtual clock, scripted exits) for deterministic tests of any tree.
         .target(name: "SupervisionTesting", dependencies: ["Supervision"]),
         // The libuv runtime and the face most users import.
-        .target(name: "UVSupervisor", dependencies: ["Supervision", "UVLoop", "CUVShims"]),
+        .target(name: "UVSupervisor", dependencies: ["Supervision", "UVLoop", "CUVShims", .product(name: "CoreMetrics", package: "swift-metrics")]),
 
         // `uvsctl`: talks to a daemon's control socket.
         .executableTarget(name: "uvsctl", dependencies: ["UVSupervisor", "CUVShims",
@@ -55,7 +57,8 @@ let package = Package(
                           path: "Examples/example-daemon"),
 
         // The benchmark: `swift run -c release uv-supervisor-bench`, with its C floor and child.
-        .executableTarget(name: "uv-supervisor-bench", dependencies: ["UVSupervisor", "DispatchSupervisor", "uvs-bench-c", "uvs-bench-child"],
+        .executableTarget(name: "uv-supervisor-bench", dependencies: ["UVSupervisor", "DispatchSupervisor", "uvs-bench-c", "uvs-bench-child",
+                                                                       .product(name: "CoreMetrics", package: "swift-metrics")],
                           path: "Benchmarks/uv-supervisor-bench"),
         .executableTarget(name: "uvs-bench-c", path: "Benchmarks/uvs-bench-c", linkerSettings: [.linkedLibrary("uv")]),
         .executableTarget(name: "uvs-bench-child", path: "Benchmarks/uvs-bench-child"),
@@ -70,7 +73,8 @@ let package = Package(
 
         .testTarget(name: "UVLoopTests", dependencies: ["UVLoop", "CUVShims", "TestSupport", "uvs-test-child"]),
         .testTarget(name: "ReliabilityTests", dependencies: ["UVSupervisor", "TestSupport", "uvs-test-child", "uvs-test-daemon"]),
-        .testTarget(name: "SupervisionTests", dependencies: ["Supervision", "SupervisionTesting", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "SupervisionTests", dependencies: ["Supervision", "SupervisionTesting", .product(name: "Logging", package: "swift-log"),
+                                                             .product(name: "MetricsTestKit", package: "swift-metrics")]),
         .testTarget(name: "UVSupervisorTests", dependencies: ["UVSupervisor", "CUVShims", "DispatchSupervisor", "SupervisionTesting", "TestSupport", "uvs-test-child", "uvs-test-daemon", "uv-supervisor-demo", "uvsctl"]),
     ],
     swiftLanguageModes: [.v6]

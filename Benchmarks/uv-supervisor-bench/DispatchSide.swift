@@ -4,6 +4,7 @@
 import Dispatch
 import DispatchSupervisor
 import Supervision
+import CoreMetrics
 
 /// State the Dispatch side's queue owns.
 final class QueueState: @unchecked Sendable {
@@ -82,7 +83,7 @@ enum DispatchSide {
             done.wait()
             report("per_job", "ns", Double(now() - t0) / Double(size))
             producer.join()
-        case "task_restart":
+        case "task_restart", "task_restart_metrics", "task_restart_events":
             let runtime = DispatchRuntime(queue: queue)
             var root: Supervisor?
             let t0 = now()
@@ -94,6 +95,8 @@ enum DispatchSide {
                         context.fail("crash")
                     })])
                 root = try? Supervisor(spec, runtime: runtime)
+                if workload == "task_restart_metrics" { root?.reportMetrics(to: NOOPMetricsHandler.instance) }
+                if workload == "task_restart_events" { root?.onEvent { _ in } }
                 root?.start()
             }
             done.wait()

@@ -2,6 +2,7 @@
 @preconcurrency import Glibc
 #endif
 import UVSupervisor
+import CoreMetrics
 import UVLoop
 
 /// A cross-thread job: counts on the loop, stops it at the target (no closure per job).
@@ -78,7 +79,7 @@ enum UVSide {
             loop.run(.untilStopped)
             report("per_job", "ns", Double(now() - t0) / Double(size))
             producer.join()
-        case "task_restart":
+        case "task_restart", "task_restart_metrics", "task_restart_events":
             var starts = 0
             let runtime = UVRuntime(loop: loop)
             let spec = SupervisorSpec(intensity: RestartIntensity(maxRestarts: 100_000_000, period: .milliseconds(1)), children: [
@@ -88,6 +89,10 @@ enum UVSide {
                     context.fail("crash")
                 })])
             let root = try Supervisor(spec, runtime: runtime)
+            // With metrics reported (to swift-metrics' no-op backend: the reporter's own cost),
+            // or with an empty event handler (what building the events costs).
+            if workload == "task_restart_metrics" { root.reportMetrics(to: NOOPMetricsHandler.instance) }
+            if workload == "task_restart_events" { root.onEvent { _ in } }
             let t0 = now()
             root.start()
             loop.run(.untilStopped)

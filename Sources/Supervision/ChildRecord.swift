@@ -160,6 +160,8 @@ final class ChildRecord {
     var health: ChildHealth?
     /// The last `STATUS=` it sent.
     var statusText: String?
+    /// Its metrics, while a ``SupervisorMetrics`` reports the tree (created at its first event).
+    var metrics: SupervisorMetrics.ChildMetrics?
 
     /// The start closure of a loop task, kept apart so that restarts do not copy the spec's enum.
     let loopTaskStart: ((LoopTaskContext) -> Void)?

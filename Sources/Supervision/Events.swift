@@ -127,7 +127,13 @@ public final class EventSink {
     }
 
     private func updateActive() {
-        active = !handlers.isEmpty || !continuations.isEmpty || logger != nil
+        active = !handlers.isEmpty || !continuations.isEmpty || logger != nil || metrics != nil
+    }
+
+    /// The tree's metrics reporter, if any: given each event with the child's record, so that it
+    /// keeps its handles on the record (no lookup by path per event).
+    var metrics: SupervisorMetrics? {
+        didSet { updateActive() }
     }
 
     /// Adds a handler, called on the runtime's thread for every event.
@@ -148,6 +154,18 @@ public final class EventSink {
 
     /// Delivers an event.
     package func emit(_ event: SupervisorEvent) {
+        metrics?.record(event, nil)
+        deliver(event)
+    }
+
+    /// Delivers an event about `record` (a child, or for a nested supervisor's own events the
+    /// record its parent keeps for it).
+    func emit(_ event: SupervisorEvent, about record: ChildRecord?) {
+        metrics?.record(event, record)
+        deliver(event)
+    }
+
+    private func deliver(_ event: SupervisorEvent) {
         for handler in handlers { handler(event) }
         for continuation in continuations.values { continuation.yield(event) }
         if let logger { log(event, to: logger) }

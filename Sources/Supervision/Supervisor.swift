@@ -822,7 +822,7 @@ public final class Supervisor {
     @inline(__always)
     func emit(_ record: ChildRecord, _ kind: SupervisorEvent.Kind) {
         guard events.isActive else { return }
-        events.emit(SupervisorEvent(path: record.path, time: now, kind: kind, restartCount: record.restartCount))
+        events.emit(SupervisorEvent(path: record.path, time: now, kind: kind, restartCount: record.restartCount), about: record)
     }
 
     /// A line of a captured stream, on the runtime's clock, with the restart count of the
@@ -834,7 +834,7 @@ public final class Supervisor {
 
     func emitSupervisorEvent(_ kind: SupervisorEvent.Kind) {
         guard events.isActive else { return }
-        events.emit(SupervisorEvent(path: path, time: now, kind: kind, restartCount: parentRecord?.restartCount ?? 0))
+        events.emit(SupervisorEvent(path: path, time: now, kind: kind, restartCount: parentRecord?.restartCount ?? 0), about: parentRecord)
     }
 
     // MARK: Internal access for the run-time API

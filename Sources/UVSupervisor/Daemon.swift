@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 @preconcurrency import Glibc
 #endif
+import CoreMetrics
 import Logging
 import Supervision
 import UVLoop
@@ -51,6 +52,10 @@ public struct DaemonOptions {
     /// daemon; `nil` (the default) means SIGHUP, SIGUSR1 and SIGUSR2 when the daemon is PID 1
     /// (a container's runtime sends them to PID 1 only), none otherwise.
     public var forwardedSignals: [Int32]? = nil
+    /// Report the tree's metrics (``SupervisorMetrics``) to the bootstrapped swift-metrics
+    /// backend (default `true`). Nothing is attached, and nothing is paid, when no backend has
+    /// been bootstrapped (`MetricsSystem.bootstrap`) before the daemon starts.
+    public var metrics: Bool = true
     /// Serve a control socket for `uvsctl` and other clients (default: none). The daemon does
     /// not start when the socket cannot be made (another daemon serves that path, say).
     public var controlSocket: ControlSocketOptions? = nil
@@ -119,6 +124,7 @@ public enum SupervisorDaemon {
         let spec = try makeSpec(loop)
         let root = try Supervisor(spec, name: options.name, runtime: runtime, logger: options.logger, randomSeed: options.randomSeed)
         root.events.outputLogLevel = options.outputLogLevel
+        if options.metrics && !(MetricsSystem.factory is NOOPMetricsHandler) { root.reportMetrics() }
         var interrupts = 0
         let timeout = options.shutdownTimeout
         let terminate = try SignalWatcher(loop: loop, signal: SIGTERM) { _ in root.shutdown(within: timeout) }
