@@ -9,6 +9,7 @@ let package = Package(
         .executable(name: "uvsctl", targets: ["uvsctl"]),
         .library(name: "UVSupervisor", targets: ["UVSupervisor"]),
         .library(name: "UVLoop", targets: ["UVLoop"]),
+        .library(name: "UVSupervisorServiceLifecycle", targets: ["UVSupervisorServiceLifecycle"]),
         .library(name: "Supervision", targets: ["Supervision"]),
         .library(name: "SupervisionTesting", targets: ["SupervisionTesting"]),
         .library(name: "DispatchSupervisor", targets: ["DispatchSupervisor"]),
@@ -16,6 +17,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
+        // For UVSupervisorServiceLifecycle only.
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
         // For `uvsctl` only; no library module depends on it.
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
     ],
@@ -44,6 +47,12 @@ let package = Package(
         // The libuv runtime and the face most users import.
         .target(name: "UVSupervisor", dependencies: ["Supervision", "UVLoop", "CUVShims", .product(name: "CoreMetrics", package: "swift-metrics")]),
 
+        // The tree as a ServiceLifecycle service, and services as workers: a product of its own
+        // so that core users do not pay for ServiceLifecycle.
+        .target(name: "UVSupervisorServiceLifecycle", dependencies: [
+            "UVSupervisor", "UVLoop", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+
         // `uvsctl`: talks to a daemon's control socket.
         .executableTarget(name: "uvsctl", dependencies: ["UVSupervisor", "CUVShims",
                                                          .product(name: "ArgumentParser", package: "swift-argument-parser")]),
@@ -66,13 +75,19 @@ let package = Package(
         // A small C program the tests spawn (lists its fds, ignores SIGTERM, forks, ...).
         .executableTarget(name: "uvs-test-child", dependencies: ["CUVShims"], path: "TestHelpers/uvs-test-child"),
         // A daemon on the one-call API, killed and signalled by the runtime tests.
-        .executableTarget(name: "uvs-test-daemon", dependencies: ["UVSupervisor"], path: "TestHelpers/uvs-test-daemon"),
+        .executableTarget(name: "uvs-test-daemon", dependencies: ["UVSupervisor", "UVSupervisorServiceLifecycle",
+                                                                  .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
+                          path: "TestHelpers/uvs-test-daemon"),
 
         // Shared by the test targets: helper paths, fd and zombie checks, bounded waits.
         .target(name: "TestSupport", dependencies: ["UVLoop", "UVSupervisor", "CUVShims"], path: "Tests/TestSupport"),
 
         .testTarget(name: "UVLoopTests", dependencies: ["UVLoop", "CUVShims", "TestSupport", "uvs-test-child"]),
         .testTarget(name: "ReliabilityTests", dependencies: ["UVSupervisor", "TestSupport", "uvs-test-child", "uvs-test-daemon"]),
+        .testTarget(name: "ServiceLifecycleTests", dependencies: [
+            "UVSupervisorServiceLifecycle", "UVSupervisor", "UVLoop", "TestSupport", "uvs-test-daemon",
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
         .testTarget(name: "SupervisionTests", dependencies: ["Supervision", "SupervisionTesting", .product(name: "Logging", package: "swift-log"),
                                                              .product(name: "MetricsTestKit", package: "swift-metrics")]),
         .testTarget(name: "UVSupervisorTests", dependencies: ["UVSupervisor", "CUVShims", "DispatchSupervisor", "SupervisionTesting", "TestSupport", "uvs-test-child", "uvs-test-daemon", "uv-supervisor-demo", "uvsctl"]),

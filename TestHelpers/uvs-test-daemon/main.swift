@@ -6,6 +6,7 @@
 //        uvs-test-daemon family     (a child with a grandchild and a setsid'd great-grandchild)
 //        uvs-test-daemon pid1       (for a PID namespace: a storm of orphans and a crashing child)
 //        uvs-test-daemon control PATH [MODE]   (a control socket at PATH; see below)
+//        uvs-test-daemon service-group  (a ServiceLifecycle group with the tree, stopped by SIGTERM)
 //        uvs-test-daemon memory tasks N
 //        uvs-test-daemon memory processes N PROGRAM
 //            N restarts of one crashing loop task (or of PROGRAM exiting 0), alone in this
@@ -16,6 +17,9 @@
 #endif
 import UVSupervisor
 import UVLoop
+import ServiceLifecycle
+import UVSupervisorServiceLifecycle
+import Logging
 
 setvbuf(stdout, nil, _IOLBF, 0)
 
@@ -218,6 +222,42 @@ if CommandLine.arguments.count >= 3 && CommandLine.arguments[1] == "control" {
             ChildSpec(id: "pool", .supervisor(pool)),
             ChildSpec(id: "late", .process(late), readiness: .notify),
         ])
+    }
+}
+
+if CommandLine.arguments.count >= 2 && CommandLine.arguments[1] == "service-group" {
+    // A ServiceGroup with the tree and another service, SIGTERM as its graceful shutdown
+    // signal: the other service stops first (reverse order), then the tree in reverse order.
+    struct OtherService: Service {
+        func run() async throws {
+            print("other running")
+            try? await gracefulShutdown()
+            print("other stopped")
+        }
+    }
+    let tree = SupervisorService(configure: { root, _ in
+        root.onEvent { event in
+            switch event.kind {
+            case .stopping: print("stopping \(event.path)")
+            case .supervisorStarted where event.path == "root": print("tree started")
+            default: break
+            }
+        }
+    }) { _ in
+        SupervisorSpec(children: [
+            ChildSpec(id: "c0", .process(ProcessSpec(argv: ["/bin/sleep", "600"]))),
+            ChildSpec(id: "c1", .process(ProcessSpec(argv: ["/bin/sleep", "600"]))),
+        ])
+    }
+    let group = ServiceGroup(services: [tree, OtherService()], gracefulShutdownSignals: [.sigterm],
+                             logger: Logger(label: "group", factory: { _ in SwiftLogNoOpLogHandler() }))
+    do {
+        try await group.run()
+        print("group done")
+        exit(0)
+    } catch {
+        print("group failed \(error)")
+        exit(1)
     }
 }
 
