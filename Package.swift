@@ -17,6 +17,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
+        // `swift package generate-documentation` (a plugin: nothing of it is linked).
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin.git", from: "1.4.0"),
         // For UVSupervisorServiceLifecycle only.
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
         // For `uvsctl` only; no library module depends on it.
@@ -61,7 +63,10 @@ let package = Package(
         .executableTarget(name: "uv-supervisor-demo", dependencies: ["UVSupervisor"], path: "Examples/uv-supervisor-demo"),
 
         // The README's examples, compiled so that they stay true.
-        .target(name: "ReadmeSnippets", dependencies: ["UVSupervisor", "SupervisionTesting"], path: "Examples/ReadmeSnippets"),
+        .target(name: "ReadmeSnippets", dependencies: ["UVSupervisor", "SupervisionTesting", "UVSupervisorServiceLifecycle",
+                                                 .product(name: "Logging", package: "swift-log"),
+                                                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
+                path: "Examples/ReadmeSnippets"),
         .executableTarget(name: "example-daemon", dependencies: ["UVSupervisor", .product(name: "Logging", package: "swift-log")],
                           path: "Examples/example-daemon"),
 

@@ -3,6 +3,9 @@
 import UVSupervisor
 import UVLoop
 import SupervisionTesting
+import Logging
+import ServiceLifecycle
+import UVSupervisorServiceLifecycle
 
 // MARK: - The tree and its workers
 
@@ -146,4 +149,12 @@ func controlledDaemon() throws -> ExitReason {
             ]))),
         ])
     }
+}
+
+// MARK: - In the Swift server ecosystem
+
+func runBesideOtherServices(httpServer: some Service, logger: Logger) async throws {
+    let tree = SupervisorService(logger: logger) { loop in workerKinds(loop: loop) }
+    let group = ServiceGroup(services: [tree, httpServer], gracefulShutdownSignals: [.sigterm], logger: logger)
+    try await group.run()   // SIGTERM: httpServer stops first, then the tree in reverse order
 }

@@ -2,7 +2,7 @@
 ///
 /// A loop task is a callback-style worker that runs on the supervisor's thread: its start
 /// closure sets up timers or I/O and returns at once (it must never block). It reports its end
-/// exactly once with ``finish()`` or ``fail(_:)``, and honours stop requests through
+/// exactly once with ``finish()`` or `fail(_:)` (an error or a message), and honours stop requests through
 /// ``onStop``. Reports after the end, or from an earlier incarnation, are ignored.
 ///
 /// ```swift

@@ -24,6 +24,8 @@ public protocol SupervisorRuntime: AnyObject {
     ///   message naming the program and the system's error name.
     ///
     /// - Parameters:
+    ///   - spec: the program, its arguments, environment and stdio.
+    ///   - path: the child's path, for messages.
     ///   - notify: what to set up for its readiness and liveness reports (a notify socket,
     ///     `WATCHDOG_USEC`, a readiness descriptor); `.none` for most children.
     ///   - onOutput: for streams set to ``ProcessStdio/capture``: each line (`"stdout"` or
@@ -31,6 +33,7 @@ public protocol SupervisorRuntime: AnyObject {
     ///     turns them into events on its own clock.
     ///   - onNotice: what the process reports through the setup in `notify`, on the runtime's
     ///     thread, never from inside this call.
+    ///   - onExit: how it ended.
     func startProcess(_ spec: ProcessSpec, path: String, notify: NotifySetup,
                       onOutput: @escaping (_ stream: String, _ line: String) -> Void,
                       onNotice: @escaping (WorkerNotice) -> Void,

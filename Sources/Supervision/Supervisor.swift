@@ -149,7 +149,10 @@ public final class Supervisor {
     /// Creates a root supervisor after validating `spec` (and every nested spec): nothing starts
     /// until ``start()``.
     /// - Parameters:
+    ///   - spec: the tree.
     ///   - name: the root's path element (default `root`).
+    ///   - runtime: what runs the workers and the clock (`UVRuntime`, `DispatchRuntime`,
+    ///     `ManualRuntime`).
     ///   - logger: events are also logged here.
     ///   - randomSeed: seeds backoff jitter (default: a random seed); fix it for reproducible runs.
     /// - Throws: ``SupervisionError`` for the first invalid field, naming its path.

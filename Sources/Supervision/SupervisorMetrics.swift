@@ -12,7 +12,7 @@ import CoreMetrics
 /// | `uvs_loop_lag` | timer | — | loop stalls seen by the lag watchdog |
 ///
 /// Attach it once to a root (``Supervisor/reportMetrics(to:prefix:)``). A tree without one pays
-/// nothing, and ``SupervisorDaemon`` attaches one only when a metrics backend has been
+/// nothing, and `SupervisorDaemon` attaches one only when a metrics backend has been
 /// bootstrapped. Each child's metric handles are kept on the child's record (no lookup per
 /// event) and destroyed when the child is removed (a dynamic or temporary child that ended),
 /// so their number follows the living children.

@@ -5,7 +5,7 @@ import Supervision
 /// test scripts.
 ///
 /// Loop tasks run for real (they are plain callbacks); process and async-task workers are
-/// simulated: ``start(path:)`` is recorded, ``exit(_:_:)`` ends one, and a stop request ends it
+/// simulated: a start is recorded (``Action``), ``exit(_:_:)`` ends one, and a stop request ends it
 /// on the next turn as the ``StopBehaviour`` of that path says.
 ///
 /// ```swift
@@ -148,7 +148,7 @@ public final class ManualRuntime: SupervisorRuntime {
     }
 
     /// The simulated worker at `path` reports `notice` (`READY=1`, `WATCHDOG=1`, `STATUS=...`,
-    /// or an async task's ``SupervisedTask`` call), delivered at once.
+    /// or an async task's `SupervisedTask` call), delivered at once.
     /// - Returns: whether such a worker was running.
     @discardableResult
     public func notify(_ path: String, _ notice: WorkerNotice) -> Bool {
@@ -185,7 +185,7 @@ public final class ManualRuntime: SupervisorRuntime {
     }
 
     /// Records the start of a simulated async task (its body is not run; ``notify(_:_:)``
-    /// stands in for its ``SupervisedTask`` calls).
+    /// stands in for its `SupervisedTask` calls).
     public func startAsyncTask(_ body: @escaping @Sendable () async throws -> Void, path: String,
                                onNotice: @escaping (WorkerNotice) -> Void,
                                onExit: @escaping (WorkerTermination) -> Void) throws(SupervisionError) -> any RunningWorker {

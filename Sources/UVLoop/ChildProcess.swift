@@ -54,6 +54,8 @@ public final class ChildProcess: LoopHandle {
     /// Starts a child process on `loop`.
     ///
     /// - Parameters:
+    ///   - loop: the loop that watches it (the calling thread's).
+    ///   - options: the program, arguments, environment, stdio and spawn method.
     ///   - onOutput: receives lines from streams configured as ``StdioPolicy/pipe``.
     ///   - onExit: called once on the loop with the exit code or signal.
     /// - Throws: ``UVError`` naming the program and libuv's error (`ENOENT` for a missing

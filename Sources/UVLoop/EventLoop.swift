@@ -251,7 +251,7 @@ public final class EventLoop {
     }
 }
 
-/// An object the loop can run without allocating a closure (see ``EventLoop/runSoon(_:)-4fz1s``).
+/// An object the loop can run without allocating a closure (see `EventLoop.runSoon(_:)`).
 /// The loop holds a strong reference to it from the submission until it has run.
 public protocol LoopRunnable: AnyObject {
     /// Called on the loop thread, once per time the object was enqueued.

@@ -1,6 +1,6 @@
 /// A unit of work for the loop's fastest lane: subclass it and override ``run()``.
 ///
-/// ``EventLoop/runSoon(_:)-(LoopJob)`` and ``LoopRemote/execute(_:)-(LoopJob&Sendable)`` queue a
+/// `EventLoop.runSoon(_:)` and `LoopRemote.execute(_:)` queue a
 /// job as one word and call ``run()`` through the class's own dispatch: no closure context, no
 /// existential. The queue holds one reference per submission until the job has run. The same
 /// object may be submitted many times, to any number of loops; it runs once per submission.

@@ -16,7 +16,7 @@ import CLibUV
 /// they go straight to the loop's run-soon queue. Once the loop's ``EventLoop/close()`` has
 /// begun, submissions from other threads are refused; submissions from the loop's own thread
 /// are accepted only while close() runs the work that was already accepted (a task's next
-/// step), and refused from then on. Refused means: ``execute(_:)`` throws, and an executor job
+/// step), and refused from then on. Refused means: `execute(_:)` throws, and an executor job
 /// traps (see below). The `closed` flag and `uv_async_send` are under the same lock, so a
 /// refused submission never touches the freed async handle.
 ///

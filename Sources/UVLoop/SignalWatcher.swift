@@ -48,7 +48,7 @@ public final class SignalWatcher: LoopHandle {
         watching = true
     }
 
-    /// Stops watching (the handle stays open until ``close()``). Idempotent.
+    /// Stops watching (the handle stays open until `close()`). Idempotent.
     public func stop() {
         guard watching, isOpen else { return }
         loop.preconditionInLoop("SignalWatcher.stop")

@@ -68,7 +68,7 @@ package final class ControlServer {
     package private(set) var refusedForLimit = 0
 
     /// Listens at `options.path`.
-    /// - Throws: ``UVError`` (`EADDRINUSE`: another daemon serves that socket).
+    /// - Throws: `UVError` (`EADDRINUSE`: another daemon serves that socket).
     package init(loop: EventLoop, root: Supervisor, options: ControlSocketOptions, shutdownTimeout: Duration,
                  readyWhen: DaemonOptions.ReadyCondition) throws(UVError) {
         self.loop = loop

@@ -10,7 +10,7 @@ import UVLoop
 public struct DaemonOptions {
     /// When the daemon tells its manager it is ready (`READY=1`, with `Type=notify`).
     public enum ReadyCondition: Sendable, Equatable {
-        /// Once every child of the root is ready (see ``Readiness``; nested supervisors once
+        /// Once every child of the root is ready (see `Readiness`; nested supervisors once
         /// their own children are). The default.
         case allChildren
         /// Once every significant child of the root is ready.
@@ -27,7 +27,7 @@ public struct DaemonOptions {
     public var outputLogLevel: Logger.Level = .info
     /// The whole tree's shutdown deadline after SIGTERM or a first SIGINT (default 10 s).
     public var shutdownTimeout: Duration = .seconds(10)
-    /// Report loop iterations busier than this as ``SupervisorEvent/Kind/loopLag(_:)`` events on
+    /// Report loop iterations busier than this as `SupervisorEvent/Kind/loopLag(_:)` events on
     /// the root (default 250 ms; `nil` turns the watchdog off). A stall also skips the next
     /// systemd watchdog ping.
     public var lagThreshold: Duration? = .milliseconds(250)
@@ -52,7 +52,7 @@ public struct DaemonOptions {
     /// daemon; `nil` (the default) means SIGHUP, SIGUSR1 and SIGUSR2 when the daemon is PID 1
     /// (a container's runtime sends them to PID 1 only), none otherwise.
     public var forwardedSignals: [Int32]? = nil
-    /// Report the tree's metrics (``SupervisorMetrics``) to the bootstrapped swift-metrics
+    /// Report the tree's metrics (`SupervisorMetrics`) to the bootstrapped swift-metrics
     /// backend (default `true`). Nothing is attached, and nothing is paid, when no backend has
     /// been bootstrapped (`MetricsSystem.bootstrap`) before the daemon starts.
     public var metrics: Bool = true
@@ -84,7 +84,7 @@ public enum SupervisorDaemon {
     /// (see ``DaemonOptions/readyWhen``) with `MAINPID=`, a one-line `STATUS=` when it changes,
     /// `STOPPING=1` when shutdown begins, and `WATCHDOG=1` at half of `WATCHDOG_USEC` while the
     /// loop is healthy; without `NOTIFY_SOCKET` nothing is sent and no timer runs.
-    /// - Throws: ``SupervisionError`` for an invalid spec, ``UVError`` when the loop cannot start.
+    /// - Throws: `SupervisionError` for an invalid spec, `UVError` when the loop cannot start.
     public static func run(_ spec: SupervisorSpec, options: DaemonOptions = DaemonOptions()) throws -> ExitReason {
         try run(options: options) { _ in spec }
     }
@@ -199,6 +199,6 @@ public enum SupervisorDaemon {
 }
 
 extension ExitReason {
-    /// A process exit status for `main`: 0 for ``normal`` and ``shutdown``, 1 otherwise.
+    /// A process exit status for `main`: 0 for `ExitReason.normal` and `ExitReason.shutdown`, 1 otherwise.
     public var exitStatus: Int32 { isAbnormal ? 1 : 0 }
 }

@@ -4,11 +4,11 @@
 import Supervision
 import UVLoop
 
-/// The libuv runtime: drives supervision trees on one ``EventLoop``.
+/// The libuv runtime: drives supervision trees on one `EventLoop`.
 ///
 /// Timers are `uv_timer_t`s (one per child that needs one, reused), zero-delay restarts go
 /// through the loop's run-soon queue (one loop turn, I/O polled in between), process workers
-/// are ``ChildProcess``es (own process group, stop signal to the group, SIGKILL at the
+/// are `ChildProcess`es (own process group, stop signal to the group, SIGKILL at the
 /// timeout), async tasks run on the loop's task executor. Confined to the loop's thread.
 ///
 /// ```swift
@@ -121,7 +121,7 @@ public final class UVRuntime: SupervisorRuntime {
 
     // MARK: Workers
 
-    /// Spawns a process worker. Spawn errors become ``SupervisionError/Code/startFailed`` with
+    /// Spawns a process worker. Spawn errors become `SupervisionError/Code/startFailed` with
     /// libuv's error name and the program (`spawn "/usr/bin/nope": ENOENT (...)`).
     ///
     /// With `notify.notifySocket` the child gets a private notify socket (`NOTIFY_SOCKET=@uvs/...`,
