@@ -692,6 +692,10 @@ public final class Supervisor {
             if worker.kill() {
                 emit(record, .killed)
             } else {
+                // An async task cannot be killed. A stop with no time left (a brutal kill, an
+                // expired deadline) never asked it to stop: cancel it now, so that it ends soon
+                // even unsupervised (its runtime can wait for it before closing its loop).
+                worker.requestStop()
                 emit(record, .abandoned)
                 enqueueEnding(record, generation: generation, .abandoned)
             }

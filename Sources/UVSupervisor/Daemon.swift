@@ -184,7 +184,8 @@ public enum SupervisorDaemon {
             watchdog?.close()
             reports?.close()
             forwarders.forEach { $0.close() }
-            loop.stop()
+            // Async-task workers abandoned at the deadline end on this loop before it closes.
+            runtime.afterAsyncTasksEnd(within: .seconds(5)) { loop.stop() }
         }
         options.configure?(root, loop)
         root.start()

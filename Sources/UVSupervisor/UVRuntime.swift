@@ -44,6 +44,11 @@ public final class UVRuntime: SupervisorRuntime {
 
     /// Notify datagrams refused so far (foreign senders, malformed or oversized messages).
     public private(set) var droppedNotifications = DroppedNotifications()
+    /// Async-task workers whose task has not ended yet, abandoned ones included (a supervisor
+    /// gives up waiting for a task at its shutdown timeout, but the task still runs on this
+    /// loop until it returns).
+    public var runningAsyncTasks: Int { asyncTasks.running }
+    private let asyncTasks = AsyncTaskCount()
     /// Environment changes for every process worker (the daemon's descendant cookie).
     var childEnvironment: [String: String?] = [:]
     /// Told when a process worker in its own group starts (`true`) and when it has exited.
@@ -192,14 +197,53 @@ public final class UVRuntime: SupervisorRuntime {
         let noticeDelivery = LoopBound(onNotice, remote: remote)
         // Notices hop to the loop thread like the end does (after this start has returned).
         let notifier = WorkerNotifier { notice in try? remote.execute { noticeDelivery.value(notice) } }
+        asyncTasks.running += 1
+        let count = LoopBound(asyncTasks, remote: remote)
         let task = Task(executorPreference: remote) {
             let termination = await SupervisedTask.$notifier.withValue(notifier) {
                 await WorkerTermination.ofAsyncTask(body)
             }
             // Hop explicitly: the report must run on the loop thread, after this start returned.
-            try? remote.execute { delivery.value(termination) }
+            try? remote.execute {
+                count.value.ended()
+                delivery.value(termination)
+            }
         }
         return AsyncTaskWorker(task: task)
+    }
+
+    /// Calls `body` on the loop once every async-task worker started here has ended (at once if
+    /// none runs), or after `timeout` if some still run. A program that closes its loop after
+    /// its tree stopped waits for this first: a task the supervisor abandoned at its shutdown
+    /// deadline (a stop with no time left) is still on its way out, and resuming it on a
+    /// closed loop would stop the process.
+    public func afterAsyncTasksEnd(within timeout: Duration, _ body: @escaping () -> Void) {
+        loop.preconditionInLoop("UVRuntime.afterAsyncTasksEnd")
+        guard asyncTasks.running > 0 else { return body() }
+        let timer = LoopTimer(loop: loop) { [asyncTasks] in asyncTasks.fireWaiters() }
+        try? timer.start(after: timeout)
+        asyncTasks.waiters.append {
+            timer.close()
+            body()
+        }
+    }
+}
+
+/// The async-task workers still running on a runtime's loop, and who waits for them to end.
+/// Loop-confined.
+private final class AsyncTaskCount {
+    var running = 0
+    var waiters: [() -> Void] = []
+
+    func ended() {
+        running -= 1
+        if running == 0 { fireWaiters() }
+    }
+
+    func fireWaiters() {
+        let waiting = waiters
+        waiters = []
+        for waiter in waiting { waiter() }
     }
 }
 

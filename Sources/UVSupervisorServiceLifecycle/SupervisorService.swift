@@ -67,8 +67,13 @@ public struct SupervisorService: Service {
         do {
             try thread.remote.executeWithLoop { loop in
                 do {
-                    let root = try Supervisor(makeSpec(loop), name: name, runtime: UVRuntime(loop: loop), logger: logger)
-                    root.onTermination { continuation.resume(returning: $0) }
+                    let runtime = UVRuntime(loop: loop)
+                    let root = try Supervisor(makeSpec(loop), name: name, runtime: runtime, logger: logger)
+                    // Async-task workers abandoned by a hurried stop still end on this loop:
+                    // it is torn down only after them (or 5 s).
+                    root.onTermination { reason in
+                        runtime.afterAsyncTasksEnd(within: .seconds(5)) { continuation.resume(returning: reason) }
+                    }
                     configure?(root, loop)
                     tree.started(root)
                 } catch {

@@ -1,5 +1,6 @@
 import Logging
 import ServiceLifecycle
+import Dispatch
 import Testing
 import TestSupport
 @testable import UVLoop
@@ -109,6 +110,35 @@ struct ServiceLifecycleTests {
         }
     }
 
+    @Test("cancellation abandons an async task that is slow to end, and run() still waits for it before closing the loop (resuming on a closed loop would stop the process)")
+    func slowTaskOutlivesTheTree() async throws {
+        try await ExclusiveResources.run {
+            let journal = Journal()
+            let service = SupervisorService(configure: { root, _ in
+                root.onEvent { event in
+                    if case .abandoned = event.kind { journal.add("abandoned \(event.path)") }
+                    if case .supervisorStarted = event.kind { journal.add("tree started") }
+                }
+            }) { _ in
+                SupervisorSpec(children: [
+                    ChildSpec(id: "slow", .asyncTask {
+                        journal.add("slow running")
+                        try? await Task.sleep(for: .seconds(600))
+                        // Cancelled: a last step that takes 300 ms and ignores cancellation.
+                        await slowStep()
+                        journal.add("slow ended")
+                    }),
+                ])
+            }
+            let running = Task { try await service.run() }
+            #expect(await eventually { journal.contains("slow running") && journal.contains("tree started") })
+            running.cancel()
+            try await running.value
+            #expect(journal.contains("abandoned root/slow"), "\(journal.all)")
+            #expect(journal.contains("slow ended"), "run() returned before the task it abandoned had ended: \(journal.all)")
+        }
+    }
+
     @Test("a tree that gives up makes run() throw, so that the group can react")
     func abnormalEnd() async throws {
         await ExclusiveResources.run {
@@ -140,5 +170,12 @@ struct ServiceLifecycleTests {
             #expect(order.allSatisfy { $0 >= 0 } && order == order.sorted(), "\(lines)")
         }
         #expect(report == .clean)
+    }
+}
+
+/// 300 ms that cancellation cannot shorten.
+private func slowStep() async {
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(300)) { continuation.resume() }
     }
 }
