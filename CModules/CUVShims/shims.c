@@ -262,10 +262,20 @@ static int spawn_child(void *argument) {
         if ((r = child_cloexec_walk(total, ctx->report_fd)) < 0) child_fail(ctx, r);
     }
     if (o->cwd != NULL && (r = SYS1(SYS_chdir, o->cwd)) != 0) child_fail(ctx, r);
-    if (o->set_gid) {
-        if ((r = SYS2(SYS_setgroups, 0, NULL)) != 0) child_fail(ctx, r);
-        if ((r = SYS1(SYS_setgid, o->gid)) != 0) child_fail(ctx, r);
+    // Limits first: raising a hard limit needs the privileges dropped below.
+    if (o->limit_count < 0 || o->limit_count > 64) child_fail(ctx, -EINVAL);
+    for (int i = 0; i < o->limit_count; i++) {
+        struct { unsigned long long soft, hard; } limit = { o->limits[i].soft, o->limits[i].hard };
+        if ((r = SYS4(SYS_prlimit64, 0, o->limits[i].resource, &limit, NULL)) != 0) child_fail(ctx, r);
     }
+    if (o->set_umask) SYS1(SYS_umask, o->umask_value & 0777);
+    if (o->set_groups) {
+        if (o->group_count < 0 || o->group_count > 65536) child_fail(ctx, -EINVAL);
+        if ((r = SYS2(SYS_setgroups, o->group_count, o->groups)) != 0) child_fail(ctx, r);
+    } else if (o->set_gid) {
+        if ((r = SYS2(SYS_setgroups, 0, NULL)) != 0) child_fail(ctx, r);
+    }
+    if (o->set_gid && (r = SYS1(SYS_setgid, o->gid)) != 0) child_fail(ctx, r);
     if (o->set_uid && (r = SYS1(SYS_setuid, o->uid)) != 0) child_fail(ctx, r);
     unsigned long empty = 0;
     SYS4(SYS_rt_sigprocmask, SIG_SETMASK, &empty, NULL, 8);
@@ -396,7 +406,8 @@ int cuvs_spawn(const cuvs_spawn_options *options, int *pidfd_out) {
 
 int cuvs_posix_spawn(const cuvs_spawn_options *o, int *pidfd_out) {
     *pidfd_out = -1;
-    if (o->parent_death_signal != 0 || o->set_uid || o->set_gid) return -ENOTSUP;
+    if (o->parent_death_signal != 0 || o->set_uid || o->set_gid || o->set_groups || o->set_umask || o->limit_count != 0)
+        return -ENOTSUP;
     if (o->extra_count < 0 || o->extra_count > 64) return -EINVAL;
     int total = 3 + o->extra_count;
     // The same scheme as cuvs_spawn: every source is first copied above the target range, so

@@ -66,8 +66,11 @@ public final class DispatchRuntime: SupervisorRuntime {
                              onOutput: @escaping (_ stream: String, _ line: String) -> Void,
                              onNotice: @escaping (WorkerNotice) -> Void,
                              onExit: @escaping (WorkerTermination) -> Void) throws(SupervisionError) -> any RunningWorker {
-        if spec.userID != nil || spec.groupID != nil {
-            throw SupervisionError(.startFailed, "\(path): the Dispatch runtime cannot switch user or group")
+        if spec.userID != nil || spec.groupID != nil || spec.supplementaryGroups != nil {
+            throw SupervisionError(.startFailed, "\(path): the Dispatch runtime cannot switch user or groups")
+        }
+        if spec.umask != nil || !spec.resourceLimits.isEmpty {
+            throw SupervisionError(.startFailed, "\(path): the Dispatch runtime cannot set a umask or resource limits (posix_spawn has no hook)")
         }
         // The same notify socket and readiness pipe as the libuv runtime, read by sources.
         let notifications = DispatchNotifications(queue: queue, expectedUID: getuid(), runtime: self, onNotice: onNotice)

@@ -141,6 +141,60 @@ public enum ProcessStdio: Sendable, Equatable {
     case capture
 }
 
+/// One resource limit for a process child (`setrlimit` in the child before it runs the program).
+public struct ResourceLimit: Sendable, Equatable {
+    /// The resources systemd's `Limit*=` settings name.
+    public enum Resource: Int32, Sendable, CaseIterable {
+        case cpuSeconds = 0, fileSize = 1, dataSize = 2, stackSize = 3, coreSize = 4, residentSize = 5
+        case processes = 6, openFiles = 7, lockedMemory = 8, addressSpace = 9, fileLocks = 10
+        case pendingSignals = 11, messageQueueBytes = 12, nicePriority = 13, realtimePriority = 14
+        case realtimeMicroseconds = 15
+
+        /// The config-file and systemd name: `nofile`, `nproc`, `core`, ...
+        public var name: String {
+            switch self {
+            case .cpuSeconds: return "cpu"
+            case .fileSize: return "fsize"
+            case .dataSize: return "data"
+            case .stackSize: return "stack"
+            case .coreSize: return "core"
+            case .residentSize: return "rss"
+            case .processes: return "nproc"
+            case .openFiles: return "nofile"
+            case .lockedMemory: return "memlock"
+            case .addressSpace: return "as"
+            case .fileLocks: return "locks"
+            case .pendingSignals: return "sigpending"
+            case .messageQueueBytes: return "msgqueue"
+            case .nicePriority: return "nice"
+            case .realtimePriority: return "rtprio"
+            case .realtimeMicroseconds: return "rttime"
+            }
+        }
+    }
+
+    /// No limit (`RLIM_INFINITY`).
+    public static let unlimited = UInt64.max
+
+    /// Which resource.
+    public var resource: Resource
+    /// The soft limit (what the process gets) and the hard limit (how far it may raise it).
+    public var soft: UInt64
+    public var hard: UInt64
+
+    /// A limit with its soft and hard values (``unlimited`` for none).
+    public init(_ resource: Resource, soft: UInt64, hard: UInt64) {
+        self.resource = resource
+        self.soft = soft
+        self.hard = hard
+    }
+
+    /// The same soft and hard limit, as systemd's `LimitNOFILE=65536`.
+    public init(_ resource: Resource, _ value: UInt64) {
+        self.init(resource, soft: value, hard: value)
+    }
+}
+
 /// How a process child's environment is built.
 public enum ProcessEnvironment: Sendable, Equatable {
     /// The supervisor's own environment.
@@ -196,6 +250,14 @@ public struct ProcessSpec: Sendable, Equatable {
     public var userID: UInt32? = nil
     /// Run as this group id (needs privileges).
     public var groupID: UInt32? = nil
+    /// The child's supplementary groups (requires privileges); `nil` keeps the supervisor's,
+    /// or clears them when ``groupID`` is set (as `setgid` alone would leave root's groups).
+    public var supplementaryGroups: [UInt32]? = nil
+    /// The child's file mode creation mask (`umask`, 0...0o777); `nil` inherits the supervisor's.
+    public var umask: UInt32? = nil
+    /// Resource limits set in the child before it runs the program, as systemd's `LimitNOFILE=`
+    /// and friends.
+    public var resourceLimits: [ResourceLimit] = []
 
     /// A process running `argv`.
     public init(argv: [String]) {
@@ -425,6 +487,14 @@ public struct SupervisorSpec {
         self.children = children
         self.maxChildren = nil
         self.isDynamic = false
+    }
+
+    /// Checks the spec (and every nested spec) as ``Supervisor`` would before starting it:
+    /// what a config loader or a test calls to find errors without a runtime.
+    /// - Parameter name: the root's path element, for messages (default `root`).
+    /// - Throws: ``SupervisionError`` for the first invalid field, naming its path.
+    public func validate(name: String = "root") throws(SupervisionError) {
+        try Validation.validate(self, path: name)
     }
 
     /// A dynamic supervisor: no children at start, one-for-one, at most `maxChildren`, with

@@ -100,6 +100,21 @@ enum Validation {
         if process.stdin == .capture {
             throw SupervisionError(.invalidSpec, "\(path): stdin cannot be captured")
         }
+        if let mask = process.umask, mask > 0o777 {
+            throw SupervisionError(.invalidSpec, "\(path): umask \(String(mask, radix: 8)) is not within 0...0777")
+        }
+        var limited = Set<ResourceLimit.Resource>()
+        for limit in process.resourceLimits {
+            if limit.soft > limit.hard {
+                throw SupervisionError(.invalidSpec, "\(path): the soft limit of \(limit.resource.name) (\(limit.soft)) is above its hard limit (\(limit.hard))")
+            }
+            if !limited.insert(limit.resource).inserted {
+                throw SupervisionError(.invalidSpec, "\(path): \(limit.resource.name) is limited twice")
+            }
+        }
+        if let groups = process.supplementaryGroups, groups.count > 65_536 {
+            throw SupervisionError(.invalidSpec, "\(path): more than 65,536 supplementary groups")
+        }
         let variables: [(key: String, value: String?)]
         switch process.environment {
         case .inherit: variables = []

@@ -85,6 +85,17 @@ public final class ChildProcess: LoopHandle {
                 throw UVError(code: UV_EINVAL.rawValue, operation: "\(description): a parent-death signal needs the pidfd spawn method")
             }
         }
+        if options.spawnMethod != .pidfd
+            && (options.supplementaryGroups != nil || options.fileModeMask != nil || !options.resourceLimits.isEmpty) {
+            throw UVError(code: UV_EINVAL.rawValue,
+                          operation: "\(description): supplementary groups, umask and resource limits need the pidfd spawn method")
+        }
+        if options.resourceLimits.count > 64 || (options.supplementaryGroups?.count ?? 0) > 65_536 {
+            throw UVError(code: UV_EINVAL.rawValue, operation: "\(description): at most 64 resource limits and 65,536 groups")
+        }
+        if let mask = options.fileModeMask, mask > 0o777 {
+            throw UVError(code: UV_EINVAL.rawValue, operation: "\(description): umask \(String(mask, radix: 8)) is not in 0...0777")
+        }
         if options.extraDescriptors.count > 64 {
             throw UVError(code: UV_EINVAL.rawValue, operation: "\(description): at most 64 extra descriptors")
         }

@@ -101,19 +101,34 @@ extension ChildProcess {
         spawnOptions.uid = Int32(bitPattern: options.userID ?? 0)
         spawnOptions.set_gid = options.groupID == nil ? 0 : 1
         spawnOptions.gid = Int32(bitPattern: options.groupID ?? 0)
+        spawnOptions.set_groups = options.supplementaryGroups == nil ? 0 : 1
+        spawnOptions.set_umask = options.fileModeMask == nil ? 0 : 1
+        spawnOptions.umask_value = options.fileModeMask ?? 0
         spawnOptions.argv = UnsafePointer(prepared.argv.pointer)
         spawnOptions.envp = UnsafePointer(prepared.environmentPointer)
         var pidfd: Int32 = -1
         let extra = options.extraDescriptors
+        let groups = options.supplementaryGroups ?? []
+        let limits = options.resourceLimits.map {
+            cuvs_resource_limit(resource: $0.resource, soft: $0.soft, hard: $0.hard)
+        }
         let result: Int32 = prepared.resolvedPath.withCString { file in
             let directory = prepared.workingDirectory.map { strdup($0) } ?? nil
             defer { free(directory) }
             return extra.withUnsafeBufferPointer { extraFDs in
-                spawnOptions.file = file
-                spawnOptions.cwd = UnsafePointer(directory)
-                spawnOptions.extra_fds = extraFDs.baseAddress
-                spawnOptions.extra_count = Int32(extraFDs.count)
-                return cuvs_spawn(&spawnOptions, &pidfd)
+                groups.withUnsafeBufferPointer { groupIDs in
+                    limits.withUnsafeBufferPointer { limitList in
+                        spawnOptions.file = file
+                        spawnOptions.cwd = UnsafePointer(directory)
+                        spawnOptions.extra_fds = extraFDs.baseAddress
+                        spawnOptions.extra_count = Int32(extraFDs.count)
+                        spawnOptions.groups = groupIDs.baseAddress
+                        spawnOptions.group_count = Int32(groupIDs.count)
+                        spawnOptions.limits = limitList.baseAddress
+                        spawnOptions.limit_count = Int32(limitList.count)
+                        return cuvs_spawn(&spawnOptions, &pidfd)
+                    }
+                }
             }
         }
         stdio.closeChildEnds()

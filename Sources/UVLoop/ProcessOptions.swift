@@ -98,6 +98,31 @@ public struct ProcessOptions: Sendable, Equatable {
     public var userID: UInt32? = nil
     /// Run the child as this group id (requires privileges).
     public var groupID: UInt32? = nil
+    /// The child's supplementary groups (requires privileges); `nil` keeps the supervisor's, or
+    /// clears them when ``groupID`` is set. Only with ``SpawnMethod/pidfd``.
+    public var supplementaryGroups: [UInt32]? = nil
+    /// The child's file mode creation mask (`umask`); `nil` inherits the supervisor's. Only with
+    /// ``SpawnMethod/pidfd``.
+    public var fileModeMask: UInt32? = nil
+    /// Resource limits set in the child before it runs the program (as systemd's `LimitNOFILE=`
+    /// and friends). Only with ``SpawnMethod/pidfd``.
+    public var resourceLimits: [ResourceLimit] = []
+
+    /// One `setrlimit` for the child.
+    public struct ResourceLimit: Sendable, Equatable {
+        /// `RLIMIT_NOFILE`, `RLIMIT_NPROC`, ...
+        public var resource: Int32
+        /// The soft and hard limits; `UInt64.max` is unlimited (`RLIM_INFINITY`).
+        public var soft: UInt64
+        public var hard: UInt64
+
+        /// A limit on `resource`.
+        public init(resource: Int32, soft: UInt64, hard: UInt64) {
+            self.resource = resource
+            self.soft = soft
+            self.hard = hard
+        }
+    }
 
     /// Options for `argv`, with the defaults above.
     public init(argv: [String]) {

@@ -415,6 +415,9 @@ extension ProcessOptions {
         newProcessGroup = spec.newProcessGroup
         userID = spec.userID
         groupID = spec.groupID
+        supplementaryGroups = spec.supplementaryGroups
+        fileModeMask = spec.umask
+        resourceLimits = spec.resourceLimits.map { ResourceLimit(resource: $0.resource.rawValue, soft: $0.soft, hard: $0.hard) }
     }
 
     private static func stdio(_ policy: ProcessStdio) -> StdioPolicy {

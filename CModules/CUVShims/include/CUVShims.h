@@ -116,6 +116,13 @@ int cuvs_unix_connect(const char *path);
 /// -errno. The caller closes `pipe_read` afterwards and keeps the write end (close-on-exec).
 int cuvs_sentinel_start(int pipe_read, int pipe_write, const char *cookie, const volatile int *groups, int capacity);
 
+/// One resource limit for a spawned child (`setrlimit` in the child before exec).
+typedef struct cuvs_resource_limit {
+    int resource;                 // RLIMIT_*
+    unsigned long long soft;      // RLIM_INFINITY (all ones) for unlimited
+    unsigned long long hard;
+} cuvs_resource_limit;
+
 /// Options for `cuvs_spawn`: the Linux fast path that `uv_spawn` cannot offer
 /// (it has no hook between fork and exec).
 typedef struct cuvs_spawn_options {
@@ -130,6 +137,14 @@ typedef struct cuvs_spawn_options {
     int parent_death_signal;   // 0: none; else prctl(PR_SET_PDEATHSIG, sig)
     int set_uid, uid;          // drop to uid when set_uid
     int set_gid, gid;          // drop to gid when set_gid
+    int set_groups;            // replace the supplementary groups with groups[0..<group_count]
+                               // (otherwise they are cleared when set_gid)
+    const unsigned *groups;
+    int group_count;
+    int set_umask;             // umask(umask_value) in the child
+    unsigned umask_value;
+    const cuvs_resource_limit *limits;   // applied in the child, before credentials drop
+    int limit_count;
 } cuvs_spawn_options;
 
 /// Spawns a child with vfork semantics (CLONE_VM | CLONE_VFORK): the child sets up its
@@ -142,8 +157,8 @@ int cuvs_spawn(const cuvs_spawn_options *options, int *pidfd_out);
 
 /// The same spawn with posix_spawn (POSIX_SPAWN_SETSID for the session, file actions for the
 /// descriptors, closefrom and the working directory; glibc 2.34+): the Dispatch runtime's spawn. The parent-death
-/// signal and the user/group fields are not supported here (posix_spawn has no hook for them)
-/// and must be 0. Returns the pid and a pidfd in *pidfd_out, or -errno.
+/// signal, the user/group fields, supplementary groups, umask and resource limits are not
+/// supported here (posix_spawn has no hook for them) and must be 0. Returns the pid and a pidfd in *pidfd_out, or -errno.
 int cuvs_posix_spawn(const cuvs_spawn_options *options, int *pidfd_out);
 
 #ifdef __cplusplus
