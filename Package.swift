@@ -7,6 +7,8 @@ let package = Package(
         .executable(name: "uv-supervisor-demo", targets: ["uv-supervisor-demo"]),
         .executable(name: "uv-supervisor-bench", targets: ["uv-supervisor-bench"]),
         .executable(name: "uvsctl", targets: ["uvsctl"]),
+        .executable(name: "uv-supervisor", targets: ["uv-supervisor"]),
+        .executable(name: "uv-supervisor-config", targets: ["uv-supervisor-config"]),
         .library(name: "UVSupervisor", targets: ["UVSupervisor"]),
         .library(name: "UVLoop", targets: ["UVLoop"]),
         .library(name: "UVSupervisorServiceLifecycle", targets: ["UVSupervisorServiceLifecycle"]),
@@ -21,6 +23,9 @@ let package = Package(
         .package(url: "https://github.com/swiftlang/swift-docc-plugin.git", from: "1.4.0"),
         // For UVSupervisorServiceLifecycle only.
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
+        // For the config tool only (YAML with line and column for every value); the daemon does
+        // not link it (Yams brings Foundation).
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.0.0"),
         // For `uvsctl` only; no library module depends on it.
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
     ],
@@ -54,6 +59,16 @@ let package = Package(
         .target(name: "UVSupervisorServiceLifecycle", dependencies: [
             "UVSupervisor", "UVLoop", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
+
+        // Config files: the tree they describe, checked key by key (no YAML here: the config
+        // tool parses, the daemon decodes the checked tree it hands over as JSON).
+        .target(name: "UVSupervisorConfig", dependencies: ["UVSupervisor", .product(name: "Logging", package: "swift-log")]),
+        // `uv-supervisor-config`: YAML in, a checked tree out (or FILE:LINE:COLUMN errors).
+        .executableTarget(name: "uv-supervisor-config", dependencies: ["UVSupervisorConfig", "UVSupervisor",
+                                                                       .product(name: "Yams", package: "Yams")]),
+        // `uv-supervisor`: runs a tree from a config file, as a daemon.
+        .executableTarget(name: "uv-supervisor", dependencies: ["UVSupervisorConfig", "UVSupervisor", "UVLoop", "CUVShims",
+                                                                .product(name: "Logging", package: "swift-log")]),
 
         // `uvsctl`: talks to a daemon's control socket.
         .executableTarget(name: "uvsctl", dependencies: ["UVSupervisor", "CUVShims",

@@ -347,8 +347,9 @@ private func runHostile(_ loop: EventLoop) throws {
     #expect((restarts(of: "root/crasher", in: after.out.joined()) ?? 0) > 0)
     #expect(runLoop(loop) { descriptorCount(of: pid) == baselineDescriptors },
             "descriptors: \(baselineDescriptors) before, \(descriptorCount(of: pid)) after")
+    // (Not under AddressSanitizer, whose quarantine keeps freed memory resident by design.)
     let growth = residentKilobytes(of: pid) - baselineMemory
-    #expect(growth < 16 * 1024, "resident memory grew by \(growth) KiB")
+    #expect(getenv("UVS_SANITIZER") != nil || growth < 16 * 1024, "resident memory grew by \(growth) KiB")
     try stopDaemon(loop, daemon)
     #expect(daemon.exited == .exited(0))
 }
