@@ -56,6 +56,7 @@ package final class ControlServer {
     private let options: ControlSocketOptions
     private let shutdownTimeout: Duration
     private let readyWhen: DaemonOptions.ReadyCondition
+    private let reload: ((_ done: @escaping (_ error: String?, _ summary: String) -> Void) -> Void)?
     private var listener: UnixStreamListener?
     private var clients: [ObjectIdentifier: ControlClient] = [:]
     private var followers: [ObjectIdentifier: ControlClient] = [:]
@@ -70,8 +71,10 @@ package final class ControlServer {
     /// Listens at `options.path`.
     /// - Throws: `UVError` (`EADDRINUSE`: another daemon serves that socket).
     package init(loop: EventLoop, root: Supervisor, options: ControlSocketOptions, shutdownTimeout: Duration,
-                 readyWhen: DaemonOptions.ReadyCondition) throws(UVError) {
+                 readyWhen: DaemonOptions.ReadyCondition,
+                 reload: ((_ done: @escaping (_ error: String?, _ summary: String) -> Void) -> Void)? = nil) throws(UVError) {
         self.loop = loop
+        self.reload = reload
         self.root = root
         self.options = options
         self.shutdownTimeout = shutdownTimeout
@@ -267,6 +270,18 @@ package final class ControlServer {
             case "shutdown":
                 reply(to: client, id: id, [:])
                 root.shutdown(within: shutdownTimeout)
+            case "reload":
+                guard let reload else { throw ControlFailure("unknownOp", "this daemon has nothing to reload (its tree is built in code)") }
+                client.pendingRequests += 1
+                reload { [weak self, weak client] error, summary in
+                    guard let self, let client else { return }
+                    client.pendingRequests -= 1
+                    if let error {
+                        self.reply(to: client, id: id, failure: ControlFailure("reloadFailed", error))
+                    } else {
+                        self.reply(to: client, id: id, ["summary": .string(summary)])
+                    }
+                }
             case "events":
                 let last = try integer(request, "last", default: 20, range: 0...Int64(max(options.eventHistory, 0)))
                 let follow = try bool(request, "follow", default: false)
@@ -277,7 +292,7 @@ package final class ControlServer {
                     followers[ObjectIdentifier(client)] = client
                 }
             default:
-                throw ControlFailure("unknownOp", "unknown op \"\(op)\" (status, ready, live, start, stop, restart, delete, spawn, shutdown, events)")
+                throw ControlFailure("unknownOp", "unknown op \"\(op)\" (status, ready, live, start, stop, restart, delete, spawn, shutdown, events, reload)")
             }
         } catch {
             reply(to: client, id: id, failure: error)

@@ -59,6 +59,10 @@ public struct DaemonOptions {
     /// Serve a control socket for `uvsctl` and other clients (default: none). The daemon does
     /// not start when the socket cannot be made (another daemon serves that path, say).
     public var controlSocket: ControlSocketOptions? = nil
+    /// What `uvsctl reload` (the control protocol's `reload`) does: re-read whatever the tree
+    /// comes from and apply the difference, then call `done` with `nil` and a summary, or with
+    /// an error message (nothing changed). `nil` (the default): the daemon has nothing to reload.
+    public var reload: ((_ done: @escaping (_ error: String?, _ summary: String) -> Void) -> Void)? = nil
     /// Called with the root and its loop before the root starts: add event handlers, timers,
     /// anything else that lives on the loop.
     public var configure: ((Supervisor, EventLoop) -> Void)? = nil
@@ -162,7 +166,8 @@ public enum SupervisorDaemon {
         let control: ControlServer?
         do {
             control = try options.controlSocket.map { socket throws(UVError) in
-                try ControlServer(loop: loop, root: root, options: socket, shutdownTimeout: timeout, readyWhen: options.readyWhen)
+                try ControlServer(loop: loop, root: root, options: socket, shutdownTimeout: timeout, readyWhen: options.readyWhen,
+                                  reload: options.reload)
             }
         } catch {
             // Nothing has started: close what was made, as a failed start must leave nothing.

@@ -79,8 +79,16 @@ extension JSONValue {
         return String(decoding: output, as: UTF8.self)
     }
 
+    /// The value as JSON with a line break after every array element and object member: no
+    /// line grows with the size of the whole (for readers that split input into lines).
+    package var serializedInLines: String {
+        var output: [UInt8] = []
+        write(to: &output, lineBreaks: true)
+        return String(decoding: output, as: UTF8.self)
+    }
+
     /// Appends the value's JSON text to `output`.
-    package func write(to output: inout [UInt8]) {
+    package func write(to output: inout [UInt8], lineBreaks: Bool = false) {
         switch self {
         case .null: output.append(contentsOf: "null".utf8)
         case .bool(let value): output.append(contentsOf: (value ? "true" : "false").utf8)
@@ -93,16 +101,18 @@ extension JSONValue {
             output.append(UInt8(ascii: "["))
             for (index, value) in values.enumerated() {
                 if index > 0 { output.append(UInt8(ascii: ",")) }
-                value.write(to: &output)
+                if lineBreaks { output.append(UInt8(ascii: "\n")) }
+                value.write(to: &output, lineBreaks: lineBreaks)
             }
             output.append(UInt8(ascii: "]"))
         case .object(let members):
             output.append(UInt8(ascii: "{"))
             for (index, member) in members.enumerated() {
                 if index > 0 { output.append(UInt8(ascii: ",")) }
+                if lineBreaks { output.append(UInt8(ascii: "\n")) }
                 Self.writeString(member.key, to: &output)
                 output.append(UInt8(ascii: ":"))
-                member.value.write(to: &output)
+                member.value.write(to: &output, lineBreaks: lineBreaks)
             }
             output.append(UInt8(ascii: "}"))
         }

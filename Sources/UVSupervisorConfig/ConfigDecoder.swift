@@ -33,6 +33,12 @@ public struct LoadedConfig {
     public var logFiles: [String: String]
     /// Child path → its config, serialised: equal text, equal child (reload leaves it alone).
     public var fingerprints: [String: String]
+    /// Nested supervisor path → its own settings without its children, serialised (reload
+    /// descends into a supervisor whose own settings did not change). The root's is under
+    /// its name.
+    public var ownFingerprints: [String: String]
+    /// Child path → its spec as decoded.
+    public var specs: [String: ChildSpec]
     /// The checked tree, for the daemon (the config tool prints it as JSON).
     public var node: ConfigNode
 }
@@ -124,8 +130,10 @@ public struct ConfigDecoder {
         }
         var resolved = node
         if !state.resolvedCredentials.isEmpty { resolved = Self.substitute(state.resolvedCredentials, in: node, path: "") }
+        state.ownFingerprints[name] = Self.withoutChildren(node.replacing("daemon", with: .scalar("", isNull: true, mark: nil))).json.serialized
         return LoadedConfig(name: name, root: root, daemon: daemon, logFiles: state.logFiles,
-                            fingerprints: state.fingerprints, node: resolved)
+                            fingerprints: state.fingerprints, ownFingerprints: state.ownFingerprints,
+                            specs: state.specs, node: resolved)
     }
 
     // MARK: Sections
@@ -231,6 +239,7 @@ public struct ConfigDecoder {
         case (.some(let command), nil):
             kind = .process(try decodeProcess(command, &mapping, path: path, treePath: treePath, state: &state))
         case (nil, .some(let section)):
+            state.ownFingerprints[treePath] = node.replacing("supervisor", with: Self.withoutChildren(section)).json.serialized
             var inner = try Mapping(section, path: "\(path).supervisor", decoder: self)
             let spec = try decodeSupervisor(&inner, path: "\(path).supervisor", treePath: treePath, state: &state)
             try inner.finish()
@@ -253,6 +262,7 @@ public struct ConfigDecoder {
         if let value = mapping.optional("ready-timeout") { child.readyTimeout = try duration(value, path: "\(path).ready-timeout") }
         if let value = mapping.optional("liveness") { child.liveness = try decodeLiveness(value, path: "\(path).liveness") }
         try mapping.finish()
+        state.specs[treePath] = child
         return child
     }
 
@@ -583,6 +593,13 @@ public struct ConfigDecoder {
         return match.value
     }
 
+    /// A supervisor's mapping without its `children` (what reload compares to decide whether to
+    /// descend into it).
+    static func withoutChildren(_ node: ConfigNode) -> ConfigNode {
+        guard case .mapping(let members, let mark) = node else { return node }
+        return .mapping(members.filter { $0.key != "children" }, mark: mark)
+    }
+
     /// Writes resolved user and group numbers into the tree the daemon gets, in place of names.
     private static func substitute(_ values: [String: [String: ConfigNode]], in node: ConfigNode, path: String) -> ConfigNode {
         switch node {
@@ -605,6 +622,8 @@ struct DecodeState {
     /// Child tree path → where it is written (mark, key path).
     var places: [String: (mark: ConfigMark?, keyPath: String)] = [:]
     var fingerprints: [String: String] = [:]
+    var ownFingerprints: [String: String] = [:]
+    var specs: [String: ChildSpec] = [:]
     var logFiles: [String: String] = [:]
     /// A child's key path → its keys to write in place of names (user → uid, group, groups).
     var resolvedCredentials: [String: [String: ConfigNode]] = [:]

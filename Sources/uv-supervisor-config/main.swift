@@ -52,7 +52,8 @@ func compile(_ path: String) -> Int32 {
         }
         let tree = try configNode(root, file: path)
         let config = try ConfigDecoder(file: path, accounts: SystemAccounts()).decode(tree)
-        print(config.node.json.serialized)
+        // One member per line: the daemon reads this through a line splitter.
+        print(config.node.json.serializedInLines)
         return 0
     } catch let error as ConfigError {
         printError("\(error)")

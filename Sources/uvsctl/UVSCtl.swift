@@ -17,7 +17,7 @@ struct UVSCtl: ParsableCommand {
             usage error.
             """,
         subcommands: [Status.self, Start.self, Stop.self, Restart.self, Delete.self, Spawn.self,
-                      Shutdown.self, Events.self, Ready.self, Live.self])
+                      Shutdown.self, Reload.self, Events.self, Ready.self, Live.self])
 }
 
 /// Options every subcommand takes.
@@ -152,6 +152,18 @@ extension UVSCtl {
         func run() {
             _ = connection.run([.init("op", .string("shutdown"))])
             print("shutting down")
+        }
+    }
+
+    struct Reload: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Re-read the daemon's config file and apply the difference (uv-supervisor only).")
+        @OptionGroup var connection: Connection
+        func run() {
+            var connection = connection
+            connection.timeout = max(connection.timeout, 30)
+            let response = connection.run([.init("op", .string("reload"))])
+            print(response["summary"]?.stringValue ?? "reloaded")
         }
     }
 
