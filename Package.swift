@@ -110,7 +110,8 @@ let package = Package(
         ]),
         .testTarget(name: "SupervisionTests", dependencies: ["Supervision", "SupervisionTesting", .product(name: "Logging", package: "swift-log"),
                                                              .product(name: "MetricsTestKit", package: "swift-metrics")]),
-        .testTarget(name: "UVSupervisorTests", dependencies: ["UVSupervisor", "CUVShims", "DispatchSupervisor", "SupervisionTesting", "TestSupport", "uvs-test-child", "uvs-test-daemon", "uv-supervisor-demo", "uvsctl"]),
+        .testTarget(name: "UVSupervisorTests", dependencies: ["UVSupervisor", "CUVShims", "DispatchSupervisor", "SupervisionTesting", "TestSupport", "uvs-test-child", "uvs-test-daemon", "uv-supervisor-demo", "uvsctl",
+                                                              "UVSupervisorConfig", "uv-supervisor", "uv-supervisor-config"]),
     ],
     swiftLanguageModes: [.v6]
 )

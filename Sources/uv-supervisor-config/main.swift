@@ -74,8 +74,11 @@ extension YamlError {
         case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _):
             let what = [context?.text, problem].compactMap { $0 }.joined(separator: " ")
             return "\(mark.line):\(mark.column): \(what)"
+        case .duplicatedKeysInMapping(let duplicates, let context):
+            let keys = duplicates.sorted().joined(separator: ", ")
+            return "\(context.mark.line):\(context.mark.column): the key \(keys) is given twice in this mapping"
         default:
-            return "\(self)"
+            return " \(self)"
         }
     }
 }
