@@ -20,6 +20,9 @@
 #include <signal.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <time.h>
 
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
@@ -704,83 +707,140 @@ static int path_address(const char *path, struct sockaddr_un *address) {
     return 0;
 }
 
-int cuvs_unix_connect(const char *path) {
+int cuvs_unix_connect(const char *path, int timeout_ms) {
     struct sockaddr_un address;
     int error = path_address(path, &address);
     if (error != 0) return error;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) return -errno;
-    if (connect(fd, (struct sockaddr *)&address, sizeof(address)) != 0) {
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    // A Unix socket's non-blocking connect either completes or fails with EAGAIN when the
+    // listener's backlog is full; then it is tried again until the deadline.
+    while (connect(fd, (struct sockaddr *)&address, sizeof(address)) != 0) {
         error = errno;
-        close(fd);
-        return -error;
+        if (error == EINTR) continue;
+        if (error != EAGAIN) {
+            close(fd);
+            return -error;
+        }
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long long elapsed = (now.tv_sec - start.tv_sec) * 1000LL + (now.tv_nsec - start.tv_nsec) / 1000000;
+        if (timeout_ms >= 0 && elapsed >= timeout_ms) {
+            close(fd);
+            return timeout_ms == 0 ? -EAGAIN : -ETIMEDOUT;
+        }
+        struct timespec pause = { 0, 10 * 1000 * 1000 };
+        nanosleep(&pause, NULL);
     }
+    int flags = fcntl(fd, F_GETFL);
+    if (flags >= 0) fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
     return fd;
 }
 
 int cuvs_unix_listen(const char *path, unsigned mode, int backlog, cuvs_socket_identity *identity) {
+    identity->lock_fd = -1;
     struct sockaddr_un address;
     int error = path_address(path, &address);
     if (error != 0) return error;
+
+    // The temporary name: the same directory, a random name (not guessable, no leftovers of
+    // an earlier run to remove).
     char temporary[sizeof(address.sun_path)];
-    int written = snprintf(temporary, sizeof(temporary), "%s.%d.tmp", path, (int)getpid());
+    const char *slash = strrchr(path, '/');
+    int directory_length = slash == NULL ? 0 : (int)(slash - path);
+    unsigned char random_bytes[4] = { 0 };
+    if (getrandom(random_bytes, sizeof(random_bytes), 0) != (ssize_t)sizeof(random_bytes)) return -EIO;
+    int written = slash == NULL
+        ? snprintf(temporary, sizeof(temporary), ".uvs-%02x%02x%02x%02x", random_bytes[0], random_bytes[1], random_bytes[2], random_bytes[3])
+        : snprintf(temporary, sizeof(temporary), "%.*s/.uvs-%02x%02x%02x%02x", directory_length, path,
+                   random_bytes[0], random_bytes[1], random_bytes[2], random_bytes[3]);
     if (written < 0 || (size_t)written >= sizeof(temporary)) return -ENAMETOOLONG;
+
+    // One daemon at a time decides what the path holds.
+    char lock_path[4096];
+    written = snprintf(lock_path, sizeof(lock_path), "%s.lock", path);
+    if (written < 0 || (size_t)written >= sizeof(lock_path)) return -ENAMETOOLONG;
+    int lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (lock_fd < 0) return -errno;
+    if (flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        error = errno;
+        close(lock_fd);
+        return error == EWOULDBLOCK ? -EADDRINUSE : -error;
+    }
 
     struct stat existing;
     if (lstat(path, &existing) == 0) {
-        if (!S_ISSOCK(existing.st_mode)) return -EEXIST;
-        int probe = cuvs_unix_connect(path);
-        if (probe >= 0) {
-            close(probe);
+        if (!S_ISSOCK(existing.st_mode)) { close(lock_fd); return -EEXIST; }
+        int probe = cuvs_unix_connect(path, 0);
+        if (probe >= 0 || probe == -EAGAIN) {
+            // A live socket whose owner holds no lock (or one too busy to accept): in use.
+            if (probe >= 0) close(probe);
+            close(lock_fd);
             return -EADDRINUSE;
         }
         // Nobody listens: a socket left by a daemon that was killed. Anything else (no
         // permission to connect, say) is reported rather than removed.
-        if (probe != -ECONNREFUSED) return probe;
-        if (unlink(path) != 0 && errno != ENOENT) return -errno;
+        if (probe != -ECONNREFUSED) { close(lock_fd); return probe; }
+        if (unlink(path) != 0 && errno != ENOENT) { error = errno; close(lock_fd); return -error; }
     } else if (errno != ENOENT) {
-        return -errno;
+        error = errno;
+        close(lock_fd);
+        return -error;
     }
 
     struct sockaddr_un temporaryAddress;
     error = path_address(temporary, &temporaryAddress);
-    if (error != 0) return error;
+    if (error != 0) { close(lock_fd); return error; }
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0) return -errno;
-    unlink(temporary);   // left by an earlier run with this pid, if any
+    if (fd < 0) { error = errno; close(lock_fd); return -error; }
     if (bind(fd, (struct sockaddr *)&temporaryAddress, sizeof(temporaryAddress)) != 0) goto fail;
     if (chmod(temporary, mode) != 0 || listen(fd, backlog) != 0) goto fail_bound;
-    // link() fails with EEXIST if another daemon took the path since the check above.
+    // link() fails with EEXIST if anything took the path since the check above.
     if (link(temporary, path) != 0) goto fail_bound;
     unlink(temporary);
     struct stat bound;
     if (lstat(path, &bound) != 0) goto fail_linked;
     identity->device = (unsigned long long)bound.st_dev;
     identity->inode = (unsigned long long)bound.st_ino;
+    identity->lock_fd = lock_fd;
     return fd;
 
 fail_linked:
     error = errno;
     unlink(path);
     close(fd);
+    close(lock_fd);
     return -error;
 fail_bound:
     error = errno;
     unlink(temporary);
     close(fd);
+    close(lock_fd);
     return -error;
 fail:
     error = errno;
     close(fd);
+    close(lock_fd);
     return -error;
 }
 
-int cuvs_unix_unlink_if_same(const char *path, const cuvs_socket_identity *identity) {
+int cuvs_unix_unlink_if_same(const char *path, cuvs_socket_identity *identity) {
+    int result = 0;
     struct stat current;
-    if (lstat(path, &current) != 0) return -errno;
-    if ((unsigned long long)current.st_dev != identity->device || (unsigned long long)current.st_ino != identity->inode)
-        return -ESTALE;
-    return unlink(path) == 0 ? 0 : -errno;
+    if (lstat(path, &current) != 0) {
+        result = -errno;
+    } else if ((unsigned long long)current.st_dev != identity->device || (unsigned long long)current.st_ino != identity->inode) {
+        result = -ESTALE;
+    } else if (unlink(path) != 0) {
+        result = -errno;
+    }
+    if (identity->lock_fd >= 0) {
+        close(identity->lock_fd);
+        identity->lock_fd = -1;
+    }
+    return result;
 }
 
 int cuvs_peer_credentials(int fd, int *pid, unsigned *uid, unsigned *gid) {

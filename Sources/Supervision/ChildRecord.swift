@@ -144,6 +144,8 @@ final class ChildRecord {
     var scheduleIndex = -1
     /// While stopping: whether it was asked, and whether it was killed.
     var stopRequested = false
+    /// When the stop timer of the current stop fires (runtime nanoseconds), if armed.
+    var stopTimerDue: Int64?
     var killSent = false
     var stopCompletions: [(ExitReason) -> Void] = []
     /// The latest nested supervisor (kept after it ended, for status snapshots).

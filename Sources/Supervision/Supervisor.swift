@@ -221,6 +221,7 @@ public final class Supervisor {
     func startRecord(_ record: ChildRecord, isRestart: Bool, now: Int64? = nil) {
         record.generation &+= 1
         record.stopRequested = false
+        record.stopTimerDue = nil
         record.killSent = false
         record.stopPurpose = nil
         if isRestart { record.restartCount += 1 }
@@ -680,6 +681,7 @@ public final class Supervisor {
             }
         }
         record.timer?.arm(afterNanoseconds: nanoseconds)
+        record.stopTimerDue = now + nanoseconds
     }
 
     /// Kills a stopping child: SIGKILL for processes, brutal stop for supervisors; tasks cannot
@@ -789,11 +791,18 @@ public final class Supervisor {
     /// Stop request from a parent (or the user), with an optional absolute deadline.
     func requestShutdown(deadline: Int64?) {
         perform {
-            if let deadline { shutdownDeadline = min(shutdownDeadline ?? deadline, deadline) }
-            if case .shuttingDown = state, let deadline, let current = currentStop, !current.killSent {
-                // A tighter deadline applies to the child being stopped now as well.
-                let left = max(0, deadline - now)
-                if left == 0 { kill(current) } else { armStopTimer(current, after: left) }
+            let previous = shutdownDeadline
+            if let deadline { shutdownDeadline = min(previous ?? deadline, deadline) }
+            // A tighter deadline applies to the child being stopped now as well; a later one
+            // changes nothing (the earlier deadline and the child's own timeout stand).
+            if case .shuttingDown = state, let effective = shutdownDeadline, effective != previous,
+               let current = currentStop, !current.killSent {
+                let left = max(0, effective - now)
+                if left == 0 {
+                    kill(current)
+                } else if current.stopTimerDue.map({ now + left < $0 }) ?? true {
+                    armStopTimer(current, after: left)
+                }
             }
             beginShutdown(.shutdown)
         }

@@ -34,10 +34,13 @@ public final class SupervisorMetrics {
         let up: Gauge
         let ready: Gauge
         let restartDelay: Timer
+        /// The reporter that made them (a second reporter makes its own).
+        let owner: ObjectIdentifier
         private let live: LiveCount
 
-        init(path: String, prefix: String, factory: any MetricsFactory, live: LiveCount) {
+        init(path: String, prefix: String, factory: any MetricsFactory, live: LiveCount, owner: ObjectIdentifier) {
             self.live = live
+            self.owner = owner
             live.value += 1
             let dimensions = [("child", path)]
             restarts = Counter(label: prefix + "_restarts_total", dimensions: dimensions, factory: factory)
@@ -62,17 +65,26 @@ public final class SupervisorMetrics {
     }
 
     private func metrics(_ record: ChildRecord) -> ChildMetrics {
-        if let existing = record.metrics { return existing }
-        let created = ChildMetrics(path: record.path, prefix: prefix, factory: factory, live: live)
+        if let existing = record.metrics, existing.owner == ObjectIdentifier(self) { return existing }
+        let created = ChildMetrics(path: record.path, prefix: prefix, factory: factory, live: live, owner: ObjectIdentifier(self))
         record.metrics = created
         return created
+    }
+
+    private func intensityExceeded(_ supervisorPath: String) {
+        Counter(label: prefix + "_intensity_exceeded_total", dimensions: [("supervisor", supervisorPath)], factory: factory).increment()
     }
 
     /// An event, with the record of the child it is about (`nil` for the root's own events and
     /// the loop's).
     func record(_ event: SupervisorEvent, _ record: ChildRecord?) {
         guard let record else {
-            if case .loopLag(let duration) = event.kind { loopLag.recordNanoseconds(duration.nanosecondsClamped) }
+            // The root's own events (and the loop's).
+            switch event.kind {
+            case .loopLag(let duration): loopLag.recordNanoseconds(duration.nanosecondsClamped)
+            case .intensityExceeded: intensityExceeded(event.path)
+            default: break
+            }
             return
         }
         switch event.kind {
@@ -89,7 +101,7 @@ public final class SupervisorMetrics {
         case .supervisorStarted where event.path == record.path:
             metrics(record).ready.record(1)
         case .exited, .startFailed, .notReady:
-            guard let child = record.metrics else { return }
+            guard let child = record.metrics, child.owner == ObjectIdentifier(self) else { return }
             child.up.record(0)
             child.ready.record(0)
         case .restartScheduled(let delay, _):
@@ -99,8 +111,9 @@ public final class SupervisorMetrics {
                 child.destroy()
                 record.metrics = nil
             }
-        case .intensityExceeded where event.path == record.path:
-            Counter(label: prefix + "_intensity_exceeded_total", dimensions: [("supervisor", event.path)], factory: factory).increment()
+        case .intensityExceeded:
+            // A nested supervisor's own event, with its parent's record for it.
+            intensityExceeded(event.path)
         case .loopLag(let duration):
             loopLag.recordNanoseconds(duration.nanosecondsClamped)
         default:
@@ -112,7 +125,8 @@ public final class SupervisorMetrics {
 extension Supervisor {
     /// Reports this tree's events to swift-metrics through `factory` (default: the bootstrapped
     /// `MetricsSystem`), with metric names starting `prefix` (see ``SupervisorMetrics``). Call it
-    /// once, on the root, before ``start()``; a second call replaces the first reporter.
+    /// once, on the root, before ``start()``; a second call replaces the first reporter (the
+    /// first is fed no more; children get new handles from the second at their next event).
     @discardableResult
     public func reportMetrics(to factory: any MetricsFactory = MetricsSystem.factory, prefix: String = "uvs") -> SupervisorMetrics {
         runtime.preconditionOnRuntimeThread("Supervisor.reportMetrics")

@@ -105,8 +105,14 @@ package final class UnixStreamConnection: LoopHandle {
     package var maxLineLength = 64 * 1024
     /// Bytes handed to ``write(_:)`` that the kernel has not taken yet.
     package private(set) var pendingWriteBytes = 0
+    /// Called once when a write fails (the peer closed its end: `EPIPE`, `ECONNRESET`); the
+    /// connection is closed right after.
+    package var onWriteError: ((UVError) -> Void)?
+    /// Called after each write the kernel took (``pendingWriteBytes`` went down).
+    package var onWritten: (() -> Void)?
     private var onLine: (([UInt8]) -> Void)?
     private var onEnd: ((End) -> Void)?
+    private var paused = false
     private var partialLine: [UInt8] = []
     private var closeWhenWritten = false
     private let readBuffer: SharedReadBuffer
@@ -140,6 +146,10 @@ package final class UnixStreamConnection: LoopHandle {
         guard isOpen else { throw UVError(code: Int32(UV_EBADF.rawValue), operation: "read a closed connection") }
         self.onLine = onLine
         self.onEnd = onEnd
+        try startLibuvReading()
+    }
+
+    private func startLibuvReading() throws(UVError) {
         let result = uv_read_start(streamPointer, { handle, _, buffer in
             guard let handle, let data = handle.pointee.data, let buffer else { return }
             let connection = Unmanaged<UnixStreamConnection>.fromOpaque(data).takeUnretainedValue()
@@ -152,6 +162,24 @@ package final class UnixStreamConnection: LoopHandle {
         })
         try UVError.check(result, "read a connection")
     }
+
+    /// Stops reading for now (backpressure: the peer's bytes wait in the kernel, and the peer
+    /// blocks once its buffer is full) until ``resumeReading()``.
+    package func pauseReading() {
+        guard isOpen, onLine != nil, !paused else { return }
+        paused = true
+        uv_read_stop(streamPointer)
+    }
+
+    /// Reads again after ``pauseReading()``.
+    package func resumeReading() {
+        guard isOpen, onLine != nil, paused else { return }
+        paused = false
+        try? startLibuvReading()
+    }
+
+    /// Whether reading is paused.
+    package var isPaused: Bool { paused }
 
     /// Stops delivering lines (the peer's further bytes stay in the kernel).
     package func stopReading() {
@@ -194,7 +222,8 @@ package final class UnixStreamConnection: LoopHandle {
     }
 
     /// Queues `bytes` for writing; `false` when the connection is closing or the write failed
-    /// at once (the peer is gone).
+    /// at once. A peer that went away is usually noticed later, in the write's completion:
+    /// ``onWriteError`` then.
     @discardableResult
     package func write(_ bytes: [UInt8]) -> Bool {
         loop.preconditionInLoop("UnixStreamConnection.write")
@@ -202,12 +231,12 @@ package final class UnixStreamConnection: LoopHandle {
         let request = WriteRequest(copying: bytes)
         var buffer = uv_buf_init(request.bytes.baseAddress?.assumingMemoryBound(to: CChar.self), UInt32(request.bytes.count))
         request.request.pointee.data = Unmanaged.passRetained(request).toOpaque()
-        let result = uv_write(request.request, streamPointer, &buffer, 1) { request, _ in
+        let result = uv_write(request.request, streamPointer, &buffer, 1) { request, status in
             guard let request, let data = request.pointee.data else { return }
             let write = Unmanaged<WriteRequest>.fromOpaque(data).takeRetainedValue()
             // The stream's data stays set until its close callback, which comes after this one.
             guard let streamData = request.pointee.handle?.pointee.data else { return }
-            Unmanaged<UnixStreamConnection>.fromOpaque(streamData).takeUnretainedValue().didWrite(write.bytes.count)
+            Unmanaged<UnixStreamConnection>.fromOpaque(streamData).takeUnretainedValue().didWrite(write.bytes.count, status: status)
         }
         if result < 0 {
             Unmanaged<WriteRequest>.fromOpaque(request.request.pointee.data!).release()
@@ -217,9 +246,18 @@ package final class UnixStreamConnection: LoopHandle {
         return true
     }
 
-    private func didWrite(_ count: Int) {
+    private func didWrite(_ count: Int, status: Int32) {
         pendingWriteBytes -= count
+        if status < 0 && status != UV_ECANCELED.rawValue && isOpen {
+            // The peer is gone: nothing more can be written; the owner hears it once.
+            let report = onWriteError
+            onWriteError = nil
+            close()
+            report?(UVError(code: status, operation: "write to a connection"))
+            return
+        }
         if closeWhenWritten && pendingWriteBytes == 0 { close() }
+        if isOpen { onWritten?() }
     }
 
     /// Closes the connection once everything written so far has gone (at once if nothing is
@@ -234,6 +272,7 @@ package final class UnixStreamConnection: LoopHandle {
         uv_read_stop(streamPointer)
         onLine = nil
         onEnd = nil
+        onWritten = nil
     }
 }
 

@@ -7,7 +7,9 @@ import UVLoop
 /// Where and how ``SupervisorDaemon`` serves its control socket (``DaemonOptions/controlSocket``),
 /// the one `uvsctl` talks to.
 public struct ControlSocketOptions: Sendable, Equatable {
-    /// The socket's path (at most 107 bytes).
+    /// The socket's path: at most 107 bytes, in a directory whose path is at most 93 (the
+    /// socket is first bound under a temporary name there). `PATH.lock` next to it is locked
+    /// while the daemon serves it (and left in place).
     public var path: String
     /// Its permissions (default `0600`: the daemon's user only). Whatever they allow, a peer is
     /// served only if its uid is the daemon's or root's, as the kernel reports it.
@@ -58,8 +60,8 @@ package final class ControlServer {
     private let readyWhen: DaemonOptions.ReadyCondition
     private let reload: ((_ done: @escaping (_ error: String?, _ summary: String) -> Void) -> Void)?
     private var listener: UnixStreamListener?
-    private var clients: [ObjectIdentifier: ControlClient] = [:]
-    private var followers: [ObjectIdentifier: ControlClient] = [:]
+    private var clients: [ObjectIdentifier: ConnectedClient] = [:]
+    private var followers: [ObjectIdentifier: ConnectedClient] = [:]
     private var history: [SupervisorEvent] = []
     private var historyNext = 0
     private let startedAt = EventLoop.hrtime()
@@ -88,7 +90,7 @@ package final class ControlServer {
             switch error.name {
             case "EADDRINUSE": why = "another daemon is serving it"
             case "EEXIST": why = "something that is not a socket is at that path (not removed)"
-            case "ENAMETOOLONG": why = "the path is longer than a Unix socket allows (107 bytes)"
+            case "ENAMETOOLONG": why = "the path is longer than a Unix socket allows (107 bytes, its directory 93)"
             default: why = error.message
             }
             throw UVError(code: error.code, operation: "control socket \(options.path): \(why)")
@@ -129,9 +131,19 @@ package final class ControlServer {
             refuse(connection, code: "tooManyClients", message: "too many clients (at most \(options.maxClients) at once)")
             return
         }
-        let client = ControlClient(connection: connection)
+        let client = ConnectedClient(connection: connection)
         let key = ObjectIdentifier(client)
         clients[key] = client
+        let limit = options.maxQueuedBytesPerClient
+        connection.onWriteError = { [weak self, weak client] _ in
+            guard let self, let client else { return }
+            self.forget(client)
+        }
+        // Backpressure: a client that sends faster than it reads is paused, not dropped.
+        connection.onWritten = { [weak connection] in
+            guard let connection, connection.isPaused, connection.pendingWriteBytes <= limit / 2 else { return }
+            connection.resumeReading()
+        }
         do {
             try connection.startReading(onLine: { [weak self, weak client] line in
                 guard let self, let client else { return }
@@ -151,12 +163,17 @@ package final class ControlServer {
         connection.closeAfterWriting()
     }
 
-    private func ended(_ client: ControlClient, _ end: UnixStreamConnection.End) {
+    private func ended(_ client: ConnectedClient, _ end: UnixStreamConnection.End) {
         switch end {
         case .peerFinished:
-            // A half-closed peer (`echo ... | socat`) still gets its answers, then the end.
+            // A half-closed peer (`echo ... | socat`) still gets its answers, then the end; a
+            // follower that closed (uvsctl events -f interrupted) follows no more.
             client.peerFinished = true
-            if client.pendingRequests == 0 && !client.following { finish(client) }
+            if client.following {
+                client.following = false
+                followers.removeValue(forKey: ObjectIdentifier(client))
+            }
+            if client.pendingRequests == 0 { finish(client) }
         case .lineTooLong:
             send(.object(["v": .integer(Self.protocolVersion), "ok": .bool(false),
                           "error": .object(["code": .string("lineTooLong"),
@@ -169,30 +186,36 @@ package final class ControlServer {
     }
 
     /// Closes once written.
-    private func finish(_ client: ControlClient) {
+    private func finish(_ client: ConnectedClient) {
         forget(client)
         client.connection.closeAfterWriting()
     }
 
     /// Closes at once.
-    private func drop(_ client: ControlClient) {
+    private func drop(_ client: ConnectedClient) {
         forget(client)
         client.connection.close()
     }
 
-    private func forget(_ client: ControlClient) {
+    private func forget(_ client: ConnectedClient) {
         let key = ObjectIdentifier(client)
         clients.removeValue(forKey: key)
         followers.removeValue(forKey: key)
     }
 
-    private func send(_ message: JSONValue, to client: ControlClient) {
+    /// Queues a line for `client`. An answer always goes (reading from a client whose unread
+    /// answers pass the limit is paused until it catches up); an event for a follower with that
+    /// much unread is not, and the follower is dropped: events cannot wait.
+    private func send(_ message: JSONValue, to client: ConnectedClient, isEvent: Bool = false) {
         guard client.connection.isOpen else { return }
         if client.connection.pendingWriteBytes > options.maxQueuedBytesPerClient {
-            droppedClients += 1
-            root.events.logger?.warning("control socket: dropped a client that does not read (\(client.connection.pendingWriteBytes) bytes unread)")
-            drop(client)
-            return
+            if isEvent {
+                droppedClients += 1
+                root.events.logger?.warning("control socket: dropped a follower that does not read (\(client.connection.pendingWriteBytes) bytes unread)")
+                drop(client)
+                return
+            }
+            client.connection.pauseReading()
         }
         if !client.connection.write(Self.line(message)) { drop(client) }
     }
@@ -217,7 +240,7 @@ package final class ControlServer {
         }
         guard !followers.isEmpty else { return }
         let message = JSONValue.object(["v": .integer(Self.protocolVersion), "event": ControlEncoding.event(event)])
-        for follower in followers.values { send(message, to: follower) }
+        for follower in followers.values { send(message, to: follower, isEvent: true) }
     }
 
     private func recentEvents(_ count: Int) -> [SupervisorEvent] {
@@ -227,7 +250,7 @@ package final class ControlServer {
 
     // MARK: Requests
 
-    private func handle(_ line: [UInt8], from client: ControlClient) {
+    private func handle(_ line: [UInt8], from client: ConnectedClient) {
         let request: JSONValue
         do {
             request = try JSONValue.parse(line)
@@ -283,7 +306,7 @@ package final class ControlServer {
                     }
                 }
             case "events":
-                let last = try integer(request, "last", default: 20, range: 0...Int64(max(options.eventHistory, 0)))
+                let last = min(try integer(request, "last", default: 20, range: 0...Int64.max), Int64(max(options.eventHistory, 0)))
                 let follow = try bool(request, "follow", default: false)
                 reply(to: client, id: id, ["events": .array(recentEvents(Int(last)).map(ControlEncoding.event)),
                                            "following": .bool(follow)])
@@ -299,7 +322,7 @@ package final class ControlServer {
         }
     }
 
-    private func reply(to client: ControlClient, id: JSONValue?, _ fields: [String: JSONValue]) {
+    private func reply(to client: ConnectedClient, id: JSONValue?, _ fields: [String: JSONValue]) {
         var members = [JSONValue.Member("v", .integer(Self.protocolVersion))]
         if let id { members.append(.init("id", id)) }
         members.append(.init("ok", .bool(true)))
@@ -308,7 +331,7 @@ package final class ControlServer {
         if client.peerFinished && client.pendingRequests == 0 && !client.following { finish(client) }
     }
 
-    private func reply(to client: ControlClient, id: JSONValue?, failure: ControlFailure) {
+    private func reply(to client: ConnectedClient, id: JSONValue?, failure: ControlFailure) {
         var members = [JSONValue.Member("v", .integer(Self.protocolVersion))]
         if let id { members.append(.init("id", id)) }
         members.append(.init("ok", .bool(false)))
@@ -357,7 +380,7 @@ package final class ControlServer {
         return collect(root.children())
     }
 
-    private func stop(_ request: JSONValue, client: ControlClient, id: JSONValue?, thenStart: Bool) throws(ControlFailure) {
+    private func stop(_ request: JSONValue, client: ConnectedClient, id: JSONValue?, thenStart: Bool) throws(ControlFailure) {
         let (parent, childID) = try resolve(request)
         let path = parent.path + "/" + childID
         let state: ChildState
@@ -437,7 +460,7 @@ package final class ControlServer {
 }
 
 /// One connected, authorised client.
-private final class ControlClient {
+private final class ConnectedClient {
     let connection: UnixStreamConnection
     var following = false
     var peerFinished = false
@@ -465,7 +488,7 @@ struct ControlFailure: Error {
 }
 
 extension SupervisionError.Code {
-    /// The code's name in the control protocol (`unknownID`, `childRunning`, ...).
+    /// The code's name in the control protocol (`unknownPath` for an unknown id, `childRunning`, ...).
     var name: String {
         switch self {
         case .duplicateID: return "duplicateID"

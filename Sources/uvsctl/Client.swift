@@ -6,7 +6,7 @@ import UVSupervisor
 
 /// What went wrong talking to a daemon, with the exit status `uvsctl` ends with.
 struct ClientFailure: Error, CustomStringConvertible {
-    /// 1: the daemon answered no; 3: no daemon could be asked.
+    /// 1: the daemon answered no (or not in time, once asked); 3: no daemon could be asked.
     var status: Int32
     var description: String
 
@@ -21,9 +21,9 @@ final class ControlClient {
     private var buffer: [UInt8] = []
     private var nextID: Int64 = 1
 
-    init(path: String) throws(ClientFailure) {
+    init(path: String, timeout: Double) throws(ClientFailure) {
         self.path = path
-        let fd = cuvs_unix_connect(path)
+        let fd = cuvs_unix_connect(path, timeout < 0 ? -1 : Int32(min(timeout * 1000, 3_600_000)))
         if fd < 0 {
             let why: String
             switch -fd {
@@ -31,6 +31,7 @@ final class ControlClient {
             case ECONNREFUSED: why = "no daemon serves \(path) any more (connection refused: the socket is stale)"
             case EACCES, EPERM: why = "permission denied on \(path): the socket belongs to the daemon's user (run as that user or root)"
             case ENAMETOOLONG: why = "\(path): the path is longer than a Unix socket allows"
+            case ETIMEDOUT: why = "the daemon at \(path) accepts no connection (its queue is full: is it stuck?)"
             default: why = "cannot connect to \(path): \(String(cString: strerror(-fd)))"
             }
             throw .unreachable(why)
@@ -82,7 +83,10 @@ final class ControlClient {
                 }
             }
             let left = deadline - now()
-            if left <= 0 { throw .unreachable("the daemon at \(path) did not answer within \(timeout) s") }
+            if left <= 0 {
+                throw ClientFailure(status: 1, description: "the daemon at \(path) did not answer within \(timeout) s "
+                    + "(what was asked may still be under way; --timeout waits longer)")
+            }
             var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             let waitMilliseconds = left.isInfinite ? -1 : Int32(min(left * 1000, 60_000) + 1)
             let ready = poll(&poller, 1, waitMilliseconds)

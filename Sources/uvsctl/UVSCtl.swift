@@ -25,19 +25,23 @@ struct Connection: ParsableArguments {
     @Option(name: .long, help: "The daemon's control socket (default: $UVS_CONTROL_SOCKET, /run/uv-supervisor.sock for root, else $XDG_RUNTIME_DIR/uv-supervisor.sock).")
     var socket: String?
 
-    @Option(name: .long, help: "Seconds to wait for an answer.")
+    @Option(name: .long, help: "Seconds to wait for an answer (stop, restart and reload wait at least 120: a stop takes the child's shutdown timeout).")
     var timeout: Double = 5
 
-    func ask(_ fields: [JSONValue.Member]) throws(ClientFailure) -> JSONValue {
-        let client = try ControlClient(path: socket ?? ControlSocketOptions.defaultPath)
-        return try client.request(fields, timeout: timeout)
+    func validate() throws {
+        guard timeout.isFinite, timeout > 0 else { throw ValidationError("--timeout takes a positive number of seconds") }
+    }
+
+    func ask(_ fields: [JSONValue.Member], patience: Double? = nil) throws(ClientFailure) -> JSONValue {
+        let client = try ControlClient(path: socket ?? ControlSocketOptions.defaultPath, timeout: timeout)
+        return try client.request(fields, timeout: max(timeout, patience ?? 0))
     }
 
     /// Sends a request and returns the response when it is `ok`; prints the daemon's error
     /// and exits 1 otherwise (3 when no daemon could be asked).
-    func run(_ fields: [JSONValue.Member]) -> JSONValue {
+    func run(_ fields: [JSONValue.Member], patience: Double? = nil) -> JSONValue {
         do {
-            let response = try ask(fields)
+            let response = try ask(fields, patience: patience)
             guard response["ok"] == .bool(true) else {
                 let message = response["error"]?["message"]?.stringValue ?? response.serialized
                 fail(1, message)
@@ -89,7 +93,7 @@ extension UVSCtl {
         @OptionGroup var connection: Connection
         @Argument(help: "The child's path.") var path: String
         func run() {
-            let response = connection.run([.init("op", .string("stop")), .init("path", .string(path))])
+            let response = connection.run([.init("op", .string("stop")), .init("path", .string(path))], patience: 120)
             print("stopped \(path): \(response["exit"]?.stringValue ?? "?")")
         }
     }
@@ -99,7 +103,7 @@ extension UVSCtl {
         @OptionGroup var connection: Connection
         @Argument(help: "The child's path.") var path: String
         func run() {
-            let response = connection.run([.init("op", .string("restart")), .init("path", .string(path))])
+            let response = connection.run([.init("op", .string("restart")), .init("path", .string(path))], patience: 120)
             let pid = response["pid"]?.integerValue.map { " (pid \($0))" } ?? ""
             print("restarted \(path)\(pid)")
         }
@@ -160,9 +164,7 @@ extension UVSCtl {
             abstract: "Re-read the daemon's config file and apply the difference (uv-supervisor only).")
         @OptionGroup var connection: Connection
         func run() {
-            var connection = connection
-            connection.timeout = max(connection.timeout, 30)
-            let response = connection.run([.init("op", .string("reload"))])
+            let response = connection.run([.init("op", .string("reload"))], patience: 120)
             print(response["summary"]?.stringValue ?? "reloaded")
         }
     }
@@ -176,11 +178,12 @@ extension UVSCtl {
 
         func validate() throws {
             guard last >= 0 else { throw ValidationError("--last is 0 or more") }
+            try connection.validate()
         }
 
         func run() {
             do {
-                let client = try ControlClient(path: connection.socket ?? ControlSocketOptions.defaultPath)
+                let client = try ControlClient(path: connection.socket ?? ControlSocketOptions.defaultPath, timeout: connection.timeout)
                 let response = try client.request([.init("op", .string("events")), .init("last", .integer(Int64(last))),
                                                    .init("follow", .bool(follow))], timeout: connection.timeout)
                 guard response["ok"] == .bool(true) else {

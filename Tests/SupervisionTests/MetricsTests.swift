@@ -53,4 +53,46 @@ struct MetricsTests {
         #expect(reporter.reportedChildren == 5)
         #expect(metrics.counters(label: "uvs_restarts_total", dimensions: [("child", "root/once")]).isEmpty)
     }
+
+    @Test("the root's own intensityExceeded is counted; a second reporter replaces the first")
+    func rootAndReplacement() throws {
+        let first = TestMetrics()
+        let second = TestMetrics()
+        let runtime = ManualRuntime()
+        let root = try Supervisor(SupervisorSpec(intensity: RestartIntensity(maxRestarts: 1, period: .seconds(10)), children: [
+            ChildSpec(id: "app", .process(ProcessSpec(argv: ["/srv/app"])), backoff: .none),
+        ]), runtime: runtime, randomSeed: 1)
+        root.reportMetrics(to: first)
+        root.start()
+        runtime.runUntilIdle()
+        root.reportMetrics(to: second, prefix: "two")
+        runtime.exit("root/app", .exited(1))
+        runtime.runUntilIdle()
+        #expect(try second.expectCounter("two_restarts_total", [("child", "root/app")]).totalValue == 1)
+        #expect(first.counters(label: "uvs_restarts_total").allSatisfy { $0.totalValue == 0 }, "the first reporter is fed no more")
+        runtime.exit("root/app", .exited(1))
+        runtime.runUntilIdle()
+        #expect(root.finalReason == .intensityExceeded)
+        #expect(try second.expectCounter("two_intensity_exceeded_total", [("supervisor", "root")]).totalValue == 1)
+    }
+
+    @Test("a second, later shutdown deadline does not push back the first (nor a child's own timeout)")
+    func laterDeadline() throws {
+        let runtime = ManualRuntime()
+        runtime.stopBehaviour["root/app"] = .ignores
+        let root = try Supervisor(SupervisorSpec(children: [
+            ChildSpec(id: "app", .process(ProcessSpec(argv: ["/srv/app"])), shutdown: .timeout(.seconds(60))),
+        ]), runtime: runtime, randomSeed: 1)
+        var killed = 0
+        root.onEvent { if case .killed = $0.kind { killed += 1 } }
+        root.start()
+        runtime.runUntilIdle()
+        root.shutdown(within: .seconds(2))
+        runtime.advance(by: .seconds(1))
+        root.shutdown(within: .seconds(2))
+        runtime.advance(by: .milliseconds(999))
+        #expect(killed == 0)
+        runtime.advance(by: .milliseconds(2))
+        #expect(killed == 1, "killed at the first deadline (t = 2 s), not the second (t = 3 s)")
+    }
 }

@@ -12,9 +12,10 @@ public final class UnixTestClient {
     /// The server closed its end (a read returned end of file or an error).
     public private(set) var sawEnd = false
 
-    /// Connects to `path`; `nil` with `errno` set when it cannot.
-    public init?(path: String) {
-        let fd = cuvs_unix_connect(path)
+    /// Connects to `path` (trying for `timeoutMilliseconds` while its queue is full); `nil`
+    /// with `errno` set when it cannot.
+    public init?(path: String, timeoutMilliseconds: Int32 = 10_000) {
+        let fd = cuvs_unix_connect(path, timeoutMilliseconds)
         if fd < 0 {
             errno = -fd
             return nil
@@ -23,6 +24,23 @@ public final class UnixTestClient {
     }
 
     deinit { close() }
+
+    /// Leaves a stale socket at `path` (bound, never listening, its descriptor closed), as a
+    /// killed daemon would. Whether it could.
+    public static func bindStale(at path: String) -> Bool {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { Glibc.close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return false }
+        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        return bound == 0
+    }
 
     /// Sends all of `text` (blocking); `false` when the server is gone.
     @discardableResult
@@ -40,6 +58,13 @@ public final class UnixTestClient {
             offset += count
         }
         return true
+    }
+
+    /// Sends as much of `bytes` as the socket takes now; returns how many (-1: the peer is gone).
+    public func sendWithoutWaiting(_ bytes: [UInt8]) -> Int {
+        let count = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+        if count < 0 { return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1 }
+        return count
     }
 
     /// Reads what has arrived, without waiting.

@@ -136,6 +136,14 @@ struct ControlSocketTests {
         #expect(report == .clean)
     }
 
+    @Test("two daemons started at once on a stale socket: exactly one serves it; a stuck daemon (stopped, its queue full) makes uvsctl give up at its timeout and a second daemon refuse at once")
+    func contention() async throws {
+        let report = try await withCheckedLoop { loop in
+            try runContention(loop)
+        }
+        #expect(report == .clean)
+    }
+
     @Test("hostile clients: malformed JSON, a 10 MB line, a client that never reads, 1,000 clients at once, disconnects mid-request; the daemon keeps supervising, its descriptors return and its memory stays bounded")
     func hostileClients() async throws {
         let report = try await withCheckedLoop { loop in
@@ -308,14 +316,37 @@ private func runHostile(_ loop: EventLoop) throws {
     #expect(runLoop(loop) { flooder.poll(); return flooder.sawEnd })
     #expect(flooder.lines().first?.contains("lineTooLong") == true, "\(flooder.lines())")
 
-    // A client that asks and never reads: dropped once 1 MiB waits for it.
+    // A client that asks and never reads: once 1 MiB of answers waits for it, the daemon
+    // stops reading its requests (they wait in the kernel until its socket buffer is full).
     let sleeper = try #require(UnixTestClient(path: socket))
     let request = Array("{\"op\":\"status\"}\n".utf8)
     var batch: [UInt8] = []
     for _ in 0..<200 { batch += request }
-    var sent = 0
-    while sent < 40, sleeper.send(batch) { sent += 1 }
-    #expect(runLoop(loop) { descriptorCount(of: pid) <= baselineDescriptors + 1 }, "the sleeper was dropped")
+    var accepted = 0
+    let filled = runLoop(loop, timeout: .seconds(20)) {
+        let taken = sleeper.sendWithoutWaiting(batch)
+        accepted += max(taken, 0)
+        return taken < batch.count
+    }
+    #expect(filled, "the daemon kept reading (\(accepted) bytes taken)")
+    #expect(accepted < 20 << 20, "requests are not read without end: \(accepted) bytes")
+    let meanwhile = try #require(UnixTestClient(path: socket))
+    meanwhile.send("{\"op\":\"live\"}\n")
+    #expect(runLoop(loop) { meanwhile.lines().first?.contains("\"live\":true") == true }, "others are served meanwhile")
+    meanwhile.close()
+    // Reading catches up: the paused client is served again, in order.
+    var read = 0
+    #expect(runLoop(loop, timeout: .seconds(20)) { read = sleeper.lines().count; return read >= 400 }, "read \(read) answers")
+    sleeper.close()
+
+    // Followers that disconnect are forgotten (each would hold one of the 16 places).
+    for _ in 0..<20 {
+        let follower = try #require(UnixTestClient(path: socket))
+        follower.send("{\"op\":\"events\",\"follow\":true,\"last\":0}\n")
+        #expect(runLoop(loop) { follower.lines().first?.contains("\"following\":true") == true })
+        follower.close()
+    }
+    #expect(runLoop(loop) { descriptorCount(of: pid) <= baselineDescriptors + 1 }, "followers that left still hold descriptors")
 
     // Disconnects mid-request.
     for _ in 0..<20 {
@@ -352,4 +383,63 @@ private func runHostile(_ loop: EventLoop) throws {
     #expect(getenv("UVS_SANITIZER") != nil || growth < 16 * 1024, "resident memory grew by \(growth) KiB")
     try stopDaemon(loop, daemon)
     #expect(daemon.exited == .exited(0))
+}
+
+private func runContention(_ loop: EventLoop) throws {
+    let directory = makeTemporaryDirectory()
+    let socket = directory + "/control.sock"
+    // A stale socket: bound, its owner gone.
+    #expect(UnixTestClient.bindStale(at: socket))
+    var first = ProcessOptions(argv: [daemonHelperPath, "control", socket])
+    first.stdout = .pipe
+    var second = first
+    second.stdout = .pipe
+    var lines: [[String]] = [[], []]
+    var exits: [ProcessExit?] = [nil, nil]
+    var processes: [ChildProcess] = []
+    for (index, options) in [first, second].enumerated() {
+        processes.append(try ChildProcess.spawn(on: loop, options, onOutput: { output in
+            if case .line(_, let line) = output { lines[index].append(line) }
+        }, onExit: { exits[index] = $0 }))
+    }
+    // One comes up, the other ends with 2 (the lock is held).
+    #expect(runLoop(loop) { lines.filter { $0.contains("listening") }.count == 1 && exits.contains(.exited(2)) },
+            "\(lines) \(exits)")
+    let serving = try #require(lines.firstIndex { $0.contains("listening") })
+    let daemon = processes[serving]
+
+    // Stop it, fill its queue: clients give up at their timeout; a newcomer refuses at once.
+    try daemon.signal(SIGSTOP)
+    var waiting: [UnixTestClient] = []
+    while waiting.count < 300, let client = UnixTestClient(path: socket, timeoutMilliseconds: 0) { waiting.append(client) }
+    #expect(waiting.count < 300, "the queue never filled")
+    let started = EventLoop.hrtime()
+    let gaveUp = try runCommandForContention(loop, [buildDirectory + "/uvsctl", "live", "--timeout", "1", "--socket", socket])
+    #expect(gaveUp.exit == .exited(3) && gaveUp.err.joined().contains("accepts no connection"), "\(gaveUp)")
+    #expect(EventLoop.hrtime() - started < 5_000_000_000)
+    let newcomer = try runCommandForContention(loop, [daemonHelperPath, "control", socket])
+    #expect(newcomer.exit == .exited(2), "\(newcomer)")
+    waiting.forEach { $0.close() }
+    try daemon.signal(SIGCONT)
+    try daemon.signal(SIGTERM)
+    #expect(runLoop(loop) { exits[serving] != nil })
+    #expect(exits[serving] == .exited(0))
+    unlink(socket + ".lock")
+    rmdir(directory)
+}
+
+private func runCommandForContention(_ loop: EventLoop, _ argv: [String]) throws -> (exit: ProcessExit?, err: [String]) {
+    var options = ProcessOptions(argv: argv)
+    options.stderr = .pipe
+    var err: [String] = []
+    var ended = false
+    var exit: ProcessExit?
+    _ = try ChildProcess.spawn(on: loop, options, onOutput: { output in
+        switch output {
+        case .line(_, let line): err.append(line)
+        case .end: ended = true
+        }
+    }, onExit: { exit = $0 })
+    #expect(runLoop(loop, timeout: .seconds(15)) { exit != nil && ended }, "\(argv) did not finish")
+    return (exit, err)
 }

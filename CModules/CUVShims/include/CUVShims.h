@@ -78,28 +78,35 @@ int cuvs_notify_send(const char *name, const void *bytes, size_t length);
 typedef struct cuvs_socket_identity {
     unsigned long long device;
     unsigned long long inode;
+    int lock_fd;   // the lock on PATH.lock held while the socket is served (-1: none)
 } cuvs_socket_identity;
 
 /// A non-blocking, close-on-exec `AF_UNIX` stream socket listening at `path` with permissions
-/// `mode` from the start: it is bound under a temporary name next to `path`, given `mode`, then
-/// hard-linked to `path` (which fails if anything took the path meanwhile) and the temporary
-/// name removed. A socket already at `path` that accepts a connection is live: -EADDRINUSE; one
+/// `mode` from the start: it is bound under a random temporary name in the same directory,
+/// given `mode`, then hard-linked to `path` (which fails if anything took the path meanwhile)
+/// and the temporary name removed. An exclusive `flock` on `PATH.lock` (created 0600, kept
+/// afterwards) is taken first and held in `identity->lock_fd` while the socket is served, so
+/// that two daemons starting at once cannot both decide a socket is stale. Another holder of
+/// the lock, or a socket at `path` that accepts (or queues) a connection: -EADDRINUSE. A socket
 /// that refuses (its daemon is gone) is removed first; anything else at `path` (a file, a
-/// directory) is left alone: -EEXIST. -ENAMETOOLONG when `path` does not fit `sun_path`.
-/// Returns the descriptor or -errno.
+/// directory) is left alone: -EEXIST. -ENAMETOOLONG when `path` (at most 107 bytes) or the
+/// temporary name (its directory and 14 bytes) does not fit `sun_path`. Returns the
+/// descriptor or -errno.
 int cuvs_unix_listen(const char *path, unsigned mode, int backlog, cuvs_socket_identity *identity);
 
-/// Removes `path` if it is still the socket `identity` names. 0, or -errno (-ESTALE when
-/// something else is there now, which is left alone).
-int cuvs_unix_unlink_if_same(const char *path, const cuvs_socket_identity *identity);
+/// Removes `path` if it is still the socket `identity` names, then releases the lock. 0, or
+/// -errno (-ESTALE when something else is there now, which is left alone).
+int cuvs_unix_unlink_if_same(const char *path, cuvs_socket_identity *identity);
 
 /// The peer of a connected `AF_UNIX` socket as the kernel recorded it at connect time
 /// (`SO_PEERCRED`). 0 or -errno.
 int cuvs_peer_credentials(int fd, int *pid, unsigned *uid, unsigned *gid);
 
-/// Connects a blocking, close-on-exec `AF_UNIX` stream socket to `path` (clients: `uvsctl`,
-/// tests). Returns the descriptor or -errno.
-int cuvs_unix_connect(const char *path);
+/// Connects a close-on-exec `AF_UNIX` stream socket to `path` (clients: `uvsctl`, tests),
+/// trying for at most `timeout_ms` while the listener's backlog is full (a wedged daemon):
+/// -ETIMEDOUT then; a negative timeout waits as long as it takes. The socket returned is
+/// blocking. Returns the descriptor or -errno.
+int cuvs_unix_connect(const char *path, int timeout_ms);
 
 /// Starts the descendant sentinel: a forked copy of this process that runs only the C code of
 /// `sentinel_main` (system calls on static memory: safe after a fork of a threaded program),
