@@ -94,6 +94,17 @@ struct ConfigProgramTests {
         #expect(report == .clean)
     }
 
+    @Test("the example configs in Examples/configs are valid", arguments: ["web-behind-cache", "worker-pool", "container-entrypoint"])
+    func examples(_ name: String) async throws {
+        let root = String(#filePath.split(separator: "/Tests/").first!)
+        let report = try await withCheckedLoop { loop in
+            let result = try runToEnd(loop, [programPath, "check", root + "/Examples/configs/\(name).yaml"])
+            #expect(result.exit == .exited(0), "\(result.err)")
+            #expect(result.out.first?.hasPrefix("root") == true)
+        }
+        #expect(report == .clean)
+    }
+
     @Test("every key: a config using them all compiles, and the daemon's decoded tree has every value")
     func everyKey() async throws {
         let report = try await withCheckedLoop { loop in
