@@ -18,8 +18,9 @@ import bench  # noqa: E402
 class UvSupervisor(bench.Peer):
     """`uv-supervisor run CONFIG`: N permanent children, no backoff, as the other peers are run."""
     name, label = "uv-supervisor", "uv-supervisor (this project; config file, no backoff, sentinel on)"
-    # The daemon and its descendant sentinel (a fork of it: the same name) are both counted.
-    sup_comms = ("uv-supervisor", "uvs-sentinel")
+    # No per-service supervisors (the harness's orphan test would take the sentinel for one);
+    # the descendant sentinel is counted with the daemon in sup_pids below.
+    sup_comms = ()
 
     def version(self):
         import subprocess
@@ -38,9 +39,14 @@ class UvSupervisor(bench.Peer):
         return [os.path.join(UVS_BIN, "uv-supervisor"), "run", os.path.join(self.work, "uvs.yaml")]
 
     def sup_pids(self):
-        # The sentinel runs in a session of its own (so that a kill of the daemon's group
-        # cannot take it first), but it is still the daemon's child.
-        return super().sup_pids()
+        # The daemon and its descendant sentinel (a fork of it named uvs-sentinel), whose
+        # memory is the daemon's price too.
+        if not self.proc:
+            return []
+        procs = bench.all_procs()
+        sentinels = [p for p in bench.descendants(self.proc.pid, procs)
+                     if procs[p][0] == "uvs-sentinel" and procs[p][1] not in ("Z", "X")]
+        return [self.proc.pid] + sentinels
 
 
 bench.PEERS.append(UvSupervisor)
