@@ -53,7 +53,15 @@ final class ControlClient {
         var offset = 0
         while offset < line.count {
             let count = line[offset...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if count <= 0 { throw .unreachable("the daemon at \(path) closed the connection") }
+            if count <= 0 {
+                // A daemon that refuses the connection (permission, too many clients) says why
+                // and closes at once: its line may be waiting even though sending failed.
+                if let refusal = try? readMessage(timeout: 1), refusal["ok"] == .bool(false),
+                   let message = refusal["error"]?["message"]?.stringValue {
+                    throw .unreachable(message)
+                }
+                throw .unreachable("the daemon at \(path) closed the connection")
+            }
             offset += count
         }
         while true {
