@@ -31,9 +31,12 @@ class UvSupervisor(bench.Peer):
         children = "".join(
             f"  - id: c{i}\n    command: [{bench.CRASHY}]\n    backoff: none\n" for i in range(n))
         with open(os.path.join(self.work, "uvs.yaml"), "w") as f:
-            f.write("daemon:\n  log-level: off\n"
-                    "intensity: {max-restarts: 1000000000, period: 1s}\n"
-                    "children:\n" + children)
+            # UVS_PEER_DAEMON_EXTRA adds daemon settings (e.g. "kill-descendants: false") to
+            # measure what a feature costs.
+            extra = os.environ.get("UVS_PEER_DAEMON_EXTRA", "")
+            f.write("daemon:\n  log-level: off\n" + (f"  {extra}\n" if extra else "")
+                    + "intensity: {max-restarts: 1000000000, period: 1s}\n"
+                    + "children:\n" + children)
 
     def cmd(self, n):
         return [os.path.join(UVS_BIN, "uv-supervisor"), "run", os.path.join(self.work, "uvs.yaml")]

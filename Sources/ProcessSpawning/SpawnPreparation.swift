@@ -47,9 +47,22 @@ package struct SpawnPreparation {
         // Inheriting passes this process's `environ` as it is (as posix_spawn and uv_spawn do),
         // without building a copy per spawn.
         let environment: [String]?
-        if case .inherit = policy {
+        var mergedBlock: CStringArray?
+        var mergedPath: String??
+        switch policy {
+        case .inherit:
             environment = nil
-        } else {
+        case .inheritWithOverrides(let overrides):
+            // The common case (a notify socket, the daemon's cookie): `environ` with a few
+            // variables changed, built straight from its C strings, without a dictionary of the
+            // whole environment per spawn (that cost about 20 µs a restart).
+            for (key, value) in overrides where key.utf8.contains(0) || value?.utf8.contains(0) == true {
+                throw SpawnError(errno: EINVAL, operation: "\(description): an environment entry contains a NUL byte")
+            }
+            environment = nil
+            mergedBlock = CStringArray(inheritingWith: overrides)
+            if let path = overrides["PATH"] { mergedPath = .some(path) }
+        case .replace:
             let entries = Self.environment(policy)
             for entry in entries where entry.utf8.contains(0) {
                 throw SpawnError(errno: EINVAL, operation: "\(description): an environment entry contains a NUL byte")
@@ -72,13 +85,15 @@ package struct SpawnPreparation {
         let searchPath: String?
         if let environment {
             searchPath = environment.first { $0.hasPrefix("PATH=") }.map { String($0.dropFirst(5)) }
+        } else if let mergedPath {
+            searchPath = mergedPath
         } else {
             searchPath = getenv("PATH").map { String(cString: $0) }
         }
         resolvedPath = try Self.resolve(program, workingDirectory: workingDirectory, searchPath: searchPath, description: description)
         self.workingDirectory = workingDirectory
         self.argv = CStringArray(argv)
-        envp = environment.map { CStringArray($0) }
+        envp = mergedBlock ?? environment.map { CStringArray($0) }
     }
 
     /// The environment block for the child: ``envp``, or this process's `environ` when the
@@ -167,6 +182,31 @@ package final class CStringArray {
     package let pointer: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>
     /// The number of strings (without the terminating NULL).
     package let count: Int
+
+    /// This process's `environ` with `overrides` applied (a value sets, `nil` removes): kept
+    /// entries are copied as C strings in their order, set ones appended.
+    package init(inheritingWith overrides: [String: String?]) {
+        var entries: [UnsafeMutablePointer<CChar>?] = []
+        let names = overrides.keys.map { Array($0.utf8) }
+        if var entry = cuvs_environ() {
+            while let text = entry.pointee {
+                entry += 1
+                guard let equals = strchr(text, Int32(UInt8(ascii: "="))) else { continue }
+                let length = text.distance(to: equals)
+                let overridden = names.contains { name in
+                    name.count == length && (length == 0 || name.withUnsafeBufferPointer { memcmp($0.baseAddress!, text, length) == 0 })
+                }
+                if !overridden { entries.append(strdup(text)) }
+            }
+        }
+        for (key, value) in overrides {
+            if let value { entries.append(strdup(key + "=" + value)) }
+        }
+        count = entries.count
+        pointer = .allocate(capacity: entries.count + 1)
+        for (index, entry) in entries.enumerated() { pointer[index] = entry }
+        pointer[entries.count] = nil
+    }
 
     /// Copies `strings`.
     package init(_ strings: [String]) {
