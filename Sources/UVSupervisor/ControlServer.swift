@@ -21,6 +21,10 @@ public struct ControlSocketOptions: Sendable, Equatable {
     public var maxQueuedBytesPerClient: Int = 1 << 20
     /// Recent events kept for `uvsctl events` (default 1,000).
     public var eventHistory: Int = 1000
+    /// A client that sends nothing for this long, with no answer pending and not following
+    /// events, is told `idleTimeout` and disconnected, so that silent connections cannot hold
+    /// every place (default 60 s; `nil`: never). Its timer runs only while clients are connected.
+    public var idleTimeout: Duration? = .seconds(60)
 
     /// A control socket at `path`.
     public init(path: String) {
@@ -62,6 +66,7 @@ package final class ControlServer {
     private var listener: UnixStreamListener?
     private var clients: [ObjectIdentifier: ConnectedClient] = [:]
     private var followers: [ObjectIdentifier: ConnectedClient] = [:]
+    private var idleTimer: LoopTimer?
     private var history: [SupervisorEvent] = []
     private var historyNext = 0
     private let startedAt = EventLoop.hrtime()
@@ -105,6 +110,8 @@ package final class ControlServer {
     /// Stops listening (the path is removed) and closes every client once what was written to
     /// it has gone.
     package func close() {
+        idleTimer?.close()
+        idleTimer = nil
         listener?.close()
         listener = nil
         for client in clients.values { client.connection.closeAfterWriting() }
@@ -134,6 +141,7 @@ package final class ControlServer {
         let client = ConnectedClient(connection: connection)
         let key = ObjectIdentifier(client)
         clients[key] = client
+        armIdleTimer()
         let limit = options.maxQueuedBytesPerClient
         connection.onWriteError = { [weak self, weak client] _ in
             guard let self, let client else { return }
@@ -201,6 +209,37 @@ package final class ControlServer {
         let key = ObjectIdentifier(client)
         clients.removeValue(forKey: key)
         followers.removeValue(forKey: key)
+        if clients.isEmpty {
+            idleTimer?.close()
+            idleTimer = nil
+        }
+    }
+
+    /// While clients are connected, checks every half timeout for silent ones.
+    private func armIdleTimer() {
+        guard idleTimer == nil, let timeout = options.idleTimeout, timeout > .zero else { return }
+        let timer = LoopTimer(loop: loop) { [weak self] in self?.disconnectIdleClients() }
+        let period = max(timeout / 2, .milliseconds(10))
+        do {
+            try timer.start(after: period, repeating: period)
+            idleTimer = timer
+        } catch {
+            timer.close()
+        }
+    }
+
+    private func disconnectIdleClients() {
+        guard let timeout = options.idleTimeout else { return }
+        let now = EventLoop.hrtime()
+        let limit = UInt64(clamping: timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000)
+        for client in Array(clients.values)
+        where !client.following && client.pendingRequests == 0 && now - client.lastActivity > limit {
+            send(.object(["v": .integer(Self.protocolVersion), "ok": .bool(false),
+                          "error": .object(["code": .string("idleTimeout"),
+                                            "message": .string("no request for \(formatDuration(timeout)): disconnected")])]),
+                 to: client)
+            finish(client)
+        }
     }
 
     /// Queues a line for `client`. An answer always goes (reading from a client whose unread
@@ -251,6 +290,7 @@ package final class ControlServer {
     // MARK: Requests
 
     private func handle(_ line: [UInt8], from client: ConnectedClient) {
+        client.lastActivity = EventLoop.hrtime()
         let request: JSONValue
         do {
             request = try JSONValue.parse(line)
@@ -466,6 +506,8 @@ private final class ConnectedClient {
     var peerFinished = false
     /// Requests answered later (a stop waits for the child to end).
     var pendingRequests = 0
+    /// When it last sent a request (or connected).
+    var lastActivity = EventLoop.hrtime()
 
     init(connection: UnixStreamConnection) {
         self.connection = connection

@@ -204,6 +204,7 @@ if CommandLine.arguments.count >= 3 && CommandLine.arguments[1] == "control" {
     var socket = ControlSocketOptions(path: CommandLine.arguments[2])
     if CommandLine.arguments.count >= 4, let mode = UInt32(CommandLine.arguments[3], radix: 8) { socket.mode = mode }
     socket.maxClients = 16
+    if let idle = getenv("UVS_TEST_IDLE_MS").flatMap({ Int(String(cString: $0)) }) { socket.idleTimeout = .milliseconds(idle) }
     options.controlSocket = socket
     options.configure = { root, _ in
         printEvents(root)

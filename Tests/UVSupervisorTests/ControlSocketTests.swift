@@ -54,8 +54,9 @@ private final class ControlledDaemon {
     var exit: ProcessExit?
     var ended = false
 
-    init(loop: EventLoop, socket: String, mode: String? = nil) throws {
+    init(loop: EventLoop, socket: String, mode: String? = nil, environment: [String: String?] = [:]) throws {
         var options = ProcessOptions(argv: [daemonHelperPath, "control", socket] + (mode.map { [$0] } ?? []))
+        options.environment = .inheritWithOverrides(environment)
         options.stdout = .pipe
         let box = DaemonLines()
         process = try ChildProcess.spawn(on: loop, options, onOutput: { output in
@@ -144,6 +145,14 @@ struct ControlSocketTests {
         #expect(report == .clean)
     }
 
+    @Test("a silent client is disconnected after the idle timeout; a follower and a client that keeps asking are not")
+    func idleClients() async throws {
+        let report = try await withCheckedLoop { loop in
+            try runIdle(loop)
+        }
+        #expect(report == .clean)
+    }
+
     @Test("hostile clients: malformed JSON, a 10 MB line, a client that never reads, 1,000 clients at once, disconnects mid-request; the daemon keeps supervising, its descriptors return and its memory stays bounded")
     func hostileClients() async throws {
         let report = try await withCheckedLoop { loop in
@@ -153,8 +162,9 @@ struct ControlSocketTests {
     }
 }
 
-private func startDaemon(_ loop: EventLoop, socket: String, mode: String? = nil) throws -> ControlledDaemon {
-    let daemon = try ControlledDaemon(loop: loop, socket: socket, mode: mode)
+private func startDaemon(_ loop: EventLoop, socket: String, mode: String? = nil,
+                         environment: [String: String?] = [:]) throws -> ControlledDaemon {
+    let daemon = try ControlledDaemon(loop: loop, socket: socket, mode: mode, environment: environment)
     let listening = runLoop(loop) { daemon.output.contains("listening") || daemon.exited != nil }
     #expect(listening && daemon.exited == nil, "the daemon did not come up: \(daemon.output)")
     return daemon
@@ -442,4 +452,34 @@ private func runCommandForContention(_ loop: EventLoop, _ argv: [String]) throws
     }, onExit: { exit = $0 })
     #expect(runLoop(loop, timeout: .seconds(15)) { exit != nil && ended }, "\(argv) did not finish")
     return (exit, err)
+}
+
+private func runIdle(_ loop: EventLoop) throws {
+    let directory = makeTemporaryDirectory()
+    let socket = directory + "/control.sock"
+    let daemon = try startDaemon(loop, socket: socket, environment: ["UVS_TEST_IDLE_MS": "300"])
+    let silent = try #require(UnixTestClient(path: socket))
+    let follower = try #require(UnixTestClient(path: socket))
+    follower.send("{\"op\":\"events\",\"follow\":true,\"last\":0}\n")
+    let busy = try #require(UnixTestClient(path: socket))
+    let connectedAt = EventLoop.hrtime()
+    var asked = 0
+    let timer = LoopTimer(loop: loop) {
+        busy.send("{\"op\":\"live\"}\n")
+        asked += 1
+    }
+    try timer.start(after: .milliseconds(100), repeating: .milliseconds(100))
+    #expect(runLoop(loop) { silent.poll(); return silent.sawEnd }, "the silent client was not disconnected")
+    #expect(EventLoop.hrtime() - connectedAt >= 300_000_000, "not before its timeout")
+    #expect(silent.lines().first?.contains("idleTimeout") == true, "\(silent.lines())")
+    runLoop(loop, timeout: .milliseconds(700)) { false }
+    timer.close()
+    follower.poll()
+    busy.poll()
+    #expect(!follower.sawEnd, "a follower stays")
+    #expect(!busy.sawEnd && busy.lines().count >= asked - 1, "a client that keeps asking stays: \(busy.lines().count) of \(asked)")
+    [silent, follower, busy].forEach { $0.close() }
+    try stopDaemon(loop, daemon)
+    unlink(socket + ".lock")
+    rmdir(directory)
 }
