@@ -173,7 +173,8 @@ if CommandLine.arguments.count >= 2 && ["family", "pid1"].contains(CommandLine.a
         // sleep to PID 1) while another child crashes and is restarted over and over.
         // It ignores SIGHUP (as do its sleeps), so that the forwarded SIGHUP cannot restart it
         // just when the test stops the tree and checks the order of the stops.
-        let storm = ProcessSpec(argv: ["/bin/sh", "-c", "trap '' HUP; i=0; while [ $i -lt 40 ]; do (sleep 0.01 &); i=$((i+1)); sleep 0.02; done; exec sleep 600"])
+        var storm = ProcessSpec(argv: ["/bin/sh", "-c", "trap '' HUP; i=0; while [ $i -lt 40 ]; do (sleep 0.01 &); i=$((i+1)); sleep 0.02; done; echo storm done; exec sleep 600"])
+        storm.stdout = .capture
         let crasher = ProcessSpec(argv: ["/bin/sh", "-c", "sleep 0.02; exit 1"])
         // Says "hangup" for each SIGHUP: a container runtime signals PID 1 only, and PID 1
         // passes it on to its workers.

@@ -172,11 +172,12 @@ private func runPidOneScenario(_ loop: EventLoop) throws {
     // The daemon is unshare's child: PID 1 inside, this pid outside.
     let inner = OrphanProbe.children(of: daemon.process.pid).first ?? -1
     #expect(inner > 0)
-    // The storm runs for about a second; the crasher restarts every ~20 ms meanwhile (slower on
-    // a loaded machine: wait for the count, bounded, rather than for a fixed time).
+    // The storm of 40 orphans runs for about a second; the crasher restarts every ~20 ms
+    // meanwhile (slower on a loaded machine: the test waits for counts, bounded, not for a time).
     let crashCount = { daemon.lines.filter { $0.hasPrefix("exited root/crasher") }.count }
     #expect(runLoop(loop, timeout: .seconds(20)) { crashCount() >= 20 }, "crashes noticed while orphans were reaped: \(crashCount())")
     // No zombie left under PID 1 once the storm is over (bounded wait for the last ones).
+    #expect(runLoop(loop, timeout: .seconds(20)) { daemon.lines.contains("output root/storm storm done") }, "the storm did not finish")
     let reaped = runLoop(loop, timeout: .seconds(2)) { OrphanProbe.zombieChildren(of: inner).isEmpty }
     #expect(reaped, "zombies under PID 1: \(OrphanProbe.zombieChildren(of: inner))")
     // SIGHUP to PID 1 reaches the workers (forwarded to each one's process group).
