@@ -795,32 +795,25 @@ int cuvs_unix_listen(const char *path, unsigned mode, int backlog, cuvs_socket_i
     if (error != 0) { close(lock_fd); return error; }
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) { error = errno; close(lock_fd); return -error; }
+    // What a failure has to remove: nothing, the temporary name, or the linked path.
+    const char *made = NULL;
     if (bind(fd, (struct sockaddr *)&temporaryAddress, sizeof(temporaryAddress)) != 0) goto fail;
-    if (chmod(temporary, mode) != 0 || listen(fd, backlog) != 0) goto fail_bound;
+    made = temporary;
+    if (chmod(temporary, mode) != 0 || listen(fd, backlog) != 0) goto fail;
     // link() fails with EEXIST if anything took the path since the check above.
-    if (link(temporary, path) != 0) goto fail_bound;
+    if (link(temporary, path) != 0) goto fail;
     unlink(temporary);
+    made = path;
     struct stat bound;
-    if (lstat(path, &bound) != 0) goto fail_linked;
+    if (lstat(path, &bound) != 0) goto fail;
     identity->device = (unsigned long long)bound.st_dev;
     identity->inode = (unsigned long long)bound.st_ino;
     identity->lock_fd = lock_fd;
     return fd;
 
-fail_linked:
-    error = errno;
-    unlink(path);
-    close(fd);
-    close(lock_fd);
-    return -error;
-fail_bound:
-    error = errno;
-    unlink(temporary);
-    close(fd);
-    close(lock_fd);
-    return -error;
 fail:
     error = errno;
+    if (made != NULL) unlink(made);
     close(fd);
     close(lock_fd);
     return -error;

@@ -22,7 +22,7 @@ extension ChildProcess {
                 containers[fd].flags = UV_IGNORE
             case .pipe(let pipe):
                 containers[fd].flags = uv_stdio_flags(rawValue: UV_CREATE_PIPE.rawValue | UV_WRITABLE_PIPE.rawValue)
-                containers[fd].data.stream = pipe.streamPointer
+                containers[fd].data.stream = pipe.streamHandle
             }
         }
         for (index, fd) in options.extraDescriptors.enumerated() {

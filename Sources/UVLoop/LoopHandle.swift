@@ -84,6 +84,16 @@ public class LoopHandle {
     func didFinishClosing() {}
 }
 
+extension LoopHandle {
+    /// The handle as a `uv_stream_t`, for the stream handle types (`uv_pipe_t`, `uv_tcp_t`).
+    /// Sound by libuv's own definition: those structs begin with `UV_STREAM_FIELDS` (after
+    /// `UV_HANDLE_FIELDS`), and libuv's API takes them as `uv_stream_t *` by this very cast.
+    /// Only subclasses that initialised a stream handle use it.
+    var streamHandle: UnsafeMutablePointer<uv_stream_t> {
+        UnsafeMutableRawPointer(rawHandle).assumingMemoryBound(to: uv_stream_t.self)
+    }
+}
+
 extension UnsafeMutableRawPointer {
     /// The libuv handle behind a generic `uv_handle_t` pointer.
     @inline(__always)

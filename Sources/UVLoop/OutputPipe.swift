@@ -9,10 +9,6 @@ final class OutputPipe: LoopHandle {
     private var lines: LineSplitter
     private let readBuffer: UnsafeMutableRawBufferPointer
 
-    var streamPointer: UnsafeMutablePointer<uv_stream_t> {
-        UnsafeMutableRawPointer(rawHandle).assumingMemoryBound(to: uv_stream_t.self)
-    }
-
     init(loop: EventLoop, stream: StandardStream, maxLineLength: Int, handler: @escaping (ProcessOutput) -> Void) {
         self.stream = stream
         self.handler = handler
@@ -27,7 +23,7 @@ final class OutputPipe: LoopHandle {
 
     /// Starts reading; called after a successful spawn connected the pipe.
     func startReading() throws(UVError) {
-        let result = uv_read_start(streamPointer, { handle, _, buffer in
+        let result = uv_read_start(streamHandle, { handle, _, buffer in
             guard let handle, let data = handle.pointee.data, let buffer else { return }
             let pipe = Unmanaged<OutputPipe>.fromOpaque(data).takeUnretainedValue()
             buffer.pointee = uv_buf_init(pipe.readBuffer.baseAddress?.assumingMemoryBound(to: CChar.self),
@@ -62,7 +58,7 @@ final class OutputPipe: LoopHandle {
     }
 
     override func willClose() {
-        uv_read_stop(streamPointer)
+        uv_read_stop(streamHandle)
     }
 
     override func closeForTeardown() {

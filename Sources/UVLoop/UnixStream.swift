@@ -23,10 +23,6 @@ package final class UnixStreamListener: LoopHandle {
     private var onConnection: ((UnixStreamConnection) -> Void)?
     private let readBuffer = SharedReadBuffer()
 
-    private var streamPointer: UnsafeMutablePointer<uv_stream_t> {
-        UnsafeMutableRawPointer(rawHandle).assumingMemoryBound(to: uv_stream_t.self)
-    }
-
     /// Listens at `path` with permissions `mode`; `onConnection` receives every accepted
     /// connection (not reading yet) on the loop.
     /// - Throws: ``UVError`` with `EADDRINUSE` when a live socket is at `path`, `EEXIST` when
@@ -57,7 +53,7 @@ package final class UnixStreamListener: LoopHandle {
             close()
             throw UVError(code: openResult, operation: "listen at \(path)")
         }
-        let listenResult = uv_listen(streamPointer, backlog) { server, status in
+        let listenResult = uv_listen(streamHandle, backlog) { server, status in
             guard let server, let data = server.pointee.data else { return }
             Unmanaged<UnixStreamListener>.fromOpaque(data).takeUnretainedValue().accept(status: status)
         }
@@ -70,7 +66,7 @@ package final class UnixStreamListener: LoopHandle {
     private func accept(status: Int32) {
         guard status >= 0, isOpen else { return }
         let connection = UnixStreamConnection(loop: loop, readBuffer: readBuffer)
-        let result = uv_accept(streamPointer, connection.streamPointer)
+        let result = uv_accept(streamHandle, connection.streamHandle)
         guard result >= 0 else {
             connection.close()
             return
@@ -117,10 +113,6 @@ package final class UnixStreamConnection: LoopHandle {
     private var closeWhenWritten = false
     private let readBuffer: SharedReadBuffer
 
-    var streamPointer: UnsafeMutablePointer<uv_stream_t> {
-        UnsafeMutableRawPointer(rawHandle).assumingMemoryBound(to: uv_stream_t.self)
-    }
-
     fileprivate init(loop: EventLoop, readBuffer: SharedReadBuffer) {
         self.readBuffer = readBuffer
         let memory = LoopHandle.allocate(uv_pipe_t.self, on: loop)
@@ -150,12 +142,11 @@ package final class UnixStreamConnection: LoopHandle {
     }
 
     private func startLibuvReading() throws(UVError) {
-        let result = uv_read_start(streamPointer, { handle, _, buffer in
+        let result = uv_read_start(streamHandle, { handle, _, buffer in
             guard let handle, let data = handle.pointee.data, let buffer else { return }
             let connection = Unmanaged<UnixStreamConnection>.fromOpaque(data).takeUnretainedValue()
             // libuv calls read right after alloc, for this stream only: one buffer serves all.
-            buffer.pointee = uv_buf_init(connection.readBuffer.bytes.baseAddress?.assumingMemoryBound(to: CChar.self),
-                                         UInt32(connection.readBuffer.bytes.count))
+            buffer.pointee = uv_buf_init(connection.readBuffer.bytes.baseAddress, UInt32(connection.readBuffer.bytes.count))
         }, { stream, count, _ in
             guard let stream, let data = stream.pointee.data else { return }
             Unmanaged<UnixStreamConnection>.fromOpaque(data).takeUnretainedValue().didRead(count)
@@ -168,7 +159,7 @@ package final class UnixStreamConnection: LoopHandle {
     package func pauseReading() {
         guard isOpen, onLine != nil, !paused else { return }
         paused = true
-        uv_read_stop(streamPointer)
+        uv_read_stop(streamHandle)
     }
 
     /// Reads again after ``pauseReading()``.
@@ -184,7 +175,7 @@ package final class UnixStreamConnection: LoopHandle {
     /// Stops delivering lines (the peer's further bytes stay in the kernel).
     package func stopReading() {
         guard isOpen else { return }
-        uv_read_stop(streamPointer)
+        uv_read_stop(streamHandle)
         onLine = nil
         onEnd = nil
     }
@@ -195,7 +186,7 @@ package final class UnixStreamConnection: LoopHandle {
             return
         }
         var start = 0
-        let bytes = UnsafeRawBufferPointer(rebasing: readBuffer.bytes[0..<count])
+        let bytes = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(readBuffer.bytes)[0..<count])
         while start < count, onLine != nil {
             guard let newline = bytes[start...].firstIndex(of: UInt8(ascii: "\n")) else {
                 partialLine.append(contentsOf: bytes[start...])
@@ -229,9 +220,12 @@ package final class UnixStreamConnection: LoopHandle {
         loop.preconditionInLoop("UnixStreamConnection.write")
         guard isOpen, !bytes.isEmpty else { return isOpen }
         let request = WriteRequest(copying: bytes)
-        var buffer = uv_buf_init(request.bytes.baseAddress?.assumingMemoryBound(to: CChar.self), UInt32(request.bytes.count))
+        var buffer = uv_buf_init(request.bytes.baseAddress, UInt32(request.bytes.count))
+        // libuv holds this reference until the write callback, which it always calls (with
+        // UV_ECANCELED when the stream closes first), and which releases it; a write refused
+        // at once never reaches the callback and is released below.
         request.request.pointee.data = Unmanaged.passRetained(request).toOpaque()
-        let result = uv_write(request.request, streamPointer, &buffer, 1) { request, status in
+        let result = uv_write(request.request, streamHandle, &buffer, 1) { request, status in
             guard let request, let data = request.pointee.data else { return }
             let write = Unmanaged<WriteRequest>.fromOpaque(data).takeRetainedValue()
             // The stream's data stays set until its close callback, which comes after this one.
@@ -269,16 +263,20 @@ package final class UnixStreamConnection: LoopHandle {
     }
 
     override func willClose() {
-        uv_read_stop(streamPointer)
+        uv_read_stop(streamHandle)
         onLine = nil
         onEnd = nil
         onWritten = nil
     }
 }
 
-/// The buffer a listener's connections read into, one at a time.
+/// The buffer a listener's connections read into, one at a time (typed as libuv's `char`).
 private final class SharedReadBuffer {
-    let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: 16 * 1024, alignment: 16)
+    let bytes: UnsafeMutableBufferPointer<CChar> = {
+        let bytes = UnsafeMutableBufferPointer<CChar>.allocate(capacity: 16 * 1024)
+        bytes.initialize(repeating: 0)
+        return bytes
+    }()
     deinit { bytes.deallocate() }
 }
 
@@ -286,13 +284,13 @@ private final class SharedReadBuffer {
 /// calls, with `UV_ECANCELED` when the stream closes first).
 private final class WriteRequest {
     let request: UnsafeMutablePointer<uv_write_t>
-    let bytes: UnsafeMutableRawBufferPointer
+    let bytes: UnsafeMutableBufferPointer<CChar>
 
     init(copying source: [UInt8]) {
         request = .allocate(capacity: 1)
         request.initialize(to: uv_write_t())
-        bytes = .allocate(byteCount: source.count, alignment: 1)
-        bytes.copyBytes(from: source)
+        bytes = .allocate(capacity: source.count)
+        _ = bytes.initialize(from: source.lazy.map { CChar(bitPattern: $0) })
     }
 
     deinit {

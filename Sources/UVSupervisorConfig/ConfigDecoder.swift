@@ -550,34 +550,31 @@ public struct ConfigDecoder {
         return number
     }
 
+    /// A scalar read by `parse`, or the error saying what was expected.
+    private func value<T>(_ node: ConfigNode, path: String, expected: String, _ parse: (String) -> T?) throws(ConfigError) -> T {
+        let text = try text(node, path: path)
+        guard let value = parse(text) else { throw error(node, path, "expected \(expected), not \"\(text)\"") }
+        return value
+    }
+
     private func number(_ node: ConfigNode, path: String) throws(ConfigError) -> Double {
-        let value = try text(node, path: path)
-        guard let number = Double(value), number.isFinite else { throw error(node, path, "expected a number, not \"\(value)\"") }
-        return number
+        try value(node, path: path, expected: "a number") { Double($0).flatMap { $0.isFinite ? $0 : nil } }
     }
 
     private func bool(_ node: ConfigNode, path: String) throws(ConfigError) -> Bool {
-        let value = try text(node, path: path)
-        guard let flag = ConfigValues.bool(value) else { throw error(node, path, "expected true or false, not \"\(value)\"") }
-        return flag
+        try value(node, path: path, expected: "true or false", ConfigValues.bool)
     }
 
     private func octal(_ node: ConfigNode, path: String) throws(ConfigError) -> UInt32 {
-        let value = try text(node, path: path)
-        guard let mode = ConfigValues.octal(value), mode <= 0o777 else { throw error(node, path, "expected an octal mode such as 0027, not \"\(value)\"") }
-        return mode
+        try value(node, path: path, expected: "an octal mode such as 0027") { ConfigValues.octal($0).flatMap { $0 <= 0o777 ? $0 : nil } }
     }
 
     private func signal(_ node: ConfigNode, path: String) throws(ConfigError) -> Int32 {
-        let value = try text(node, path: path)
-        guard let number = ConfigValues.signal(value) else { throw error(node, path, "expected a signal such as TERM, SIGINT or 15, not \"\(value)\"") }
-        return number
+        try value(node, path: path, expected: "a signal such as TERM, SIGINT or 15", ConfigValues.signal)
     }
 
     private func limitValue(_ node: ConfigNode, path: String) throws(ConfigError) -> UInt64 {
-        let value = try text(node, path: path)
-        guard let limit = ConfigValues.limit(value) else { throw error(node, path, "expected a number, a size (64K, 1G) or unlimited, not \"\(value)\"") }
-        return limit
+        try value(node, path: path, expected: "a number, a size (64K, 1G) or unlimited", ConfigValues.limit)
     }
 
     private func logLevel(_ node: ConfigNode, path: String) throws(ConfigError) -> Logger.Level {

@@ -364,6 +364,8 @@ private func runHostile(_ loop: EventLoop) throws {
         quitter.send("{\"op\":\"sta")
         quitter.close()
     }
+    // Their places come back (before the crowd arrives, so that it finds them free).
+    #expect(runLoop(loop) { descriptorCount(of: pid) <= baselineDescriptors + 1 }, "clients that left mid-request still hold places")
 
     // 1,000 clients at once: 16 are served, the others told why and disconnected.
     var crowd: [UnixTestClient] = []
