@@ -17,11 +17,12 @@ if [ ! -f "$archive" ]; then
 fi
 mkdir -p .build-static/libuv
 ln -sf "$archive" .build-static/libuv/libuv.a
-# glibc warns that getpwuid_r (in libuv) and dlopen (in the Swift runtime) need its shared
-# NSS libraries at run time if they are ever called; nothing in this package calls them.
+# glibc warns that getpwuid_r (in libuv), dlopen (in the Swift runtime) and the user and group
+# lookups of UVSupervisorConfig need its shared NSS libraries at run time if they are ever
+# called; no daemon calls them (uv-supervisor has uv-supervisor-config resolve names).
 swift build -c release --product "$product" --scratch-path .build-static \
     -Xswiftc -static-executable -Xlinker -L"$PWD/.build-static/libuv" 2>&1 \
-    | grep -v -E "Using '(getpwuid_r|dlopen)' in statically linked applications"
+    | grep -v -E "Using '(getpwuid_r|getpwnam_r|getgrnam_r|getgrouplist|dlopen)' in statically linked applications"
 binary=".build-static/release/$product"
 file "$binary" | grep -q "statically linked" || { echo "$binary is not static" >&2; exit 1; }
 echo "$binary: $(stat -c %s "$binary") bytes (strip it for about 60% of that)"

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <sys/stat.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <time.h>
 
@@ -582,11 +583,94 @@ int cuvs_notify_send_address(const char *address, const void *bytes, size_t leng
 
 // MARK: descendant sentinel
 
+// MARK: Clean file pages
+
+struct clean_range {
+    unsigned long start;
+    unsigned long end;
+};
+
+// Lists the read-only private file mappings with no anonymous (written) page, from
+// /proc/self/smaps; adds their resident kilobytes to *resident. Returns how many were found (at
+// most `capacity`) or -errno.
+static int find_clean_file_mappings(struct clean_range *ranges, int capacity, long *resident) {
+    int fd = open("/proc/self/smaps", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    size_t size = 0, room = 128 * 1024;
+    char *text = malloc(room);
+    for (;;) {
+        if (text == NULL) { close(fd); return -ENOMEM; }
+        if (room - size < 4096) {
+            char *larger = realloc(text, room * 2);
+            if (larger == NULL) { free(text); text = NULL; continue; }
+            text = larger;
+            room *= 2;
+        }
+        ssize_t got = read(fd, text + size, room - 1 - size);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) { int error = errno; free(text); close(fd); return -error; }
+        if (got == 0) break;
+        size += (size_t)got;
+    }
+    close(fd);
+    text[size] = 0;
+    int count = 0;
+    int candidate = 0;
+    unsigned long start = 0, end = 0;
+    long rss = 0, anonymous = -1;
+    for (char *line = text; ; ) {
+        char *newline = strchr(line, '\n');
+        if (newline != NULL) *newline = 0;
+        unsigned long low, high;
+        char permissions[5] = {0};
+        int path_offset = 0;
+        // A mapping's first line: "low-high perms offset device inode   path"; its fields
+        // follow ("Rss:   12 kB"), and none of them reads as "hex-hex".
+        int is_header = newline == NULL
+            || sscanf(line, "%lx-%lx %4s %*s %*s %*s %n", &low, &high, permissions, &path_offset) >= 3;
+        if (is_header) {
+            if (candidate && anonymous == 0 && count < capacity) {
+                ranges[count].start = start;
+                ranges[count].end = end;
+                count++;
+                *resident += rss;
+            }
+            if (newline == NULL) break;
+            const char *path = path_offset > 0 ? line + path_offset : "";
+            candidate = permissions[0] == 'r' && permissions[1] == '-' && permissions[3] == 'p' && path[0] == '/';
+            start = low;
+            end = high;
+            rss = 0;
+            anonymous = -1;   // unknown until its line is read: then not released
+        } else if (strncmp(line, "Rss:", 4) == 0) {
+            rss = strtol(line + 4, NULL, 10);
+        } else if (strncmp(line, "Anonymous:", 10) == 0) {
+            anonymous = strtol(line + 10, NULL, 10);
+        }
+        line = newline + 1;
+    }
+    free(text);
+    return count;
+}
+
+long cuvs_release_clean_file_pages(void) {
+    static struct clean_range ranges[1024];
+    long resident = 0;
+    int count = find_clean_file_mappings(ranges, 1024, &resident);
+    if (count < 0) return count;
+    for (int i = 0; i < count; i++) madvise((void *)ranges[i].start, ranges[i].end - ranges[i].start, MADV_DONTNEED);
+    return resident;
+}
+
+// MARK: Descendant sentinel
+
 static const volatile int *sentinel_groups;
 static int sentinel_capacity;
 static char sentinel_cookie[256];
 static size_t sentinel_cookie_length;
 static char sentinel_buffer[65536 + 256];
+static struct clean_range sentinel_clean_ranges[1024];
+static int sentinel_clean_count;
 
 struct linux_dirent64_record {
     unsigned long long d_ino;
@@ -663,6 +747,12 @@ static void sentinel_main(int pipe_read) {
     // stop, a shell's job control, a supervisor's kill-the-group-on-exit) must not take the
     // sentinel with it before it has done its job.
     syscall(SYS_setsid);
+    // The daemon's code pages this copy touched on its way here are its alone to keep mapped:
+    // let them go (the few the loop below runs come back at once).
+    for (int i = 0; i < sentinel_clean_count; i++) {
+        syscall(SYS_madvise, sentinel_clean_ranges[i].start, sentinel_clean_ranges[i].end - sentinel_clean_ranges[i].start,
+                MADV_DONTNEED);
+    }
     char byte;
     for (;;) {
         long count = syscall(SYS_read, pipe_read, &byte, 1);
@@ -680,9 +770,13 @@ static void sentinel_main(int pipe_read) {
     syscall(SYS_exit_group, 0);
 }
 
-int cuvs_sentinel_start(int pipe_read, int pipe_write, const char *cookie, const volatile int *groups, int capacity) {
+int cuvs_sentinel_start(int pipe_read, int pipe_write, const char *cookie, const volatile int *groups, int capacity,
+                        int release_pages) {
     size_t length = cookie ? strlen(cookie) : 0;
     if (length >= sizeof(sentinel_cookie)) return -ENAMETOOLONG;
+    long resident = 0;
+    int found = release_pages ? find_clean_file_mappings(sentinel_clean_ranges, 1024, &resident) : 0;
+    sentinel_clean_count = found > 0 ? found : 0;
     memcpy(sentinel_cookie, cookie ? cookie : "", length);
     sentinel_cookie_length = length;
     sentinel_groups = groups;

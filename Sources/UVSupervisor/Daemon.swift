@@ -45,6 +45,18 @@ public struct DaemonOptions {
     /// and every process carrying the daemon's cookie (`UVS_DAEMON_COOKIE` in its environment),
     /// once the daemon is gone.
     public var killDescendants: Bool = true
+    /// Let go of the code pages the daemon is not running (default `nil`: never). Once the root
+    /// has started its children, and again whenever the tree has been quiet (no event) for this
+    /// long after something happened, the daemon, and its sentinel once, ask the kernel to unmap
+    /// their pages of read-only file mappings that hold nothing written
+    /// (`madvise(MADV_DONTNEED)` on the code and constant data of the executable and its
+    /// libraries; relocated data stays). Start-up, reloads and bursts of restarts run far more
+    /// code than an idle daemon does, and the kernel maps 64 KiB around every page a program
+    /// touches, so that code is most of a small daemon's resident size; a page used again comes
+    /// back from the page cache (a minor fault, no disk read). The timer runs only after
+    /// activity, so an idle daemon is never woken. Off by default because it concerns every
+    /// library in the host program; `uv-supervisor` sets 30 s.
+    public var trimCodePages: Duration? = nil
     /// Reap orphans re-parented to the daemon (default `true`; needed as a container's PID 1
     /// and with ``killDescendants``). Never takes the exit status of a supervised child.
     public var reapOrphans: Bool = true
@@ -117,6 +129,14 @@ public enum SupervisorDaemon {
         }
     }
 
+    /// Unmaps this process's clean code pages now, as ``DaemonOptions/trimCodePages`` does
+    /// (`uv-supervisor` calls it after a reload, which ran the config decoder). Returns the
+    /// kilobytes that were resident in them, or `nil` when /proc/self/smaps could not be read.
+    @discardableResult
+    package static func trimCodePages() -> Int? {
+        CodePageTrimmer.trimNow()
+    }
+
     private static func runRecordingForce(options: DaemonOptions,
                                           _ makeSpec: (EventLoop) throws -> SupervisorSpec) throws -> (reason: ExitReason, forcingSignal: Int32?) {
         // The daemon is the whole program: a client or a log reader that goes away must cost
@@ -140,7 +160,7 @@ public enum SupervisorDaemon {
         }
         // A container's PID 1, or a subreaper: orphans come to us and must be reaped.
         let isInit = getpid() == 1
-        let sentinel = options.killDescendants ? DescendantSentinel.start() : nil
+        let sentinel = options.killDescendants ? DescendantSentinel.start(releasePages: options.trimCodePages != nil) : nil
         if let sentinel {
             runtime.childEnvironment[sentinel.cookie.name] = sentinel.cookie.value
             runtime.processGroupObserver = { group, started in sentinel.note(group: group, started: started) }
@@ -182,18 +202,21 @@ public enum SupervisorDaemon {
             throw error
         }
         try reports?.start()
+        let trimmer = CodePageTrimmer.watching(root, on: loop, quietPeriod: options.trimCodePages)
         root.onTermination { _ in
             control?.close()
             terminate.close()
             interrupt.close()
             watchdog?.close()
             reports?.close()
+            trimmer?.close()
             forwarders.forEach { $0.close() }
             // Async-task workers abandoned at the deadline end on this loop before it closes.
             runtime.afterAsyncTasksEnd(within: .seconds(5)) { loop.stop() }
         }
         options.configure?(root, loop)
         root.start()
+        if root.finalReason == nil { trimmer?.trim() }
         if root.finalReason == nil { loop.run(.untilStopped) }
         // Descendants that outlived their supervised parents (adopted as a subreaper) go too.
         reaper?.killRemaining()

@@ -29,8 +29,10 @@ final class DescendantSentinel {
     private var freeSlots: [Int] = []
     private var nextSlot = 0
 
-    /// Starts the sentinel; `nil` when it cannot (then nothing changes).
-    static func start(capacity: Int = 65_536) -> DescendantSentinel? {
+    /// Starts the sentinel; `nil` when it cannot (then nothing changes). With `releasePages`,
+    /// the sentinel unmaps the clean code pages it touched on its way to its wait (see
+    /// ``DaemonOptions/trimCodePages``).
+    static func start(capacity: Int = 65_536, releasePages: Bool = false) -> DescendantSentinel? {
         var random = SystemRandomNumberGenerator()
         let value = "\(getpid())-" + String(random.next(), radix: 16)
         let name = "UVS_DAEMON_COOKIE"
@@ -44,7 +46,7 @@ final class DescendantSentinel {
             munmap(mapping, bytes)
             return nil
         }
-        let pid = cuvs_sentinel_start(ends[0], ends[1], "\(name)=\(value)", table, Int32(capacity))
+        let pid = cuvs_sentinel_start(ends[0], ends[1], "\(name)=\(value)", table, Int32(capacity), releasePages ? 1 : 0)
         Glibc.close(ends[0])
         guard pid > 0 else {
             Glibc.close(ends[1])

@@ -16,6 +16,9 @@ public struct DaemonSettings: Sendable, Equatable {
     public var readyWhen: DaemonOptions.ReadyCondition = .allChildren
     public var lagThreshold: Duration? = .milliseconds(250)
     public var killDescendants = true
+    /// Unmap the code pages start-up, reloads and bursts of restarts used, once the tree is up
+    /// and after this long without an event (`DaemonOptions.trimCodePages`); `nil`: never.
+    public var trimCodePages: Duration? = .seconds(30)
     /// Signals passed on to the workers (SIGHUP is the program's reload, SIGUSR1 its log reopen).
     public var forwardSignals: [Int32] = []
 
@@ -165,6 +168,9 @@ public struct ConfigDecoder {
             settings.lagThreshold = try text(value, path: "daemon.lag-threshold") == "off" ? nil : try duration(value, path: "daemon.lag-threshold")
         }
         if let value = section.optional("kill-descendants") { settings.killDescendants = try bool(value, path: "daemon.kill-descendants") }
+        if let value = section.optional("trim-code-pages") {
+            settings.trimCodePages = try text(value, path: "daemon.trim-code-pages") == "off" ? nil : try duration(value, path: "daemon.trim-code-pages")
+        }
         if let value = section.optional("forward-signals") {
             settings.forwardSignals = try list(value, path: "daemon.forward-signals").enumerated().map { index, item throws(ConfigError) in
                 try signal(item, path: "daemon.forward-signals[\(index)]")

@@ -63,6 +63,7 @@ func run(_ file: String) -> Never {
     options.readyWhen = settings.readyWhen
     options.lagThreshold = settings.lagThreshold
     options.killDescendants = settings.killDescendants
+    options.trimCodePages = settings.trimCodePages
     options.forwardedSignals = settings.forwardSignals
     if let path = settings.controlSocket {
         var socket = ControlSocketOptions(path: path)
@@ -83,11 +84,14 @@ func run(_ file: String) -> Never {
             switch result {
             case .failure(let failure):
                 reloading = false
+                if settings.trimCodePages != nil { SupervisorDaemon.trimCodePages() }
                 done("\(failure.message) (nothing changed)", "")
             case .success(let next):
                 logFiles.use(next.logFiles)
                 current.apply(next) { error, summary in
                     reloading = false
+                    // Decoding and comparing ran code supervising does not: let it go again.
+                    if settings.trimCodePages != nil { SupervisorDaemon.trimCodePages() }
                     done(error, summary)
                 }
             }

@@ -1,0 +1,184 @@
+import Testing
+import CUVShims
+@testable import UVSupervisor
+@testable import UVLoop
+import TestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A field of /proc/PID/smaps_rollup, in kilobytes (-1 when it cannot be read).
+private func rollup(_ field: String, of pid: Int32) -> Int {
+    let text = readSmallFile("/proc/\(pid)/smaps_rollup") ?? ""
+    guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix(field + ":") }) else { return -1 }
+    return Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") ?? -1
+}
+
+/// The resident kilobytes of this process's mapping that starts at `address` (from
+/// /proc/self/smaps), or -1 when there is none.
+private func residentKilobytes(ofMappingAt address: UnsafeRawPointer) -> Int {
+    let start = String(UInt(bitPattern: address), radix: 16)
+    let text = readSmallFile("/proc/self/smaps", limit: 16 << 20) ?? ""
+    var inMapping = false
+    for line in text.split(separator: "\n") {
+        // A mapping's first line starts "low-high perms ..."; its fields start "Name:".
+        let first = line.prefix { $0 != " " }
+        if !first.hasSuffix(":") {
+            inMapping = first.hasPrefix(start + "-")
+        } else if inMapping, first == "Rss:" {
+            return Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") ?? -1
+        }
+    }
+    return -1
+}
+
+/// Two private mappings of one file, 16 KiB of `A`: one read and left read-only (clean: its
+/// pages may go), one written then made read-only, as relocated data is (its pages must stay:
+/// dropping them would bring the file's bytes back).
+private func checkCleanPagesGoAndWrittenPagesStay() throws {
+    let directory = makeTemporaryDirectory()
+    let path = directory + "/pages"
+    defer { unlink(path); rmdir(directory) }
+    let size = 16 * 1024
+    let fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+    try #require(fd >= 0)
+    let bytes = [UInt8](repeating: UInt8(ascii: "A"), count: size)
+    #expect(write(fd, bytes, size) == size)
+    let clean = try #require(mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0).flatMap { $0 == MAP_FAILED ? nil : $0 })
+    let written = try #require(mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0).flatMap { $0 == MAP_FAILED ? nil : $0 })
+    close(fd)
+    defer { munmap(clean, size); munmap(written, size) }
+    var sum = 0
+    for offset in stride(from: 0, to: size, by: 4096) { sum += Int(clean.load(fromByteOffset: offset, as: UInt8.self)) }
+    #expect(sum == 4 * Int(UInt8(ascii: "A")))
+    written.storeBytes(of: UInt8(ascii: "B"), toByteOffset: 0, as: UInt8.self)
+    #expect(mprotect(written, size, PROT_READ) == 0)
+    #expect(residentKilobytes(ofMappingAt: clean) >= 4, "the clean mapping was read, so it is resident")
+
+    let released = cuvs_release_clean_file_pages()
+    #expect(released > 0, "released \(released) KiB")
+    #expect(residentKilobytes(ofMappingAt: clean) == 0, "the clean mapping's pages were unmapped")
+    #expect(written.load(fromByteOffset: 0, as: UInt8.self) == UInt8(ascii: "B"), "a written page was dropped")
+    // Clean pages come back with the file's bytes.
+    #expect(clean.load(fromByteOffset: 4096, as: UInt8.self) == UInt8(ascii: "A"))
+    #expect(residentKilobytes(ofMappingAt: clean) > 0)
+}
+
+@Suite("Trimming code pages", .serialized)
+struct CodePageTests {
+    @Test("cuvs_release_clean_file_pages unmaps clean read-only file pages and never a page that was written")
+    func cleanPagesOnly() throws {
+        try checkCleanPagesGoAndWrittenPagesStay()
+    }
+
+    @Test("uv-supervisor with trim-code-pages: the code a crash loop ran is unmapped once the tree is quiet, and the daemon keeps supervising")
+    func daemonTrimsWhenQuiet() async throws {
+        let report = try await withCheckedLoop { loop in
+            try runTrimmingDaemon(loop)
+        }
+        #expect(report == .clean)
+    }
+}
+
+private func runTrimmingDaemon(_ loop: EventLoop) throws {
+    let directory = makeTemporaryDirectory()
+    let socket = directory + "/control.sock"
+    let calm = directory + "/calm"
+    defer {
+        unlink(calm)
+        unlink(directory + "/config.yaml")
+        rmdir(directory)
+    }
+    let config = """
+        daemon:
+          control-socket: \(socket)
+          log-level: error
+          trim-code-pages: 300ms
+        intensity: {max-restarts: 100000, period: 1s}
+        children:
+          - id: burst
+            command: [/bin/sh, -c, "[ -e \(calm) ] && exec sleep 600; exit 1"]
+            backoff: none
+        """
+    let path = directory + "/config.yaml"
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    try #require(fd >= 0)
+    _ = config.withCString { write(fd, $0, strlen($0)) }
+    close(fd)
+    var options = ProcessOptions(argv: [buildDirectory + "/uv-supervisor", "run", path])
+    options.stderr = .pipe
+    var daemonErr: [String] = []
+    var daemonExit: ProcessExit?
+    var ended = false
+    let daemon = try ChildProcess.spawn(on: loop, options, onOutput: { output in
+        switch output {
+        case .line(_, let line): daemonErr.append(line)
+        case .end: ended = true
+        }
+    }, onExit: { daemonExit = $0 })
+    let pid = daemon.pid
+
+    // Busy: the crash loop runs the restart path over and over.
+    var restarts: Int64 = 0
+    let looping = runLoop(loop, timeout: .seconds(20)) {
+        restarts = restartCount(loop, socket: socket, path: "root/burst") ?? 0
+        return restarts >= 200
+    }
+    #expect(looping, "restarts: \(restarts); \(daemonErr)")
+    let busy = rollup("Pss_File", of: pid)
+
+    // Quiet: once the child stays up, 300 ms without an event, the code is let go.
+    let marker = creat(calm, 0o600)
+    #expect(marker >= 0)
+    close(marker)
+    var quiet = busy
+    let dropped = runLoop(loop, timeout: .seconds(10)) {
+        quiet = rollup("Pss_File", of: pid)
+        return quiet >= 0 && quiet * 10 < busy * 7
+    }
+    #expect(busy > 0 && dropped, "file-backed PSS: \(busy) KiB in the crash loop, \(quiet) KiB once quiet")
+
+    // It still supervises: a restart by path gives the child a new process, and pages come back.
+    let before = restartCount(loop, socket: socket, path: "root/burst", field: "pid")
+    let restarted = try runCommandToEnd(loop, [buildDirectory + "/uvsctl", "restart", "root/burst", "--socket", socket])
+    #expect(restarted.exit == .exited(0), "\(restarted)")
+    #expect(runLoop(loop) {
+        let now = restartCount(loop, socket: socket, path: "root/burst", field: "pid")
+        return now != nil && now != before
+    })
+    try daemon.signal(SIGTERM)
+    #expect(runLoop(loop, timeout: .seconds(15)) { daemonExit != nil && ended })
+    #expect(daemonExit == .exited(0), "\(daemonErr)")
+}
+
+/// A field (restarts by default) of the child at `path` in `uvsctl status --json`.
+private func restartCount(_ loop: EventLoop, socket: String, path: String, field: String = "restarts") -> Int64? {
+    guard let result = try? runCommandToEnd(loop, [buildDirectory + "/uvsctl", "status", "--json", "--socket", socket]),
+          result.exit == .exited(0), let tree = try? JSONValue.parse(result.out.joined()) else { return nil }
+    func find(_ node: JSONValue) -> JSONValue? {
+        if node["path"]?.stringValue == path { return node }
+        for child in node["children"]?.arrayValue ?? [] { if let found = find(child) { return found } }
+        return nil
+    }
+    return find(tree)?[field]?.integerValue
+}
+
+/// Runs a command to its end on `loop`, collecting its output.
+private func runCommandToEnd(_ loop: EventLoop, _ argv: [String]) throws -> (exit: ProcessExit?, out: [String], err: [String]) {
+    var options = ProcessOptions(argv: argv)
+    options.stdout = .pipe
+    options.stderr = .pipe
+    var out: [String] = []
+    var err: [String] = []
+    var ended = 0
+    var exit: ProcessExit?
+    _ = try ChildProcess.spawn(on: loop, options, onOutput: { output in
+        switch output {
+        case .line(.standardOutput, let line): out.append(line)
+        case .line(_, let line): err.append(line)
+        case .end: ended += 1
+        }
+    }, onExit: { exit = $0 })
+    _ = runLoop(loop, timeout: .seconds(20)) { exit != nil && ended == 2 }
+    return (exit, out, err)
+}
