@@ -161,12 +161,6 @@ struct spawn_context {
     pid_t parent;
     volatile int child_errno;
     int report_fd;   // fork fallback: the child writes its errno here (-1 with shared memory)
-    // Signals with a handler and ignored signals (bit n-1 for signal n), read by the parent;
-    // `dispositions_known` is 0 when they could not be read, and the child then asks the
-    // kernel about every signal.
-    int dispositions_known;
-    unsigned long long caught;
-    unsigned long long ignored;
 };
 
 __attribute__((no_sanitize("address", "thread", "undefined"), noreturn))
@@ -206,24 +200,19 @@ static int spawn_child(void *argument) {
     struct spawn_context *ctx = argument;
     const cuvs_spawn_options *o = ctx->options;
     long r;
-    // The parent's handlers must not run here: reset every caught signal to the default,
-    // keep ignored ones ignored (except SIGPIPE, which a program expects at its default).
-    // Every signal is blocked until the end (the parent blocked them all before cloning).
+    // The parent's handlers must not run here (this child shares its memory): every signal goes
+    // to its default, and one that was ignored is ignored again (execve keeps it so), except
+    // SIGPIPE, which a program expects at its default. One system call per signal, since setting
+    // the default hands back the old action; reading the parent's dispositions first
+    // (/proc/self/status) cost more than that, in the parent, cold, on every restart. Every
+    // signal is blocked until the end (the parent blocked them all before cloning).
     struct cuvs_kernel_sigaction dfl = { (void *)SIG_DFL, 0, NULL, 0 };
+    struct cuvs_kernel_sigaction ign = { (void *)SIG_IGN, 0, NULL, 0 };
     for (int sig = 1; sig < 65; sig++) {
         if (sig == SIGKILL || sig == SIGSTOP) continue;
-        if (ctx->dispositions_known) {
-            // Known from the parent: only the signals that need a change cost a system call.
-            unsigned long long bit = 1ULL << (sig - 1);
-            int reset = (ctx->caught & bit) || (sig == SIGPIPE && (ctx->ignored & bit));
-            if (reset) SYS4(SYS_rt_sigaction, sig, &dfl, NULL, 8);
-            continue;
-        }
         struct cuvs_kernel_sigaction old;
-        if (SYS4(SYS_rt_sigaction, sig, NULL, &old, 8) != 0) continue;
-        if (old.handler == (void *)SIG_DFL) continue;
-        if (old.handler == (void *)SIG_IGN && sig != SIGPIPE) continue;
-        SYS4(SYS_rt_sigaction, sig, &dfl, NULL, 8);
+        if (SYS4(SYS_rt_sigaction, sig, &dfl, &old, 8) != 0) continue;
+        if (old.handler == (void *)SIG_IGN && sig != SIGPIPE) SYS4(SYS_rt_sigaction, sig, &ign, NULL, 8);
     }
     if (ctx->report_fd >= 0 && ctx->report_fd < 3 + 64) {
         // Keep the report descriptor out of the range the targets are installed into.
@@ -297,7 +286,7 @@ static int spawn_with_fork(const cuvs_spawn_options *options, int *pidfd_out) {
     *pidfd_out = -1;
     int report[2];
     if (pipe2(report, O_CLOEXEC) != 0) return -errno;
-    struct spawn_context ctx = { options, getpid(), 0, report[1], 0, 0, 0 };
+    struct spawn_context ctx = { options, getpid(), 0, report[1] };
     pid_t pid = fork();
     if (pid == 0) {
         spawn_child(&ctx);
@@ -319,42 +308,6 @@ static int spawn_with_fork(const cuvs_spawn_options *options, int *pidfd_out) {
     return pid;
 }
 
-// Reads the process's caught and ignored signal masks (SigCgt and SigIgn in /proc/self/status):
-// three system calls, where asking about each signal in the child took 64 while the parent
-// waited. A handler installed by another thread between this read and the clone keeps its
-// setting in the child until execve, as with glibc's posix_spawn; every signal is blocked there
-// until then, so it cannot run.
-static int parse_mask(const char *text, const char *key, unsigned long long *mask) {
-    const char *field = strstr(text, key);
-    if (field == NULL) return 0;
-    char *end = NULL;
-    *mask = strtoull(field + strlen(key), &end, 16);
-    // The whole value, or nothing: a value cut short by a short read must not be trusted.
-    return end != NULL && end != field + strlen(key) && *end == '\n';
-}
-
-static int read_signal_dispositions(unsigned long long *caught, unsigned long long *ignored) {
-    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 0;
-    // The file can exceed a page (a long Groups: line); read all of it, up to 64 KiB.
-    static const size_t capacity = 64 * 1024;
-    char *text = malloc(capacity);
-    if (text == NULL) { close(fd); return 0; }
-    size_t length = 0;
-    for (;;) {
-        ssize_t got = read(fd, text + length, capacity - 1 - length);
-        if (got < 0 && errno == EINTR) continue;
-        if (got <= 0) break;
-        length += (size_t)got;
-        if (length == capacity - 1) break;
-    }
-    close(fd);
-    text[length] = 0;
-    int known = parse_mask(text, "\nSigCgt:\t", caught) && parse_mask(text, "\nSigIgn:\t", ignored);
-    free(text);
-    return known;   // 0: the child asks the kernel about every signal instead
-}
-
 #ifndef CLONE_PIDFD
 #define CLONE_PIDFD 0x00001000
 #endif
@@ -367,8 +320,7 @@ int cuvs_spawn(const cuvs_spawn_options *options, int *pidfd_out) {
     if (__tsan_init != NULL) return spawn_with_fork(options, pidfd_out);
     *pidfd_out = -1;
     int saved_errno = errno;
-    struct spawn_context ctx = { options, getpid(), 0, -1, 0, 0, 0 };
-    ctx.dispositions_known = read_signal_dispositions(&ctx.caught, &ctx.ignored);
+    struct spawn_context ctx = { options, getpid(), 0, -1 };
     // The child runs on a stack of its own, carved out of ours: with CLONE_VFORK this thread
     // is suspended until the child has exec'd or exited, so nothing else uses that memory
     // meanwhile (musl's posix_spawn does the same).

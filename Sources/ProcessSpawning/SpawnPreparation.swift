@@ -176,15 +176,20 @@ package struct SpawnPreparation {
     }
 }
 
-/// A NULL-terminated `char *[]` owning its strings.
+/// A NULL-terminated `char *[]`: strings it copied (freed with it), and for an inherited
+/// environment, entries of `environ` itself, which it only points to.
 package final class CStringArray {
     /// The array.
     package let pointer: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>
     /// The number of strings (without the terminating NULL).
     package let count: Int
+    /// The strings from `ownedFrom` on are copies made here.
+    private let ownedFrom: Int
 
     /// This process's `environ` with `overrides` applied (a value sets, `nil` removes): kept
-    /// entries are copied as C strings in their order, set ones appended.
+    /// entries in their order, then the set ones. Kept entries are `environ`'s own strings, not
+    /// copies, so the array lives no longer than the spawn it is made for (as `environ` itself is
+    /// passed when nothing is overridden: glibc never frees a string `setenv` replaced).
     package init(inheritingWith overrides: [String: String?]) {
         var entries: [UnsafeMutablePointer<CChar>?] = []
         let names = overrides.keys.map { Array($0.utf8) }
@@ -196,9 +201,10 @@ package final class CStringArray {
                 let overridden = names.contains { name in
                     name.count == length && (length == 0 || name.withUnsafeBufferPointer { memcmp($0.baseAddress!, text, length) == 0 })
                 }
-                if !overridden { entries.append(strdup(text)) }
+                if !overridden { entries.append(text) }
             }
         }
+        ownedFrom = entries.count
         for (key, value) in overrides {
             if let value { entries.append(strdup(key + "=" + value)) }
         }
@@ -211,13 +217,14 @@ package final class CStringArray {
     /// Copies `strings`.
     package init(_ strings: [String]) {
         count = strings.count
+        ownedFrom = 0
         pointer = .allocate(capacity: strings.count + 1)
         for (index, string) in strings.enumerated() { pointer[index] = strdup(string) }
         pointer[strings.count] = nil
     }
 
     deinit {
-        for index in 0..<count { free(pointer[index]) }
+        for index in ownedFrom..<count { free(pointer[index]) }
         pointer.deallocate()
     }
 }

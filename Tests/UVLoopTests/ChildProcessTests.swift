@@ -113,15 +113,17 @@ struct ChildProcessTests {
         #expect(report == .clean)
     }
 
-    @Test("a child starts with no blocked signals and keeps the parent's ignored signals")
+    @Test("a child starts with no blocked signals and keeps the parent's ignored signals, SIGPIPE excepted")
     func signalDispositions() async throws {
         // (Handlers cannot be checked after exec, which resets them anyway, and this helper
         // links the Swift runtime, which installs its own; the reset matters before exec.)
         let report = try await withCheckedLoop { loop in
             let watcher = try SignalWatcher(loop: loop, signal: SIGUSR1) { _ in }
             let oldUSR2 = signal(SIGUSR2, SIG_IGN)
+            let oldPIPE = signal(SIGPIPE, SIG_IGN)
             defer {
                 signal(SIGUSR2, oldUSR2)
+                signal(SIGPIPE, oldPIPE)
                 watcher.close()
             }
             var options = ProcessOptions(.pidfd, argv: [childHelperPath, "signals"])
@@ -135,6 +137,7 @@ struct ChildProcessTests {
             #expect(masks.count == 3)
             #expect(masks["SigBlk"] == 0, "the spawn blocks every signal around clone; the child must not inherit that")
             #expect((masks["SigIgn"] ?? 0) & (UInt64(1) << UInt64(SIGUSR2 - 1)) != 0, "an ignored signal stays ignored")
+            #expect((masks["SigIgn"] ?? 0) & (UInt64(1) << UInt64(SIGPIPE - 1)) == 0, "SIGPIPE is back at its default")
         }
         #expect(report == .clean)
     }
