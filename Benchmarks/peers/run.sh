@@ -4,6 +4,7 @@
 #   bash Benchmarks/peers/run.sh                      every peer, every test (about an hour)
 #   bash Benchmarks/peers/run.sh --runs 2 --restarts 30 --idle-runs 1
 #   bash Benchmarks/peers/run.sh --peers posix_spawn,libuv,uv-supervisor --tests gap,loop
+# Then start-up to 100 children running for every peer (Benchmarks/peers/startup.py).
 # Needs root: the harness installs the peers (Debian packages) and runs perf. Results:
 # .build-peers/harness/RESULTS.md (and raw/); nothing is written to the shared copy.
 set -euo pipefail
@@ -40,4 +41,10 @@ import report
 report.ORDER.insert(report.ORDER.index("asyncio") + 1, "uv-supervisor")
 report.LABEL["uv-supervisor"] = "uv-supervisor (this project: config file, no backoff)"
 report.main()'
+# Start-up to 100 children running: not a test of the harness; measured here for every peer
+# (UVS_STARTUP_RUNS=0 skips it).
+if [ "${UVS_STARTUP_RUNS:-3}" != "0" ]; then
+    UVS_PEERS_HARNESS="$PWD" UVS_BIN="$(cd ../.. && pwd)/.build/release" \
+        /usr/bin/python3 ../../Benchmarks/peers/startup.py --runs "${UVS_STARTUP_RUNS:-3}" >> RESULTS.md
+fi
 echo "wrote $PWD/RESULTS.md"
