@@ -542,9 +542,33 @@ struct clean_range {
     unsigned long end;
 };
 
-// Lists the read-only private file mappings with no anonymous (written) page, from
-// /proc/self/smaps; adds their resident kilobytes to *resident. Returns how many were found (at
-// most `capacity`) or -errno.
+// Whether this process has exactly one thread (counted in /proc/self/task). Only then is a list
+// of mappings still true when it is used: no other thread can unmap a file and map something
+// else at its address in between.
+static int single_threaded(void) {
+    int directory = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (directory < 0) return 0;
+    char entries[4096] __attribute__((aligned(8)));
+    int threads = 0;
+    for (;;) {
+        long count = syscall(SYS_getdents64, directory, entries, sizeof entries);
+        if (count <= 0) break;
+        for (long offset = 0; offset < count;) {
+            unsigned short length = *(unsigned short *)(entries + offset + 16);
+            const char *name = entries + offset + 19;
+            offset += length;
+            if (name[0] >= '0' && name[0] <= '9') threads++;
+        }
+    }
+    close(directory);
+    return threads == 1;
+}
+
+// Lists the read-only private file mappings in which no page was ever written, from
+// /proc/self/smaps: a written (copy-on-write) page is counted under Anonymous: while in memory
+// and under Swap: once swapped out, so both must be 0 (and present). Locked mappings are left
+// out (madvise refuses them). Adds their resident kilobytes to *resident. Returns how many were
+// found (at most `capacity`) or -errno.
 static int find_clean_file_mappings(struct clean_range *ranges, int capacity, long *resident) {
     int fd = open("/proc/self/smaps", O_RDONLY | O_CLOEXEC);
     if (fd < 0) return -errno;
@@ -569,7 +593,8 @@ static int find_clean_file_mappings(struct clean_range *ranges, int capacity, lo
     int count = 0;
     int candidate = 0;
     unsigned long start = 0, end = 0;
-    long rss = 0, anonymous = -1;
+    // -1: not read yet, and then the mapping is not released.
+    long rss = 0, anonymous = -1, swapped = -1, locked = -1;
     for (char *line = text; ; ) {
         char *newline = strchr(line, '\n');
         if (newline != NULL) *newline = 0;
@@ -581,7 +606,7 @@ static int find_clean_file_mappings(struct clean_range *ranges, int capacity, lo
         int is_header = newline == NULL
             || sscanf(line, "%lx-%lx %4s %*s %*s %*s %n", &low, &high, permissions, &path_offset) >= 3;
         if (is_header) {
-            if (candidate && anonymous == 0 && count < capacity) {
+            if (candidate && anonymous == 0 && swapped == 0 && locked == 0 && count < capacity) {
                 ranges[count].start = start;
                 ranges[count].end = end;
                 count++;
@@ -593,11 +618,15 @@ static int find_clean_file_mappings(struct clean_range *ranges, int capacity, lo
             start = low;
             end = high;
             rss = 0;
-            anonymous = -1;   // unknown until its line is read: then not released
+            anonymous = swapped = locked = -1;
         } else if (strncmp(line, "Rss:", 4) == 0) {
             rss = strtol(line + 4, NULL, 10);
         } else if (strncmp(line, "Anonymous:", 10) == 0) {
             anonymous = strtol(line + 10, NULL, 10);
+        } else if (strncmp(line, "Swap:", 5) == 0) {
+            swapped = strtol(line + 5, NULL, 10);
+        } else if (strncmp(line, "Locked:", 7) == 0) {
+            locked = strtol(line + 7, NULL, 10);
         }
         line = newline + 1;
     }
@@ -606,6 +635,7 @@ static int find_clean_file_mappings(struct clean_range *ranges, int capacity, lo
 }
 
 long cuvs_release_clean_file_pages(void) {
+    if (!single_threaded()) return -EBUSY;
     static struct clean_range ranges[1024];
     long resident = 0;
     int count = find_clean_file_mappings(ranges, 1024, &resident);
@@ -727,7 +757,8 @@ int cuvs_sentinel_start(int pipe_read, int pipe_write, const char *cookie, const
     size_t length = cookie ? strlen(cookie) : 0;
     if (length >= sizeof(sentinel_cookie)) return -ENAMETOOLONG;
     long resident = 0;
-    int found = release_pages ? find_clean_file_mappings(sentinel_clean_ranges, 1024, &resident) : 0;
+    // Listed while this process has one thread, so the list is still true at the fork.
+    int found = release_pages && single_threaded() ? find_clean_file_mappings(sentinel_clean_ranges, 1024, &resident) : 0;
     sentinel_clean_count = found > 0 ? found : 0;
     memcpy(sentinel_cookie, cookie ? cookie : "", length);
     sentinel_cookie_length = length;

@@ -46,16 +46,18 @@ public struct DaemonOptions {
     /// once the daemon is gone.
     public var killDescendants: Bool = true
     /// Let go of the code pages the daemon is not running (default `nil`: never). Once the root
-    /// has started its children, and again whenever the tree has been quiet (no event) for this
-    /// long after something happened, the daemon, and its sentinel once, ask the kernel to unmap
-    /// their pages of read-only file mappings that hold nothing written
+    /// has started its children, and again whenever no process worker has started for this long
+    /// (at least 100 ms) after some did, the daemon, and its sentinel once, ask the kernel to
+    /// unmap their pages of read-only file mappings in which nothing was ever written
     /// (`madvise(MADV_DONTNEED)` on the code and constant data of the executable and its
     /// libraries; relocated data stays). Start-up, reloads and bursts of restarts run far more
     /// code than an idle daemon does, and the kernel maps 64 KiB around every page a program
     /// touches, so that code is most of a small daemon's resident size; a page used again comes
-    /// back from the page cache (a minor fault, no disk read). The timer runs only after
-    /// activity, so an idle daemon is never woken. Off by default because it concerns every
-    /// library in the host program; `uv-supervisor` sets 30 s.
+    /// back from the page cache (or from the file, if memory pressure evicted it meanwhile). Only
+    /// done while the process has a single thread (another thread could unmap a file and map
+    /// something else at its address in between), which a daemon without async-task workers is.
+    /// The timer runs only after process starts, so an idle daemon is never woken. Off by
+    /// default because it concerns every library in the host program; `uv-supervisor` sets 30 s.
     public var trimCodePages: Duration? = nil
     /// Reap orphans re-parented to the daemon (default `true`; needed as a container's PID 1
     /// and with ``killDescendants``). Never takes the exit status of a supervised child.
@@ -131,7 +133,7 @@ public enum SupervisorDaemon {
 
     /// Unmaps this process's clean code pages now, as ``DaemonOptions/trimCodePages`` does
     /// (`uv-supervisor` calls it after a reload, which ran the config decoder). Returns the
-    /// kilobytes that were resident in them, or `nil` when /proc/self/smaps could not be read.
+    /// kilobytes that were resident in them, or `nil` when nothing was done (more than one thread).
     @discardableResult
     package static func trimCodePages() -> Int? {
         CodePageTrimmer.trimNow()
@@ -202,7 +204,7 @@ public enum SupervisorDaemon {
             throw error
         }
         try reports?.start()
-        let trimmer = CodePageTrimmer.watching(root, on: loop, quietPeriod: options.trimCodePages)
+        let trimmer = CodePageTrimmer.watching(runtime, on: loop, quietPeriod: options.trimCodePages)
         root.onTermination { _ in
             control?.close()
             terminate.close()

@@ -53,6 +53,9 @@ public final class UVRuntime: SupervisorRuntime {
     var childEnvironment: [String: String?] = [:]
     /// Told when a process worker in its own group starts (`true`) and when it has exited.
     var processGroupObserver: ((_ group: Int32, _ started: Bool) -> Void)?
+    /// Told after every process worker started (the daemon's code-page trimmer counts it as
+    /// activity).
+    var processStarted: (() -> Void)?
 
     /// A runtime on `loop`. Call it on the loop's thread.
     public init(loop: EventLoop, spawnMethod: SpawnMethod = .preferred, parentDeathSignal: Int32? = SIGKILL) {
@@ -180,6 +183,7 @@ public final class UVRuntime: SupervisorRuntime {
         }
         worker.readinessPipe?.closeWriteEnd()
         if let observer, let pid = worker.pid { observer(pid, true) }
+        processStarted?()
         return worker
     }
 

@@ -10,6 +10,11 @@
 //   flood BYTES            write BYTES bytes without a newline, then exit 0
 //   abort                  abort()
 //   signals                print the SigBlk, SigIgn and SigCgt lines of /proc/self/status
+//   trim-pages DIR         check cuvs_release_clean_file_pages (single-threaded, as it requires):
+//                          of two private mappings of a file of "A"s in DIR, the clean one's pages
+//                          go and come back with the file's bytes, the written one (read-only
+//                          since, like relocated data) keeps its "B"; prints what it saw, exits 0
+//                          only if all held
 //   posix-spawn-stdin-closed FILE
 //                          close fd 0, open FILE (it becomes fd 0), posix_spawn (the Dispatch
 //                          runtime's spawn) `echo hello` with stdin /dev/null and stdout FILE,
@@ -21,10 +26,57 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include "CUVShims.h"
+
+// The resident kilobytes of this process's mapping that starts at `address`, or -1.
+static long resident_kb(const void *address) {
+    char wanted[32];
+    snprintf(wanted, sizeof wanted, "%lx-", (unsigned long)address);
+    FILE *smaps = fopen("/proc/self/smaps", "re");
+    if (smaps == NULL) return -1;
+    char line[512];
+    int in_mapping = 0;
+    long found = -1;
+    while (fgets(line, sizeof line, smaps) != NULL) {
+        if (strncmp(line, wanted, strlen(wanted)) == 0) in_mapping = 1;
+        else if (in_mapping && strncmp(line, "Rss:", 4) == 0) { found = strtol(line + 4, NULL, 10); break; }
+    }
+    fclose(smaps);
+    return found;
+}
+
+static int trim_pages(const char *directory) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/pages", directory);
+    const size_t size = 16 * 1024;
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) { perror("open"); return 2; }
+    char bytes[16 * 1024];
+    memset(bytes, 'A', sizeof bytes);
+    if (write(fd, bytes, size) != (ssize_t)size) { perror("write"); return 2; }
+    volatile char *clean = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    char *written = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    close(fd);
+    unlink(path);
+    if (clean == MAP_FAILED || written == MAP_FAILED) { perror("mmap"); return 2; }
+    int sum = 0;
+    for (size_t offset = 0; offset < size; offset += 4096) sum += clean[offset];
+    written[0] = 'B';
+    mprotect(written, size, PROT_READ);
+    long before = resident_kb((const void *)clean);
+    long released = cuvs_release_clean_file_pages();
+    long after = resident_kb((const void *)clean);
+    char kept = written[0];
+    char again = clean[4096];
+    long back = resident_kb((const void *)clean);
+    printf("read %d, clean mapping %ld KiB resident before, %ld after, %ld after a read; released %ld KiB; written page '%c', clean page '%c'\n",
+           sum, before, after, back, released, kept, again);
+    return (sum == 4 * 'A' && before >= 4 && released > 0 && after == 0 && back > 0 && kept == 'B' && again == 'A') ? 0 : 1;
+}
 
 static int list_fds(void) {
     DIR *dir = opendir("/proc/self/fd");
@@ -69,6 +121,7 @@ int main(int argc, char **argv) {
     if (strcmp(mode, "posix-spawn-stdin-closed") == 0 && argc > 2) return posix_spawn_stdin_closed(argv[2]);
     const char *arg = argc > 2 ? argv[2] : NULL;
     if (!strcmp(mode, "fds")) return list_fds();
+    if (!strcmp(mode, "trim-pages") && arg) return trim_pages(arg);
     if (!strcmp(mode, "exit")) return arg ? atoi(arg) : 0;
     if (!strcmp(mode, "ignore-term")) {
         signal(SIGTERM, SIG_IGN);

@@ -121,18 +121,21 @@ int cuvs_unix_connect(const char *path, int timeout_ms);
 /// SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 (a signal or a kill aimed at the daemon's
 /// group must not take it first). Returns its pid, or
 /// -errno. The caller closes `pipe_read` afterwards and keeps the write end (close-on-exec).
-/// With `release_pages` set, the sentinel first does what `cuvs_release_clean_file_pages` does,
-/// on the mappings this process has when it starts, so that it keeps only the few pages it runs.
+/// With `release_pages` set (and this process single-threaded), the sentinel first does what
+/// `cuvs_release_clean_file_pages` does, on the mappings this process has when it starts, so
+/// that it keeps only the few pages it runs.
 int cuvs_sentinel_start(int pipe_read, int pipe_write, const char *cookie, const volatile int *groups, int capacity,
                         int release_pages);
 
 /// Unmaps this process's pages of read-only private file mappings that nobody has written to:
 /// the code and constant data of the executable and its libraries (`r-xp` and `r--p` mappings
-/// of a file with no anonymous page, as /proc/self/smaps lists them), with
-/// `madvise(MADV_DONTNEED)`. Their contents are the file's, so a page used again is mapped back
-/// from the page cache (a minor fault) and reads the same bytes; a mapping that holds a page
-/// someone wrote (relocated data, a debugger's breakpoint) is left alone. Returns the
-/// kilobytes that were resident in the mappings released, or -errno.
+/// of a file with no anonymous page in memory or in swap, as /proc/self/smaps lists them, and
+/// none locked), with `madvise(MADV_DONTNEED)`. Their contents are the file's, so a page used
+/// again is mapped back from the page cache (or read again) and reads the same bytes; a mapping
+/// that holds a page someone wrote (relocated data, a debugger's breakpoint) is left alone. Only
+/// while the process has a single thread (otherwise -EBUSY): another thread could unmap a listed
+/// file and map something else at its address before the madvise. Returns the kilobytes that
+/// were resident in the mappings released, or -errno.
 long cuvs_release_clean_file_pages(void);
 
 /// One resource limit for a spawned child (`setrlimit` in the child before exec).
