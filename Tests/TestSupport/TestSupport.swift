@@ -277,3 +277,43 @@ public func isAlive(_ pid: Int32) -> Bool {
 
 /// The demo executable.
 public let demoPath = buildDirectory + "/uv-supervisor-demo"
+
+/// What one run of a command printed and how it ended.
+public struct CommandResult: CustomStringConvertible {
+    /// How it ended; `nil` if it had not within the timeout.
+    public var exit: ProcessExit?
+    /// Its standard output, line by line.
+    public var out: [String] = []
+    /// Its standard error, line by line.
+    public var err: [String] = []
+    /// Whether it ended, and both its streams were closed, within the timeout.
+    public var finished = false
+
+    /// Nothing yet: not ended, no output.
+    public init() {}
+
+    public var description: String { "exit \(exit.map { "\($0)" } ?? "none"), out \(out), err \(err)" }
+}
+
+/// Runs `argv` on `loop` until it has ended and closed its output (at most `timeout`),
+/// collecting what it printed.
+public func runCommandToEnd(_ loop: EventLoop, _ argv: [String], timeout: Duration = .seconds(20)) throws -> CommandResult {
+    var options = ProcessOptions(argv: argv)
+    options.stdout = .pipe
+    options.stderr = .pipe
+    let box = CommandResultBox()
+    _ = try ChildProcess.spawn(on: loop, options, onOutput: { output in
+        switch output {
+        case .line(.standardOutput, let line): box.result.out.append(line)
+        case .line(_, let line): box.result.err.append(line)
+        case .end: box.streamsEnded += 1
+        }
+    }, onExit: { box.result.exit = $0 })
+    box.result.finished = runLoop(loop, timeout: timeout) { box.result.exit != nil && box.streamsEnded == 2 }
+    return box.result
+}
+
+private final class CommandResultBox {
+    var result = CommandResult()
+    var streamsEnded = 0
+}

@@ -123,23 +123,3 @@ private func restartCount(_ loop: EventLoop, socket: String, path: String, field
     }
     return find(tree)?[field]?.integerValue
 }
-
-/// Runs a command to its end on `loop`, collecting its output.
-private func runCommandToEnd(_ loop: EventLoop, _ argv: [String]) throws -> (exit: ProcessExit?, out: [String], err: [String]) {
-    var options = ProcessOptions(argv: argv)
-    options.stdout = .pipe
-    options.stderr = .pipe
-    var out: [String] = []
-    var err: [String] = []
-    var ended = 0
-    var exit: ProcessExit?
-    _ = try ChildProcess.spawn(on: loop, options, onOutput: { output in
-        switch output {
-        case .line(.standardOutput, let line): out.append(line)
-        case .line(_, let line): err.append(line)
-        case .end: ended += 1
-        }
-    }, onExit: { exit = $0 })
-    _ = runLoop(loop, timeout: .seconds(20)) { exit != nil && ended == 2 }
-    return (exit, out, err)
-}

@@ -22,23 +22,10 @@ private func writeConfig(_ text: String, name: String = "config.yaml", in direct
 }
 
 /// Runs a command to its end on `loop`, collecting its output.
-private func runToEnd(_ loop: EventLoop, _ argv: [String]) throws -> (exit: ProcessExit?, out: [String], err: [String]) {
-    var options = ProcessOptions(argv: argv)
-    options.stdout = .pipe
-    options.stderr = .pipe
-    var out: [String] = []
-    var err: [String] = []
-    var ended = 0
-    var exit: ProcessExit?
-    _ = try ChildProcess.spawn(on: loop, options, onOutput: { output in
-        switch output {
-        case .line(.standardOutput, let line): out.append(line)
-        case .line(_, let line): err.append(line)
-        case .end: ended += 1
-        }
-    }, onExit: { exit = $0 })
-    #expect(runLoop(loop, timeout: .seconds(20)) { exit != nil && ended == 2 }, "\(argv) did not finish")
-    return (exit, out, err)
+private func runToEnd(_ loop: EventLoop, _ argv: [String]) throws -> CommandResult {
+    let result = try runCommandToEnd(loop, argv)
+    #expect(result.finished, "\(argv) did not finish")
+    return result
 }
 
 /// One invalid config and what its error must say.

@@ -9,34 +9,16 @@ import Glibc
 /// The path of the built `uvsctl`.
 private let uvsctlPath = buildDirectory + "/uvsctl"
 
-/// What one run of a command printed and how it ended.
-private struct CommandResult {
-    var exit: ProcessExit?
-    var out: [String] = []
-    var err: [String] = []
-}
-
 /// Runs `argv` to its end on `loop` (bounded), collecting its output.
 private func runCommand(_ loop: EventLoop, _ argv: [String], timeout: Duration = .seconds(15)) throws -> CommandResult {
-    var options = ProcessOptions(argv: argv)
-    options.stdout = .pipe
-    options.stderr = .pipe
-    let result = CommandBox()
-    _ = try ChildProcess.spawn(on: loop, options, onOutput: { output in
-        switch output {
-        case .line(.standardOutput, let line): result.value.out.append(line)
-        case .line(_, let line): result.value.err.append(line)
-        case .end: result.ended += 1
-        }
-    }, onExit: { result.value.exit = $0 })
-    let finished = runLoop(loop, timeout: timeout) { result.value.exit != nil && result.ended == 2 }
-    #expect(finished, "\(argv) did not finish")
-    return result.value
+    let result = try runCommandToEnd(loop, argv, timeout: timeout)
+    #expect(result.finished, "\(argv) did not finish")
+    return result
 }
 
+/// A long-running client's output, filled in by its callbacks.
 private final class CommandBox {
     var value = CommandResult()
-    var ended = 0
 }
 
 /// `uvsctl ARGS --socket PATH`, optionally as another user (`setpriv`).
