@@ -317,3 +317,56 @@ private final class CommandResultBox {
     var result = CommandResult()
     var streamsEnded = 0
 }
+
+/// A command left running on a loop (a daemon under test), one of its output streams collected.
+public final class BackgroundCommand {
+    /// Which stream is collected.
+    public enum Stream { case standardOutput, standardError }
+
+    /// The process.
+    public let process: ChildProcess
+    /// The collected stream, line by line.
+    public var lines: [String] { box.lines }
+    /// How it ended, once it has.
+    public var exit: ProcessExit? { box.exit }
+    /// Whether the collected stream was closed.
+    public var ended: Bool { box.ended }
+
+    /// Spawns `argv` on `loop` with `stream` piped (the other inherited) and `environment`
+    /// changes applied.
+    public init(_ loop: EventLoop, _ argv: [String], collecting stream: Stream = .standardError,
+                environment: [String: String?] = [:]) throws {
+        var options = ProcessOptions(argv: argv)
+        options.environment = .inheritWithOverrides(environment)
+        switch stream {
+        case .standardOutput: options.stdout = .pipe
+        case .standardError: options.stderr = .pipe
+        }
+        let box = CommandOutputBox()
+        process = try ChildProcess.spawn(on: loop, options, onOutput: { output in
+            switch output {
+            case .line(_, let line): box.lines.append(line)
+            case .end: box.ended = true
+            }
+        }, onExit: { box.exit = $0 })
+        self.box = box
+    }
+
+    private let box: CommandOutputBox
+}
+
+private final class CommandOutputBox {
+    var lines: [String] = []
+    var exit: ProcessExit?
+    var ended = false
+}
+
+/// Writes `text` to a new file `name` in `directory`; returns its path.
+public func writeTextFile(_ text: String, name: String, in directory: String) -> String {
+    let path = directory + "/" + name
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    precondition(fd >= 0, "cannot write \(path)")
+    _ = text.withCString { write(fd, $0, strlen($0)) }
+    close(fd)
+    return path
+}

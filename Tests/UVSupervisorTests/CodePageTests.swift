@@ -61,23 +61,9 @@ private func runTrimmingDaemon(_ loop: EventLoop) throws {
             command: [/bin/sh, -c, "[ -e \(calm) ] && exec sleep 600; exit 1"]
             backoff: none
         """
-    let path = directory + "/config.yaml"
-    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-    try #require(fd >= 0)
-    _ = config.withCString { write(fd, $0, strlen($0)) }
-    close(fd)
-    var options = ProcessOptions(argv: [buildDirectory + "/uv-supervisor", "run", path])
-    options.stderr = .pipe
-    var daemonErr: [String] = []
-    var daemonExit: ProcessExit?
-    var ended = false
-    let daemon = try ChildProcess.spawn(on: loop, options, onOutput: { output in
-        switch output {
-        case .line(_, let line): daemonErr.append(line)
-        case .end: ended = true
-        }
-    }, onExit: { daemonExit = $0 })
-    let pid = daemon.pid
+    let path = writeTextFile(config, name: "config.yaml", in: directory)
+    let daemon = try BackgroundCommand(loop, [buildDirectory + "/uv-supervisor", "run", path])
+    let pid = daemon.process.pid
 
     // Busy: the crash loop runs the restart path over and over.
     var restarts: Int64 = 0
@@ -85,7 +71,7 @@ private func runTrimmingDaemon(_ loop: EventLoop) throws {
         restarts = restartCount(loop, socket: socket, path: "root/burst") ?? 0
         return restarts >= 200
     }
-    #expect(looping, "restarts: \(restarts); \(daemonErr)")
+    #expect(looping, "restarts: \(restarts); \(daemon.lines)")
     let busy = rollup("Pss_File", of: pid)
 
     // Quiet: once the child stays up, 300 ms without an event, the code is let go.
@@ -107,9 +93,9 @@ private func runTrimmingDaemon(_ loop: EventLoop) throws {
         let now = restartCount(loop, socket: socket, path: "root/burst", field: "pid")
         return now != nil && now != before
     })
-    try daemon.signal(SIGTERM)
-    #expect(runLoop(loop, timeout: .seconds(15)) { daemonExit != nil && ended })
-    #expect(daemonExit == .exited(0), "\(daemonErr)")
+    try daemon.process.signal(SIGTERM)
+    #expect(runLoop(loop, timeout: .seconds(15)) { daemon.exit != nil && daemon.ended })
+    #expect(daemon.exit == .exited(0), "\(daemon.lines)")
 }
 
 /// A field (restarts by default) of the child at `path` in `uvsctl status --json`.

@@ -12,13 +12,7 @@ private let toolPath = buildDirectory + "/uv-supervisor-config"
 
 /// Writes `text` to a new file in a fresh directory; returns its path.
 private func writeConfig(_ text: String, name: String = "config.yaml", in directory: String? = nil) -> String {
-    let directory = directory ?? makeTemporaryDirectory()
-    let path = directory + "/" + name
-    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-    precondition(fd >= 0)
-    _ = text.withCString { write(fd, $0, strlen($0)) }
-    close(fd)
-    return path
+    writeTextFile(text, name: name, in: directory ?? makeTemporaryDirectory())
 }
 
 /// Runs a command to its end on `loop`, collecting its output.
@@ -252,19 +246,9 @@ private func runEndToEnd(_ loop: EventLoop) throws {
         """
     }
     let path = writeConfig(config(crashCode: 3, third: "steady"), in: directory)
-    var options = ProcessOptions(argv: [programPath, "run", path])
-    options.stderr = .pipe
-    var daemonErr: [String] = []
-    var daemonExit: ProcessExit?
-    var ended = false
-    let daemon = try ChildProcess.spawn(on: loop, options, onOutput: { output in
-        switch output {
-        case .line(_, let line): daemonErr.append(line)
-        case .end: ended = true
-        }
-    }, onExit: { daemonExit = $0 })
+    let daemon = try BackgroundCommand(loop, [programPath, "run", path])
     let ready = runLoop(loop, timeout: .seconds(15)) { (try? runToEnd(loop, [buildDirectory + "/uvsctl", "ready", "--quiet", "--socket", socket]))?.exit == .exited(0) }
-    #expect(ready, "never ready: \(daemonErr)")
+    #expect(ready, "never ready: \(daemon.lines)")
     let before = try pids(loop, socket: socket)
     #expect(Set(before.keys) == ["root/web", "root/crasher", "root/steady"], "\(before)")
     // The crashing child is restarted (its log file collects each incarnation's line).
@@ -274,13 +258,13 @@ private func runEndToEnd(_ loop: EventLoop) throws {
 
     // Edit: crasher changes, steady goes, newcomer comes; web is untouched.
     _ = writeConfig(config(crashCode: 4, third: "newcomer"), in: directory)
-    try daemon.signal(SIGHUP)
+    try daemon.process.signal(SIGHUP)
     var after: [String: Int64] = [:]
     let reloaded = runLoop(loop, timeout: .seconds(10)) {
         after = (try? pids(loop, socket: socket)) ?? [:]
         return Set(after.keys) == ["root/web", "root/crasher", "root/newcomer"]
     }
-    #expect(reloaded, "\(after) \(daemonErr)")
+    #expect(reloaded, "\(after) \(daemon.lines)")
     #expect(after["root/web"] == before["root/web"], "an unchanged child keeps its process")
     #expect(after["root/crasher"] != before["root/crasher"])
     #expect(runLoop(loop) { crasherLogContains(directory, "crash 4") }, "the changed child runs its new command")
@@ -293,12 +277,12 @@ private func runEndToEnd(_ loop: EventLoop) throws {
 
     // Log rotation: move the file away, SIGUSR1, new lines go to a new file at the path.
     rename(directory + "/crasher.log", directory + "/crasher.log.1")
-    try daemon.signal(SIGUSR1)
+    try daemon.process.signal(SIGUSR1)
     #expect(runLoop(loop) { access(directory + "/crasher.log", F_OK) == 0 }, "reopened at its path")
 
-    try daemon.signal(SIGTERM)
-    #expect(runLoop(loop, timeout: .seconds(15)) { daemonExit != nil && ended })
-    #expect(daemonExit == .exited(0), "\(daemonErr)")
+    try daemon.process.signal(SIGTERM)
+    #expect(runLoop(loop, timeout: .seconds(15)) { daemon.exit != nil && daemon.ended })
+    #expect(daemon.exit == .exited(0), "\(daemon.lines)")
     #expect(access(socket, F_OK) != 0)
     for file in ["config.yaml", "web.log", "crasher.log", "crasher.log.1"] { unlink(directory + "/" + file) }
     rmdir(directory)

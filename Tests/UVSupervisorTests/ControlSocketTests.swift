@@ -29,37 +29,11 @@ private func uvsctl(_ loop: EventLoop, _ socket: String, _ arguments: [String], 
     return try runCommand(loop, ["/usr/bin/setpriv", "--reuid=\(user)", "--regid=nogroup", "--clear-groups"] + command)
 }
 
-/// The test daemon serving a control socket, its lines collected.
-private final class ControlledDaemon {
-    let process: ChildProcess
-    var lines: [String] = []
-    var exit: ProcessExit?
-    var ended = false
-
-    init(loop: EventLoop, socket: String, mode: String? = nil, environment: [String: String?] = [:]) throws {
-        var options = ProcessOptions(argv: [daemonHelperPath, "control", socket] + (mode.map { [$0] } ?? []))
-        options.environment = .inheritWithOverrides(environment)
-        options.stdout = .pipe
-        let box = DaemonLines()
-        process = try ChildProcess.spawn(on: loop, options, onOutput: { output in
-            switch output {
-            case .line(_, let line): box.lines.append(line)
-            case .end: box.ended = true
-            }
-        }, onExit: { box.exit = $0 })
-        self.box = box
-    }
-
-    private let box: DaemonLines
-    var output: [String] { box.lines }
-    var exited: ProcessExit? { box.exit }
-    var outputEnded: Bool { box.ended }
-}
-
-private final class DaemonLines {
-    var lines: [String] = []
-    var exit: ProcessExit?
-    var ended = false
+/// The test daemon serving a control socket, its standard output collected.
+private func controlledDaemon(_ loop: EventLoop, socket: String, mode: String? = nil,
+                              environment: [String: String?] = [:]) throws -> BackgroundCommand {
+    try BackgroundCommand(loop, [daemonHelperPath, "control", socket] + (mode.map { [$0] } ?? []),
+                          collecting: .standardOutput, environment: environment)
 }
 
 /// A directory others may traverse (for the `nobody` client), with the socket's path in it.
@@ -145,16 +119,16 @@ struct ControlSocketTests {
 }
 
 private func startDaemon(_ loop: EventLoop, socket: String, mode: String? = nil,
-                         environment: [String: String?] = [:]) throws -> ControlledDaemon {
-    let daemon = try ControlledDaemon(loop: loop, socket: socket, mode: mode, environment: environment)
-    let listening = runLoop(loop) { daemon.output.contains("listening") || daemon.exited != nil }
-    #expect(listening && daemon.exited == nil, "the daemon did not come up: \(daemon.output)")
+                         environment: [String: String?] = [:]) throws -> BackgroundCommand {
+    let daemon = try controlledDaemon(loop, socket: socket, mode: mode, environment: environment)
+    let listening = runLoop(loop) { daemon.lines.contains("listening") || daemon.exit != nil }
+    #expect(listening && daemon.exit == nil, "the daemon did not come up: \(daemon.lines)")
     return daemon
 }
 
-private func stopDaemon(_ loop: EventLoop, _ daemon: ControlledDaemon) throws {
-    if daemon.exited == nil { try daemon.process.signal(SIGTERM) }
-    let stopped = runLoop(loop) { daemon.exited != nil && daemon.outputEnded }
+private func stopDaemon(_ loop: EventLoop, _ daemon: BackgroundCommand) throws {
+    if daemon.exit == nil { try daemon.process.signal(SIGTERM) }
+    let stopped = runLoop(loop) { daemon.exit != nil && daemon.ended }
     #expect(stopped)
 }
 
@@ -186,10 +160,10 @@ private func runEndToEnd(_ loop: EventLoop) throws {
     #expect(grew, "restarts did not grow: \(firstCount) then \(laterCount)")
 
     // restart by path: a new pid.
-    let dbBefore = daemon.output.last { $0.hasPrefix("started root/db ") }
+    let dbBefore = daemon.lines.last { $0.hasPrefix("started root/db ") }
     let restart = try uvsctl(loop, socket, ["restart", "root/db"])
     #expect(restart.exit == .exited(0), "\(restart)")
-    let dbAfter = daemon.output.last { $0.hasPrefix("started root/db ") }
+    let dbAfter = daemon.lines.last { $0.hasPrefix("started root/db ") }
     #expect(dbAfter != nil && dbAfter != dbBefore, "\(dbBefore ?? "-") then \(dbAfter ?? "-")")
     #expect(restart.out.first?.contains(String(dbAfter?.split(separator: " ").last ?? "?")) == true, "\(restart.out)")
 
@@ -237,8 +211,8 @@ private func runEndToEnd(_ loop: EventLoop) throws {
     // shutdown through the socket: the follower sees the end, the daemon exits 0, the path is gone.
     let shutdown = try uvsctl(loop, socket, ["shutdown"])
     #expect(shutdown.exit == .exited(0))
-    #expect(runLoop(loop) { daemon.exited != nil && daemon.outputEnded && followed.value.exit != nil })
-    #expect(daemon.exited == .exited(0))
+    #expect(runLoop(loop) { daemon.exit != nil && daemon.ended && followed.value.exit != nil })
+    #expect(daemon.exit == .exited(0))
     #expect(followed.value.exit == .exited(0), "the follower ends when the daemon does")
     #expect(followed.value.out.contains { $0.contains("root: supervisor stopping") }, "\(followed.value.out.suffix(5))")
     _ = follower
@@ -381,7 +355,7 @@ private func runHostile(_ loop: EventLoop) throws {
     let growth = residentKilobytes(of: pid) - baselineMemory
     #expect(getenv("UVS_SANITIZER") != nil || growth < 16 * 1024, "resident memory grew by \(growth) KiB")
     try stopDaemon(loop, daemon)
-    #expect(daemon.exited == .exited(0))
+    #expect(daemon.exit == .exited(0))
 }
 
 private func runContention(_ loop: EventLoop) throws {
