@@ -23,6 +23,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/signalfd.h>
 #include <time.h>
 
 #ifndef SYS_pidfd_open
@@ -74,11 +75,46 @@ int cuvs_pidfd_reap(int pidfd, int *exit_code, int *term_signal) {
     return 1;
 }
 
+void cuvs_reap_child(pid_t pid) {
+    siginfo_t info;
+    while (waitid(P_PID, (id_t)pid, &info, WEXITED) != 0 && errno == EINTR) {}
+}
+
 int cuvs_peek_exited_child(void) {
     siginfo_t info;
     memset(&info, 0, sizeof(info));
     if (waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT) != 0) return -errno;
     return info.si_pid;
+}
+
+int cuvs_sigchld_fd_open(int *was_blocked) {
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    int rc = pthread_sigmask(SIG_BLOCK, &set, &old);
+    if (rc != 0) return -rc;
+    *was_blocked = sigismember(&old, SIGCHLD) == 1;
+    int fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (fd < 0) {
+        int err = errno;
+        if (!*was_blocked) pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+        return -err;
+    }
+    return fd;
+}
+
+void cuvs_sigchld_unblock(void) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+}
+
+int cuvs_signalfd_drain(int fd) {
+    struct signalfd_siginfo info;
+    int count = 0;
+    while (read(fd, &info, sizeof info) == (ssize_t)sizeof info) count++;
+    return count;
 }
 
 int cuvs_set_child_subreaper(int on) {
@@ -160,14 +196,16 @@ struct spawn_context {
     const cuvs_spawn_options *options;
     pid_t parent;
     volatile int child_errno;
-    int report_fd;   // fork fallback: the child writes its errno here (-1 with shared memory)
+    volatile int child_step;   // the cuvs_spawn_step that failed
+    int report_fd;   // fork fallback: the child writes its errno and step here (-1 with shared memory)
 };
 
 __attribute__((no_sanitize("address", "thread", "undefined"), noreturn))
-static void child_fail(struct spawn_context *ctx, long negative_errno) {
-    int err = (int)-negative_errno;
-    ctx->child_errno = err;
-    if (ctx->report_fd >= 0) SYS3(SYS_write, ctx->report_fd, &err, sizeof err);
+static void child_fail(struct spawn_context *ctx, cuvs_spawn_step step, long negative_errno) {
+    int report[2] = { (int)-negative_errno, (int)step };
+    ctx->child_step = (int)step;
+    ctx->child_errno = report[0];
+    if (ctx->report_fd >= 0) SYS3(SYS_write, ctx->report_fd, report, sizeof report);
     for (;;) SYS1(SYS_exit_group, 127);
 }
 
@@ -219,61 +257,61 @@ static int spawn_child(void *argument) {
         long moved = SYS3(SYS_fcntl, ctx->report_fd, F_DUPFD_CLOEXEC, 3 + 64);
         if (moved >= 0) ctx->report_fd = (int)moved;
     }
-    if (o->new_session && (r = SYS0(SYS_setsid)) < 0) child_fail(ctx, r);
+    if (o->new_session && (r = SYS0(SYS_setsid)) < 0) child_fail(ctx, CUVS_SPAWN_STEP_SESSION, r);
     if (o->parent_death_signal > 0) {
-        if ((r = SYS5(SYS_prctl, PR_SET_PDEATHSIG, o->parent_death_signal, 0, 0, 0)) != 0) child_fail(ctx, r);
+        if ((r = SYS5(SYS_prctl, PR_SET_PDEATHSIG, o->parent_death_signal, 0, 0, 0)) != 0) child_fail(ctx, CUVS_SPAWN_STEP_PARENT_DEATH_SIGNAL, r);
         // The parent may have died before prctl took effect.
-        if (SYS0(SYS_getppid) != ctx->parent) child_fail(ctx, -ESRCH);
+        if (SYS0(SYS_getppid) != ctx->parent) child_fail(ctx, CUVS_SPAWN_STEP_PARENT_DEATH_SIGNAL, -ESRCH);
     }
     // Install 0, 1, 2 and the extra descriptors at 3.. . Every source is first copied above
     // the target range, so installing one target cannot clobber another source (the scheme
     // cuvs_posix_spawn follows too).
-    if (o->extra_count < 0 || o->extra_count > 64) child_fail(ctx, -EINVAL);
+    if (o->extra_count < 0 || o->extra_count > 64) child_fail(ctx, CUVS_SPAWN_STEP_DESCRIPTORS, -EINVAL);
     int total = 3 + o->extra_count;
     int sources[3 + 64];
     for (int i = 0; i < total; i++) {
         int fd = i < 3 ? o->stdio_fds[i] : o->extra_fds[i - 3];
         if (fd < 0) {
             r = SYS4(SYS_openat, AT_FDCWD, "/dev/null", i == 0 ? O_RDONLY : O_RDWR, 0);
-            if (r < 0) child_fail(ctx, r);
+            if (r < 0) child_fail(ctx, CUVS_SPAWN_STEP_DESCRIPTORS, r);
             fd = (int)r;
         }
         r = SYS3(SYS_fcntl, fd, F_DUPFD_CLOEXEC, total);
-        if (r < 0) child_fail(ctx, r);
+        if (r < 0) child_fail(ctx, CUVS_SPAWN_STEP_DESCRIPTORS, r);
         sources[i] = (int)r;
     }
     for (int i = 0; i < total; i++) {
         // dup2 semantics (clears FD_CLOEXEC on the target); dup3 refuses equal descriptors,
         // which cannot happen here since every source is >= total.
-        if ((r = SYS3(SYS_dup3, sources[i], i, 0)) < 0) child_fail(ctx, r);
+        if ((r = SYS3(SYS_dup3, sources[i], i, 0)) < 0) child_fail(ctx, CUVS_SPAWN_STEP_DESCRIPTORS, r);
     }
     // Nothing else reaches the program, not even a descriptor another thread opened without
     // O_CLOEXEC a moment ago (the copies above go too): everything above the targets is marked
     // close-on-exec in this child's own descriptor table (the parent's is untouched), so the
     // error report (fork fallback) still works until execve.
     if (SYS3(SYS_close_range, (unsigned)total, ~0U, CLOSE_RANGE_CLOEXEC) != 0) {
-        if ((r = child_cloexec_walk(total, ctx->report_fd)) < 0) child_fail(ctx, r);
+        if ((r = child_cloexec_walk(total, ctx->report_fd)) < 0) child_fail(ctx, CUVS_SPAWN_STEP_DESCRIPTORS, r);
     }
-    if (o->cwd != NULL && (r = SYS1(SYS_chdir, o->cwd)) != 0) child_fail(ctx, r);
+    if (o->cwd != NULL && (r = SYS1(SYS_chdir, o->cwd)) != 0) child_fail(ctx, CUVS_SPAWN_STEP_CHDIR, r);
     // Limits first: raising a hard limit needs the privileges dropped below.
-    if (o->limit_count < 0 || o->limit_count > 64) child_fail(ctx, -EINVAL);
+    if (o->limit_count < 0 || o->limit_count > 64) child_fail(ctx, CUVS_SPAWN_STEP_LIMITS, -EINVAL);
     for (int i = 0; i < o->limit_count; i++) {
         struct { unsigned long long soft, hard; } limit = { o->limits[i].soft, o->limits[i].hard };
-        if ((r = SYS4(SYS_prlimit64, 0, o->limits[i].resource, &limit, NULL)) != 0) child_fail(ctx, r);
+        if ((r = SYS4(SYS_prlimit64, 0, o->limits[i].resource, &limit, NULL)) != 0) child_fail(ctx, CUVS_SPAWN_STEP_LIMITS, r);
     }
     if (o->set_umask) SYS1(SYS_umask, o->umask_value & 0777);
     if (o->set_groups) {
-        if (o->group_count < 0 || o->group_count > 65536) child_fail(ctx, -EINVAL);
-        if ((r = SYS2(SYS_setgroups, o->group_count, o->groups)) != 0) child_fail(ctx, r);
+        if (o->group_count < 0 || o->group_count > 65536) child_fail(ctx, CUVS_SPAWN_STEP_GROUPS, -EINVAL);
+        if ((r = SYS2(SYS_setgroups, o->group_count, o->groups)) != 0) child_fail(ctx, CUVS_SPAWN_STEP_GROUPS, r);
     } else if (o->set_gid) {
-        if ((r = SYS2(SYS_setgroups, 0, NULL)) != 0) child_fail(ctx, r);
+        if ((r = SYS2(SYS_setgroups, 0, NULL)) != 0) child_fail(ctx, CUVS_SPAWN_STEP_GROUPS, r);
     }
-    if (o->set_gid && (r = SYS1(SYS_setgid, o->gid)) != 0) child_fail(ctx, r);
-    if (o->set_uid && (r = SYS1(SYS_setuid, o->uid)) != 0) child_fail(ctx, r);
+    if (o->set_gid && (r = SYS1(SYS_setgid, o->gid)) != 0) child_fail(ctx, CUVS_SPAWN_STEP_GID, r);
+    if (o->set_uid && (r = SYS1(SYS_setuid, o->uid)) != 0) child_fail(ctx, CUVS_SPAWN_STEP_UID, r);
     unsigned long empty = 0;
     SYS4(SYS_rt_sigprocmask, SIG_SETMASK, &empty, NULL, 8);
     r = SYS3(SYS_execve, o->file, o->argv, o->envp);
-    child_fail(ctx, r);
+    child_fail(ctx, CUVS_SPAWN_STEP_EXEC, r);
 }
 
 // ThreadSanitizer's runtime, when present in the process (its interceptors apply to this file
@@ -282,11 +320,11 @@ extern void __tsan_init(void) __attribute__((weak));
 
 // ThreadSanitizer intercepts clone and vfork and cannot follow a child that shares its memory;
 // under TSan only, spawn with a plain fork and report exec errors through a close-on-exec pipe.
-static int spawn_with_fork(const cuvs_spawn_options *options, int *pidfd_out) {
+static int spawn_with_fork(const cuvs_spawn_options *options, int *pidfd_out, cuvs_spawn_step *failed_step) {
     *pidfd_out = -1;
     int report[2];
     if (pipe2(report, O_CLOEXEC) != 0) return -errno;
-    struct spawn_context ctx = { options, getpid(), 0, report[1] };
+    struct spawn_context ctx = { options, getpid(), 0, 0, report[1] };
     pid_t pid = fork();
     if (pid == 0) {
         spawn_child(&ctx);
@@ -295,14 +333,14 @@ static int spawn_with_fork(const cuvs_spawn_options *options, int *pidfd_out) {
     int fork_errno = errno;
     close(report[1]);
     if (pid < 0) { close(report[0]); return -fork_errno; }
-    int child_errno = 0;
+    int child_report[2] = { 0, 0 };   // errno, step
     ssize_t got;
-    while ((got = read(report[0], &child_errno, sizeof child_errno)) < 0 && errno == EINTR) {}
+    while ((got = read(report[0], child_report, sizeof child_report)) < 0 && errno == EINTR) {}
     close(report[0]);
-    if (got == (ssize_t)sizeof child_errno) {
-        int status;
-        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
-        return -child_errno;
+    if (got == (ssize_t)sizeof child_report) {
+        cuvs_reap_child(pid);
+        if (failed_step != NULL) *failed_step = (cuvs_spawn_step)child_report[1];
+        return -child_report[0];
     }
     *pidfd_out = cuvs_pidfd_open(pid);
     return pid;
@@ -316,11 +354,11 @@ static int spawn_with_fork(const cuvs_spawn_options *options, int *pidfd_out) {
 // child): posix_spawn has no way to set a parent-death signal, to switch user and group, or to
 // hand back a pidfd atomically before glibc 2.39 (Debian 12 has 2.36). What it can do, the
 // Dispatch runtime uses it for (cuvs_posix_spawn below).
-int cuvs_spawn(const cuvs_spawn_options *options, int *pidfd_out) {
-    if (__tsan_init != NULL) return spawn_with_fork(options, pidfd_out);
+int cuvs_spawn(const cuvs_spawn_options *options, int *pidfd_out, cuvs_spawn_step *failed_step) {
+    if (__tsan_init != NULL) return spawn_with_fork(options, pidfd_out, failed_step);
     *pidfd_out = -1;
     int saved_errno = errno;
-    struct spawn_context ctx = { options, getpid(), 0, -1 };
+    struct spawn_context ctx = { options, getpid(), 0, 0, -1 };
     // The child runs on a stack of its own, carved out of ours: with CLONE_VFORK this thread
     // is suspended until the child has exec'd or exited, so nothing else uses that memory
     // meanwhile (musl's posix_spawn does the same).
@@ -350,8 +388,8 @@ int cuvs_spawn(const cuvs_spawn_options *options, int *pidfd_out) {
     if (ctx.child_errno != 0) {
         // The child failed before exec and has exited: reap it here, nobody else will.
         if (pidfd >= 0) close(pidfd);
-        int status;
-        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+        cuvs_reap_child(pid);
+        if (failed_step != NULL) *failed_step = (cuvs_spawn_step)ctx.child_step;
         errno = saved_errno;
         return -ctx.child_errno;
     }

@@ -83,7 +83,9 @@ package struct SpawnPreparation {
             throw SpawnError(errno: EBADF, operation: "\(description): extra descriptor \(closed) is not open")
         }
         let searchPath: String?
-        if let environment {
+        if program.utf8.contains(UInt8(ascii: "/")) {
+            searchPath = nil   // not searched
+        } else if let environment {
             searchPath = environment.first { $0.hasPrefix("PATH=") }.map { String($0.dropFirst(5)) }
         } else if let mergedPath {
             searchPath = mergedPath
@@ -176,6 +178,35 @@ package struct SpawnPreparation {
     }
 }
 
+/// The entries of this process's `environ` at one moment (the pointers, not the strings), to
+/// tell whether an environment block built from it is still what a fresh build would give:
+/// `setenv`, `unsetenv` and `putenv` all change a pointer in the array (or the array itself).
+package struct EnvironSnapshot {
+    private let entries: [UnsafeMutablePointer<CChar>?]
+
+    /// Takes the snapshot now.
+    package init() {
+        var entries: [UnsafeMutablePointer<CChar>?] = []
+        if var entry = cuvs_environ() {
+            while let text = entry.pointee {
+                entries.append(text)
+                entry += 1
+            }
+        }
+        self.entries = entries
+    }
+
+    /// Whether `environ` holds the same entries, in the same order, as when it was taken.
+    package var isCurrent: Bool {
+        guard var entry = cuvs_environ() else { return entries.isEmpty }
+        for expected in entries {
+            guard let text = entry.pointee, text == expected else { return false }
+            entry += 1
+        }
+        return entry.pointee == nil
+    }
+}
+
 /// A NULL-terminated `char *[]`: strings it copied (freed with it), and for an inherited
 /// environment, entries of `environ` itself, which it only points to.
 package final class CStringArray {
@@ -188,8 +219,9 @@ package final class CStringArray {
 
     /// This process's `environ` with `overrides` applied (a value sets, `nil` removes): kept
     /// entries in their order, then the set ones. Kept entries are `environ`'s own strings, not
-    /// copies, so the array lives no longer than the spawn it is made for (as `environ` itself is
-    /// passed when nothing is overridden: glibc never frees a string `setenv` replaced).
+    /// copies, as `environ` itself is passed when nothing is overridden; so the array is used
+    /// only while `environ` still holds them (for the spawn it was made for, or after an
+    /// ``EnvironSnapshot`` taken with it says so).
     package init(inheritingWith overrides: [String: String?]) {
         var entries: [UnsafeMutablePointer<CChar>?] = []
         let names = overrides.keys.map { Array($0.utf8) }

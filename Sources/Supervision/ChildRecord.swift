@@ -127,6 +127,8 @@ final class ChildRecord {
         get { hot.timer }
         set { withExtendedLifetime(exchange(&hot.timer, with: newValue)) {} }
     }
+    /// What the runtime kept from this child's last start (``SupervisorRuntime/startProcess(_:path:notify:cache:onOutput:onNotice:onExit:)``).
+    var runtimeCache: AnyObject?
     /// Its start sequence number in its supervisor: never changes, so it orders children that
     /// are due together (``slotIndex`` changes when the list compacts).
     var sequence = 0

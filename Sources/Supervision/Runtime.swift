@@ -39,6 +39,18 @@ public protocol SupervisorRuntime: AnyObject {
                       onNotice: @escaping (WorkerNotice) -> Void,
                       onExit: @escaping (WorkerTermination) -> Void) throws(SupervisionError) -> any RunningWorker
 
+    /// Starts a process worker as ``startProcess(_:path:notify:onOutput:onNotice:onExit:)``
+    /// does, with a place to keep what it prepared for the next start of the same child.
+    ///
+    /// The supervisor keeps `cache` with the child, passes it to every start of that child (the
+    /// same `spec` every time) and drops it with the child. A runtime may store anything there
+    /// (argv and the environment as C arrays, say) and must check that it still applies; the
+    /// default implementation ignores it.
+    func startProcess(_ spec: ProcessSpec, path: String, notify: NotifySetup, cache: inout AnyObject?,
+                      onOutput: @escaping (_ stream: String, _ line: String) -> Void,
+                      onNotice: @escaping (WorkerNotice) -> Void,
+                      onExit: @escaping (WorkerTermination) -> Void) throws(SupervisionError) -> any RunningWorker
+
     /// Starts an async-task worker. `onExit` must be called exactly once, later, on the
     /// runtime's thread: `.returned` or `.threw(description)`. The body runs with
     /// `SupervisedTask.notifier` bound to a notifier that delivers to `onNotice` on the
@@ -51,6 +63,16 @@ public protocol SupervisorRuntime: AnyObject {
     /// thread, unless the attempt is cancelled first. The supervisor enforces the probe's
     /// timeout itself (it cancels the attempt).
     func startProbe(_ check: ProbeCheck, completion: @escaping (ProbeResult) -> Void) -> any RuntimeProbe
+}
+
+extension SupervisorRuntime {
+    /// Starts the process without a cache (what a runtime that keeps nothing between starts does).
+    public func startProcess(_ spec: ProcessSpec, path: String, notify: NotifySetup, cache: inout AnyObject?,
+                             onOutput: @escaping (_ stream: String, _ line: String) -> Void,
+                             onNotice: @escaping (WorkerNotice) -> Void,
+                             onExit: @escaping (WorkerTermination) -> Void) throws(SupervisionError) -> any RunningWorker {
+        try startProcess(spec, path: path, notify: notify, onOutput: onOutput, onNotice: onNotice, onExit: onExit)
+    }
 }
 
 /// An object the runtime can run on a later turn without allocating a closure.

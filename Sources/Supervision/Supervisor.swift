@@ -253,7 +253,8 @@ public final class Supervisor {
                 // Lines can still arrive after the exit, even after a temporary child's record
                 // is gone: they are reported as long as the supervisor exists.
                 let setup = record.healthSettings?.notifySetup ?? .none
-                let worker = try runtime.startProcess(process, path: record.path, notify: setup, onOutput: { [weak self] stream, line in
+                let worker = try runtime.startProcess(process, path: record.path, notify: setup, cache: &record.runtimeCache,
+                                                      onOutput: { [weak self] stream, line in
                     self?.emitOutput(path: path, restartCount: restartCount, stream: stream, line: line)
                 }, onNotice: { [weak record] notice in
                     record?.noticeArrived(generation: generation, notice)

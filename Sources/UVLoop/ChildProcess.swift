@@ -67,11 +67,23 @@ public final class ChildProcess: LoopHandle {
         onOutput: ((ProcessOutput) -> Void)? = nil,
         onExit: @escaping (ProcessExit) -> Void
     ) throws(UVError) -> ChildProcess {
+        try spawn(on: loop, options, reusing: nil, onOutput: onOutput, onExit: onExit)
+    }
+
+    /// ``spawn(on:_:onOutput:onExit:)``, keeping what the spawn prepared in `cache` for the next
+    /// spawn with the same `options` (a supervisor restarting the same child).
+    package static func spawn(
+        on loop: EventLoop,
+        _ options: ProcessOptions,
+        reusing cache: SpawnCache?,
+        onOutput: ((ProcessOutput) -> Void)? = nil,
+        onExit: @escaping (ProcessExit) -> Void
+    ) throws(UVError) -> ChildProcess {
         loop.preconditionInLoop("ChildProcess.spawn")
         if loop.isClosing {
             throw UVError(code: UV_ECANCELED.rawValue, operation: "spawn: the loop is closing")
         }
-        let prepared = try SpawnPreparation(options: options)
+        let prepared = try SpawnPreparation.prepare(options, reusing: cache)
         let description = prepared.description
         if options.stdin == .pipe {
             throw UVError(code: UV_EINVAL.rawValue, operation: "\(description): stdin cannot be a pipe")
@@ -84,6 +96,11 @@ public final class ChildProcess: LoopHandle {
             if options.spawnMethod != .pidfd {
                 throw UVError(code: UV_EINVAL.rawValue, operation: "\(description): a parent-death signal needs the pidfd spawn method")
             }
+        }
+        if options.spawnMethod == .libuv && loop.takesChildSignalsThroughDescriptor {
+            // libuv learns of the exit from its SIGCHLD handler, which may never run then.
+            throw UVError(code: UV_EINVAL.rawValue, operation: "\(description): the libuv spawn method needs libuv's SIGCHLD "
+                          + "handler, and this loop's thread reads SIGCHLD from a signalfd (SupervisorDaemon with the pidfd method)")
         }
         if options.spawnMethod != .pidfd
             && (options.supplementaryGroups != nil || options.fileModeMask != nil || !options.resourceLimits.isEmpty) {
@@ -217,13 +234,50 @@ public final class ChildProcess: LoopHandle {
             code = -1
             signal = 0
         }
-        let poll = UnsafeMutableRawPointer(rawHandle).assumingMemoryBound(to: uv_poll_t.self)
-        uv_poll_stop(poll)
+        // didExit closes the handle, which stops the poll (one epoll_ctl, not two).
         didExit(signal != 0 ? .signaled(signal) : .exited(code))
     }
 }
 
+/// What spawning one ``ProcessOptions`` prepared (argv and the environment as C arrays, the
+/// program's path, checked with `stat` and `access`), kept for the next spawn with the same
+/// options: a restart does not build or check them again. It is used only with the options it
+/// was made for (its owner makes a new one when they change), and only while `environ` holds
+/// the entries a block built from it points to. Only the pidfd method's spawns are kept, whose
+/// child reports which step failed (a program removed since its first start is an `execve`
+/// error naming its path), with a program given as a path (a name is looked up in `PATH` at
+/// every spawn, as a program may be installed meanwhile) and no extra descriptors (checked open
+/// at every spawn).
+package final class SpawnCache {
+    fileprivate var prepared: SpawnPreparation?
+    fileprivate var environ: EnvironSnapshot?
+    /// How many times a spawn with this cache prepared its input (rather than reusing it).
+    package fileprivate(set) var preparations = 0
+
+    /// An empty cache.
+    package init() {}
+}
+
 extension SpawnPreparation {
+    /// The preparation for `options`: the one in `cache` when it is still valid, else a new one
+    /// (kept in `cache` when it may be).
+    static func prepare(_ options: ProcessOptions, reusing cache: SpawnCache?) throws(UVError) -> SpawnPreparation {
+        guard let cache else { return try SpawnPreparation(options: options) }
+        if let prepared = cache.prepared, cache.environ?.isCurrent ?? true { return prepared }
+        cache.prepared = nil
+        cache.preparations += 1
+        // Taken before the block is built from `environ`, so that a change in between is seen.
+        var snapshot: EnvironSnapshot?
+        if case .inheritWithOverrides = options.environment { snapshot = EnvironSnapshot() }
+        let prepared = try SpawnPreparation(options: options)
+        if options.spawnMethod == .pidfd && options.extraDescriptors.isEmpty
+            && options.argv[0].utf8.contains(UInt8(ascii: "/")) {
+            cache.prepared = prepared
+            cache.environ = snapshot
+        }
+        return prepared
+    }
+
     /// The checks and C strings for `options`, with errors in the loop layer's terms.
     init(options: ProcessOptions) throws(UVError) {
         let environment: SpawnEnvironment

@@ -107,6 +107,7 @@ extension ChildProcess {
         spawnOptions.argv = UnsafePointer(prepared.argv.pointer)
         spawnOptions.envp = UnsafePointer(prepared.environmentPointer)
         var pidfd: Int32 = -1
+        var failedStep = cuvs_spawn_step(rawValue: 0)
         let extra = options.extraDescriptors
         let groups = options.supplementaryGroups ?? []
         let limits = options.resourceLimits.map {
@@ -126,7 +127,7 @@ extension ChildProcess {
                         spawnOptions.group_count = Int32(groupIDs.count)
                         spawnOptions.limits = limitList.baseAddress
                         spawnOptions.limit_count = Int32(limitList.count)
-                        return cuvs_spawn(&spawnOptions, &pidfd)
+                        return cuvs_spawn(&spawnOptions, &pidfd, &failedStep)
                     }
                 }
             }
@@ -134,13 +135,12 @@ extension ChildProcess {
         stdio.closeChildEnds()
         if result < 0 {
             stdio.closePipes()
-            throw UVError(errno: -result, operation: description)
+            throw UVError(errno: -result, operation: failureDescription(failedStep, description, options, prepared))
         }
         if pidfd < 0 {
             // No pidfd: we cannot watch it, so do not leave it running unwatched.
             Glibc.kill(result, SIGKILL)
-            var status: Int32 = 0
-            waitpid(result, &status, 0)
+            cuvs_reap_child(result)
             stdio.closePipes()
             throw UVError(errno: ENOSYS, operation: "\(description): pidfd_open")
         }
@@ -150,8 +150,7 @@ extension ChildProcess {
         if initResult < 0 {
             memory.deallocate()
             Glibc.kill(result, SIGKILL)
-            var info = siginfo_t()
-            _ = waitid(P_PID, id_t(result), &info, WEXITED)
+            cuvs_reap_child(result)
             Glibc.close(pidfd)
             stdio.closePipes()
             throw UVError(code: initResult, operation: "\(description): watch pidfd")
@@ -165,6 +164,24 @@ extension ChildProcess {
         }
         stdio.startReading()
         return child
+    }
+}
+
+/// What a failed `cuvs_spawn` was doing, for its error: the program's path for `execve` (as the
+/// checks before a spawn name it), the directory for `chdir`, the ids for credentials.
+private func failureDescription(_ step: cuvs_spawn_step, _ description: String, _ options: ProcessOptions,
+                                _ prepared: SpawnPreparation) -> String {
+    switch step {
+    case CUVS_SPAWN_STEP_EXEC: return "\(description): \"\(prepared.resolvedPath)\""
+    case CUVS_SPAWN_STEP_CHDIR: return "\(description): working directory \"\(options.workingDirectory ?? "")\""
+    case CUVS_SPAWN_STEP_UID: return "\(description): setuid(\(options.userID ?? 0))"
+    case CUVS_SPAWN_STEP_GID: return "\(description): setgid(\(options.groupID ?? 0))"
+    case CUVS_SPAWN_STEP_GROUPS: return "\(description): setgroups"
+    case CUVS_SPAWN_STEP_LIMITS: return "\(description): resource limits"
+    case CUVS_SPAWN_STEP_SESSION: return "\(description): setsid"
+    case CUVS_SPAWN_STEP_PARENT_DEATH_SIGNAL: return "\(description): parent-death signal"
+    case CUVS_SPAWN_STEP_DESCRIPTORS: return "\(description): stdio and extra descriptors"
+    default: return description
     }
 }
 

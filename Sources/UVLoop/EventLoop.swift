@@ -54,6 +54,10 @@ public final class EventLoop {
 
     /// Child processes whose exit has not been reported yet (teardown kills them).
     var liveProcesses: [ObjectIdentifier: ChildProcess] = [:]
+    /// Set while SIGCHLD is blocked on this loop's thread and read from a signalfd (the daemon's
+    /// orphan reaper with pidfd-spawned children): libuv's SIGCHLD handler may then never run, so
+    /// the libuv spawn method, which learns of exits only through it, is refused.
+    package var takesChildSignalsThroughDescriptor = false
 
     /// Whether `pid` is a child process this loop spawned and has not reaped yet (the orphan
     /// reaper of a daemon must leave those to their own exit watch).

@@ -168,31 +168,34 @@ public enum SupervisorDaemon {
             runtime.processGroupObserver = { group, started in sentinel.note(group: group, started: started) }
             OrphanReaper.becomeSubreaper()
         }
-        let reaper = options.reapOrphans || sentinel != nil ? try OrphanReaper(loop: loop) : nil
+        let reaper = options.reapOrphans || sentinel != nil
+            ? try OrphanReaper(loop: loop, quietLoopThread: options.spawnMethod == .pidfd) : nil
         let forwarded = options.forwardedSignals ?? (isInit ? [SIGHUP, SIGUSR1, SIGUSR2] : [])
-        let forwarders = try forwarded.map { signal in
-            try SignalWatcher(loop: loop, signal: signal) { signal in
-                for pid in root.processWorkerPIDs() where kill(-pid, signal) != 0 { kill(pid, signal) }
-            }
-        }
+        var forwarders: [SignalWatcher] = []
         let reports = SystemdNotifier.fromEnvironment().map {
             ManagerReports(notifier: $0, root: root, loop: loop, readyWhen: options.readyWhen)
         }
         var watchdog: LoopLagWatchdog?
-        if let threshold = options.lagThreshold {
-            watchdog = try LoopLagWatchdog(loop: loop, threshold: threshold) { lag in
-                reports?.stalledSinceLastPing = true
-                root.events.emit(SupervisorEvent(path: root.path, time: runtime.nowNanoseconds, kind: .loopLag(lag), restartCount: 0))
-            }
-        }
         let control: ControlServer?
         do {
+            for signal in forwarded {
+                forwarders.append(try SignalWatcher(loop: loop, signal: signal) { signal in
+                    for pid in root.processWorkerPIDs() where kill(-pid, signal) != 0 { kill(pid, signal) }
+                })
+            }
+            if let threshold = options.lagThreshold {
+                watchdog = try LoopLagWatchdog(loop: loop, threshold: threshold) { lag in
+                    reports?.stalledSinceLastPing = true
+                    root.events.emit(SupervisorEvent(path: root.path, time: runtime.nowNanoseconds, kind: .loopLag(lag), restartCount: 0))
+                }
+            }
             control = try options.controlSocket.map { socket throws(UVError) in
                 try ControlServer(loop: loop, root: root, options: socket, shutdownTimeout: timeout, readyWhen: options.readyWhen,
                                   reload: options.reload)
             }
         } catch {
-            // Nothing has started: close what was made, as a failed start must leave nothing.
+            // Nothing has started: close what was made, as a failed start must leave nothing
+            // (and the loop's thread gets SIGCHLD back).
             reports?.close()
             watchdog?.close()
             forwarders.forEach { $0.close() }
@@ -203,6 +206,7 @@ public enum SupervisorDaemon {
             sentinel?.close()
             throw error
         }
+        let signalForwarders = forwarders
         try reports?.start()
         let trimmer = CodePageTrimmer.watching(runtime, on: loop, quietPeriod: options.trimCodePages)
         root.onTermination { _ in
@@ -212,7 +216,7 @@ public enum SupervisorDaemon {
             watchdog?.close()
             reports?.close()
             trimmer?.close()
-            forwarders.forEach { $0.close() }
+            signalForwarders.forEach { $0.close() }
             // Async-task workers abandoned at the deadline end on this loop before it closes.
             runtime.afterAsyncTasksEnd(within: .seconds(5)) { loop.stop() }
         }

@@ -102,14 +102,44 @@ final class DescendantSentinel {
 /// Reaps children this process did not spawn: orphans re-parented to it as PID 1 of a
 /// container or as a child subreaper. Children the loop spawned are left to their own exit
 /// watch (their statuses are never taken); only other children are waited for, by pid.
+///
+/// With `quietLoopThread`, SIGCHLD is blocked on the loop's thread while the reaper lives and
+/// read from a signalfd instead: an exit of one of the loop's own children (watched through its
+/// pidfd) then runs no signal handler on the loop's thread in the middle of the restart (that
+/// handler, libuv's, with its frame and three system calls, was a tenth of a restart's gap), and
+/// the signalfd is read with the pidfd's event in the same turn. libuv's handler stays
+/// installed for a SIGCHLD that another thread of the process takes (one that does not block
+/// it). Only for a loop whose children are spawned with the pidfd method: libuv's own spawn
+/// needs its handler to run, so the loop refuses it meanwhile.
 final class OrphanReaper {
     private let loop: EventLoop
     private var watcher: SignalWatcher?
+    private var signalDescriptor: ReadableDescriptor?
+    private var unblockOnClose = false
     private var queued = false
 
-    init(loop: EventLoop) throws(UVError) {
+    init(loop: EventLoop, quietLoopThread: Bool) throws(UVError) {
         self.loop = loop
         watcher = try SignalWatcher(loop: loop, signal: SIGCHLD) { [weak self] _ in self?.reapSoon() }
+        if quietLoopThread {
+            var wasBlocked: Int32 = 0
+            let fd = cuvs_sigchld_fd_open(&wasBlocked)
+            if fd < 0 {
+                close()
+                throw UVError(errno: -fd, operation: "signalfd for SIGCHLD")
+            }
+            unblockOnClose = wasBlocked == 0
+            loop.takesChildSignalsThroughDescriptor = true
+            do {
+                signalDescriptor = try ReadableDescriptor(loop: loop, owning: fd) { [weak self] in
+                    _ = cuvs_signalfd_drain(fd)
+                    self?.reapSoon()
+                }
+            } catch {
+                close()
+                throw error
+            }
+        }
         reap()
     }
 
@@ -152,9 +182,17 @@ final class OrphanReaper {
         }
     }
 
+    /// Stops watching; call it on the loop's thread (it unblocks SIGCHLD there again).
     func close() {
         watcher?.close()
         watcher = nil
+        if signalDescriptor != nil { loop.takesChildSignalsThroughDescriptor = false }
+        signalDescriptor?.close()
+        signalDescriptor = nil
+        if unblockOnClose {
+            unblockOnClose = false
+            cuvs_sigchld_unblock()
+        }
     }
 
     /// `PR_SET_CHILD_SUBREAPER`: orphaned descendants are re-parented to this process instead of

@@ -50,7 +50,15 @@ public final class UVRuntime: SupervisorRuntime {
     public var runningAsyncTasks: Int { asyncTasks.running }
     private let asyncTasks = AsyncTaskCount()
     /// Environment changes for every process worker (the daemon's descendant cookie).
-    var childEnvironment: [String: String?] = [:]
+    var childEnvironment: [String: String?] = [:] {
+        didSet { childEnvironmentVersion &+= 1 }
+    }
+    private var childEnvironmentVersion = 0
+    /// What the options of a kept process start depend on besides its spec: when it differs
+    /// from the one a cache was made with, the options are made again.
+    private var spawnSettings: ProcessStartCache.Settings {
+        .init(spawnMethod: spawnMethod, parentDeathSignal: parentDeathSignal, environmentVersion: childEnvironmentVersion)
+    }
     /// Told when a process worker in its own group starts (`true`) and when it has exited.
     var processGroupObserver: ((_ group: Int32, _ started: Bool) -> Void)?
     /// Told after every process worker started (the daemon's code-page trimmer counts it as
@@ -143,32 +151,59 @@ public final class UVRuntime: SupervisorRuntime {
                              onOutput: @escaping (_ stream: String, _ line: String) -> Void,
                              onNotice: @escaping (WorkerNotice) -> Void,
                              onExit: @escaping (WorkerTermination) -> Void) throws(SupervisionError) -> any RunningWorker {
-        var options = ProcessOptions(spec)
-        options.spawnMethod = spawnMethod
-        options.parentDeathSignal = spawnMethod == .pidfd ? parentDeathSignal : nil
+        var cache: AnyObject?
+        return try startProcess(spec, path: path, notify: notify, cache: &cache, onOutput: onOutput, onNotice: onNotice, onExit: onExit)
+    }
+
+    /// ``startProcess(_:path:notify:onOutput:onNotice:onExit:)``, keeping in `cache` the spawn's
+    /// options and C arrays for the child's next start (one without a notify setup: those get
+    /// fresh environment values every time). They are made again when the runtime's spawn
+    /// settings or the children's environment changes, or `environ` does.
+    public func startProcess(_ spec: ProcessSpec, path: String, notify: NotifySetup, cache: inout AnyObject?,
+                             onOutput: @escaping (_ stream: String, _ line: String) -> Void,
+                             onNotice: @escaping (WorkerNotice) -> Void,
+                             onExit: @escaping (WorkerTermination) -> Void) throws(SupervisionError) -> any RunningWorker {
         let wantsOutput = spec.stdout == .capture || spec.stderr == .capture
         let lineHandler: ((ProcessOutput) -> Void)? = wantsOutput ? { output in
             guard case .line(let stream, let line) = output else { return }
             onOutput(stream == .standardOutput ? "stdout" : "stderr", line)
         } : nil
         let worker = UVProcessWorker(stopSignal: spec.stopSignal)
-        var environmentChanges = childEnvironment
-        if !notify.isNone {
-            do {
-                let notifyChanges = try worker.prepareNotifications(notify, on: loop, options: &options,
-                                                                    expectedUID: spec.userID ?? getuid(), runtime: self, onNotice: onNotice)
-                environmentChanges.merge(notifyChanges) { _, new in new }
-            } catch {
-                worker.closeNotifications()
-                throw SupervisionError(.startFailed, error.description)
+        let options: ProcessOptions
+        let spawnCache: SpawnCache?
+        if notify.isNone, let kept = cache as? ProcessStartCache, kept.settings == spawnSettings {
+            options = kept.options
+            spawnCache = kept.spawnCache
+        } else {
+            var made = ProcessOptions(spec)
+            made.spawnMethod = spawnMethod
+            made.parentDeathSignal = spawnMethod == .pidfd ? parentDeathSignal : nil
+            var environmentChanges = childEnvironment
+            if !notify.isNone {
+                do {
+                    let notifyChanges = try worker.prepareNotifications(notify, on: loop, options: &made,
+                                                                        expectedUID: spec.userID ?? getuid(), runtime: self, onNotice: onNotice)
+                    environmentChanges.merge(notifyChanges) { _, new in new }
+                } catch {
+                    worker.closeNotifications()
+                    throw SupervisionError(.startFailed, error.description)
+                }
             }
-        }
-        if !environmentChanges.isEmpty {
-            options.environment = EnvironmentPolicy(spec.environment.applying(environmentChanges))
+            if !environmentChanges.isEmpty {
+                made.environment = EnvironmentPolicy(spec.environment.applying(environmentChanges))
+            }
+            options = made
+            if notify.isNone {
+                let kept = ProcessStartCache(options: made, settings: spawnSettings)
+                cache = kept
+                spawnCache = kept.spawnCache
+            } else {
+                spawnCache = nil
+            }
         }
         let observer = spec.newProcessGroup ? processGroupObserver : nil
         do {
-            worker.process = try ChildProcess.spawn(on: loop, options, onOutput: lineHandler) { [weak worker] exit in
+            worker.process = try ChildProcess.spawn(on: loop, options, reusing: spawnCache, onOutput: lineHandler) { [weak worker] exit in
                 if let observer, let pid = worker?.pid { observer(pid, false) }
                 // Notices sent just before the exit come first.
                 worker?.closeNotifications()
@@ -282,6 +317,25 @@ extension UVRuntime {
             }
         }
         return probe
+    }
+}
+
+/// What a process start kept for the next start of the same child: its options and the
+/// spawn's C arrays (``UVRuntime/startProcess(_:path:notify:cache:onOutput:onNotice:onExit:)``).
+final class ProcessStartCache {
+    struct Settings: Equatable {
+        var spawnMethod: SpawnMethod
+        var parentDeathSignal: Int32?
+        var environmentVersion: Int
+    }
+
+    let options: ProcessOptions
+    let settings: Settings
+    let spawnCache = SpawnCache()
+
+    init(options: ProcessOptions, settings: Settings) {
+        self.options = options
+        self.settings = settings
     }
 }
 

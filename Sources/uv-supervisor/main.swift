@@ -75,6 +75,8 @@ func run(_ file: String) -> Never {
     logFiles.use(config.logFiles)
     var reloader: Reloader?
     var reloading = false
+    /// Hands children's output lines to their log files from now on (set once the tree exists).
+    var listenForLogLines: (() -> Void)?
     var watchers: [SignalWatcher] = []
     /// Re-reads the file and applies the difference; a reload while one runs is refused.
     func reload(on loop: EventLoop, done: @escaping (_ error: String?, _ summary: String) -> Void) {
@@ -88,6 +90,7 @@ func run(_ file: String) -> Never {
                 done("\(failure.message) (nothing changed)", "")
             case .success(let next):
                 logFiles.use(next.logFiles)
+                if !next.logFiles.isEmpty { listenForLogLines?() }
                 current.apply(next) { error, summary in
                     reloading = false
                     // Decoding and comparing ran code supervising does not: let it go again.
@@ -105,9 +108,17 @@ func run(_ file: String) -> Never {
     options.configure = { root, loop in
         loopForReload = loop
         reloader = Reloader(root: root, config: config)
-        root.onEvent { event in
-            if case .output(_, let line) = event.kind { logFiles.write(path: event.path, line: line) }
+        var listening = false
+        listenForLogLines = {
+            guard !listening else { return }
+            listening = true
+            root.onEvent { event in
+                if case .output(_, let line) = event.kind { logFiles.write(path: event.path, line: line) }
+            }
         }
+        // Only with a log file: a handler makes the tree build every event (an exit, a
+        // restart's delay, a start), which a daemon that logs nothing has no use for.
+        if !config.logFiles.isEmpty { listenForLogLines?() }
         if let hangup = try? SignalWatcher(loop: loop, signal: SIGHUP, { _ in
             logger?.info("SIGHUP: reloading \(file)")
             reload(on: loop) { error, summary in

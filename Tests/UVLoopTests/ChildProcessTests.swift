@@ -218,6 +218,7 @@ struct ChildProcessTests {
         var options = cuvs_spawn_options()
         options.stdio_fds = (-1, -1, -1)
         var pidfd: Int32 = -1
+        var step = cuvs_spawn_step(rawValue: 0)
         errno = 0
         let result = "/nonexistent/program".withCString { file in
             argv.withUnsafeBufferPointer { argvBuffer in
@@ -225,12 +226,13 @@ struct ChildProcessTests {
                     options.file = file
                     options.argv = UnsafePointer(argvBuffer.baseAddress)
                     options.envp = UnsafePointer(envpBuffer.baseAddress)
-                    return cuvs_spawn(&options, &pidfd)
+                    return cuvs_spawn(&options, &pidfd, &step)
                 }
             }
         }
         let errnoAfter = errno
         #expect(result == -ENOENT, "execve's error comes back as the result")
+        #expect(step == CUVS_SPAWN_STEP_EXEC, "the failed step is named")
         #expect(errnoAfter == 0, "the child's failing system calls must not write the parent's errno")
         #expect(pidfd == -1)
     }

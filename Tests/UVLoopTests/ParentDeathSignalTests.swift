@@ -26,7 +26,7 @@ struct ParentDeathSignalTests {
                             options.file = file
                             options.argv = args.baseAddress
                             options.envp = env.baseAddress
-                            result.pid = cuvs_spawn(&options, &result.pidfd)
+                            result.pid = cuvs_spawn(&options, &result.pidfd, nil)
                         }
                     }
                 }

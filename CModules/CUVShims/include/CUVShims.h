@@ -23,6 +23,21 @@ int cuvs_pidfd_send_signal(int pidfd, int signal);
 /// (exit code or signal written), 0 when it is still running, -1 with errno on failure.
 int cuvs_pidfd_reap(int pidfd, int *exit_code, int *term_signal);
 
+/// Blocks SIGCHLD in the calling thread and returns a signalfd for it (non-blocking,
+/// close-on-exec), or -errno (the mask left as it was). *was_blocked says whether the thread
+/// blocked SIGCHLD already (then leave it blocked when done).
+int cuvs_sigchld_fd_open(int *was_blocked);
+
+/// Unblocks SIGCHLD in the calling thread.
+void cuvs_sigchld_unblock(void);
+
+/// Reads every pending signal from a non-blocking signalfd; returns how many there were.
+int cuvs_signalfd_drain(int fd);
+
+/// Waits for the child `pid` to end and reaps it (blocking, retried on EINTR). For a child that
+/// was just killed after a failed setup.
+void cuvs_reap_child(pid_t pid);
+
 /// The pid of an exited child not yet reaped, left unreaped (waitid with WNOWAIT); 0 when
 /// none, -errno on failure (-ECHILD: no children at all).
 int cuvs_peek_exited_child(void);
@@ -169,13 +184,27 @@ typedef struct cuvs_spawn_options {
     int limit_count;
 } cuvs_spawn_options;
 
+/// The step of a spawn that failed in the child, so that an error can say what failed.
+typedef enum cuvs_spawn_step {
+    CUVS_SPAWN_STEP_SESSION = 1,               // setsid
+    CUVS_SPAWN_STEP_PARENT_DEATH_SIGNAL = 2,   // prctl(PR_SET_PDEATHSIG), or the parent already gone
+    CUVS_SPAWN_STEP_DESCRIPTORS = 3,           // installing 0, 1, 2 and the extra descriptors
+    CUVS_SPAWN_STEP_CHDIR = 4,
+    CUVS_SPAWN_STEP_LIMITS = 5,                // prlimit
+    CUVS_SPAWN_STEP_GROUPS = 6,                // setgroups
+    CUVS_SPAWN_STEP_GID = 7,                   // setgid
+    CUVS_SPAWN_STEP_UID = 8,                   // setuid
+    CUVS_SPAWN_STEP_EXEC = 9,                  // execve
+} cuvs_spawn_step;
+
 /// Spawns a child with vfork semantics (CLONE_VM | CLONE_VFORK): the child sets up its
 /// session, parent-death signal, stdio, extra descriptors and credentials, marks every other
 /// descriptor close-on-exec in its own table, then execs. Returns the pid and stores a
 /// close-on-exec pidfd in *pidfd_out (from CLONE_PIDFD, or -1 when the kernel has no pidfd);
 /// on failure returns -errno (the exec error is reported synchronously). The caller's errno is
-/// left as it was.
-int cuvs_spawn(const cuvs_spawn_options *options, int *pidfd_out);
+/// left as it was. When the child failed, *failed_step (if not NULL) says at which step; it is
+/// left alone when the error came from the parent (clone).
+int cuvs_spawn(const cuvs_spawn_options *options, int *pidfd_out, cuvs_spawn_step *failed_step);
 
 /// The same spawn with posix_spawn (POSIX_SPAWN_SETSID for the session, file actions for the
 /// descriptors, closefrom and the working directory; glibc 2.34+): the Dispatch runtime's spawn. The parent-death
