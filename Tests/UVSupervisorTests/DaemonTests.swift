@@ -172,6 +172,12 @@ private func runPidOneScenario(_ loop: EventLoop) throws {
     // The daemon is unshare's child: PID 1 inside, this pid outside.
     let inner = OrphanProbe.children(of: daemon.process.pid).first ?? -1
     #expect(inner > 0)
+    // Its thread blocks SIGCHLD and reads it from a signalfd: the orphans below are reaped
+    // through that, not through a signal handler.
+    let blocked = (readSmallFile("/proc/\(inner)/status") ?? "").split(separator: "\n")
+        .first { $0.hasPrefix("SigBlk:") }
+        .flatMap { UInt64(String($0.dropFirst(7).drop { $0 == "\t" || $0 == " " }), radix: 16) }
+    #expect(blocked.map { $0 & (UInt64(1) << UInt64(SIGCHLD - 1)) != 0 } == true, "SigBlk of the daemon: \(String(describing: blocked))")
     // The storm of 40 orphans runs for about a second; the crasher restarts every ~20 ms
     // meanwhile (slower on a loaded machine: the test waits for counts, bounded, not for a time).
     let crashCount = { daemon.lines.filter { $0.hasPrefix("exited root/crasher") }.count }
