@@ -179,8 +179,11 @@ package struct SpawnPreparation {
 }
 
 /// The entries of this process's `environ` at one moment (the pointers, not the strings), to
-/// tell whether an environment block built from it is still what a fresh build would give:
-/// `setenv`, `unsetenv` and `putenv` all change a pointer in the array (or the array itself).
+/// tell whether an environment block built from it is still what a fresh build would give.
+/// Adding or removing a variable changes the array; giving one a new value puts another string
+/// in its place (glibc's `setenv` may reuse a string it made before for the very same
+/// `NAME=value`, which is then what the block holds anyway). Only a string a host changed in
+/// place after `putenv` keeps its pointer; every spawn sees that change, this one too.
 package struct EnvironSnapshot {
     private let entries: [UnsafeMutablePointer<CChar>?]
 

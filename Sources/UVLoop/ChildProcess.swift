@@ -59,7 +59,10 @@ public final class ChildProcess: LoopHandle {
     ///   - onOutput: receives lines from streams configured as ``StdioPolicy/pipe``.
     ///   - onExit: called once on the loop with the exit code or signal.
     /// - Throws: ``UVError`` naming the program and libuv's error (`ENOENT` for a missing
-    ///   executable or working directory, `EACCES`, `EINVAL` for empty argv, ...). On failure
+    ///   executable or working directory, `EACCES`, `EINVAL` for empty argv, ...; with
+    ///   ``SpawnMethod/pidfd`` an error from the child names the step that failed, `execve`
+    ///   with the path, `chdir`, limits, credentials). `EINVAL` for ``SpawnMethod/libuv`` on a
+    ///   loop that takes SIGCHLD through a signalfd (a `SupervisorDaemon`'s). On failure
     ///   no handle stays open and no process is left behind.
     public static func spawn(
         on loop: EventLoop,

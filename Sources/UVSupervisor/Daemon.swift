@@ -33,7 +33,11 @@ public struct DaemonOptions {
     public var lagThreshold: Duration? = .milliseconds(250)
     /// Seeds backoff jitter (default: random).
     public var randomSeed: UInt64? = nil
-    /// How process workers are spawned (default: pidfd where available).
+    /// How process workers are spawned (default: pidfd where available). With
+    /// `.pidfd` and an orphan reaper (``reapOrphans``, or the sentinel of
+    /// ``killDescendants``), SIGCHLD is blocked on the thread that runs the daemon until it
+    /// returns and read from a signalfd, and the daemon's loop refuses `.libuv`
+    /// spawns meanwhile (their exits are reported only by libuv's SIGCHLD handler).
     public var spawnMethod: SpawnMethod = .preferred
     /// The signal children get if the daemon dies, even by SIGKILL (default SIGKILL; pidfd only).
     public var parentDeathSignal: Int32? = SIGKILL
@@ -193,6 +197,12 @@ public enum SupervisorDaemon {
                 try ControlServer(loop: loop, root: root, options: socket, shutdownTimeout: timeout, readyWhen: options.readyWhen,
                                   reload: options.reload)
             }
+            do {
+                try reports?.start()
+            } catch {
+                control?.close()
+                throw error
+            }
         } catch {
             // Nothing has started: close what was made, as a failed start must leave nothing
             // (and the loop's thread gets SIGCHLD back).
@@ -207,7 +217,6 @@ public enum SupervisorDaemon {
             throw error
         }
         let signalForwarders = forwarders
-        try reports?.start()
         let trimmer = CodePageTrimmer.watching(runtime, on: loop, quietPeriod: options.trimCodePages)
         root.onTermination { _ in
             control?.close()

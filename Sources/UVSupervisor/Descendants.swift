@@ -107,37 +107,41 @@ final class DescendantSentinel {
 /// read from a signalfd instead: an exit of one of the loop's own children (watched through its
 /// pidfd) then runs no signal handler on the loop's thread in the middle of the restart (that
 /// handler, libuv's, with its frame and three system calls, was a tenth of a restart's gap), and
-/// the signalfd is read with the pidfd's event in the same turn. libuv's handler stays
-/// installed for a SIGCHLD that another thread of the process takes (one that does not block
-/// it). Only for a loop whose children are spawned with the pidfd method: libuv's own spawn
-/// needs its handler to run, so the loop refuses it meanwhile.
+/// the signalfd is read with the pidfd's event in the same turn. libuv's handler must stay
+/// installed: the kernel may hand SIGCHLD to another thread of the process (an adopted
+/// orphan's parent is any of its threads), and with no handler (SIG_DFL) a thread that does
+/// not block it discards the signal. Only for a loop whose children are spawned with the pidfd
+/// method: libuv's own spawn needs its handler to run, so the loop refuses it meanwhile.
+/// Threads created from the loop's thread while it runs inherit the blocked SIGCHLD.
 final class OrphanReaper {
     private let loop: EventLoop
     private var watcher: SignalWatcher?
     private var signalDescriptor: ReadableDescriptor?
     private var unblockOnClose = false
+    /// The thread whose signal mask it changed (`close()` must run there).
+    private let creator: pthread_t
     private var queued = false
 
     init(loop: EventLoop, quietLoopThread: Bool) throws(UVError) {
+        self.creator = pthread_self()
         self.loop = loop
         watcher = try SignalWatcher(loop: loop, signal: SIGCHLD) { [weak self] _ in self?.reapSoon() }
         if quietLoopThread {
+            // Only a speed-up: without a signalfd (EMFILE, say) libuv's handler still reports.
             var wasBlocked: Int32 = 0
             let fd = cuvs_sigchld_fd_open(&wasBlocked)
-            if fd < 0 {
-                close()
-                throw UVError(errno: -fd, operation: "signalfd for SIGCHLD")
-            }
-            unblockOnClose = wasBlocked == 0
-            loop.takesChildSignalsThroughDescriptor = true
-            do {
-                signalDescriptor = try ReadableDescriptor(loop: loop, owning: fd) { [weak self] in
-                    _ = cuvs_signalfd_drain(fd)
-                    self?.reapSoon()
+            if fd >= 0 {
+                do {
+                    signalDescriptor = try ReadableDescriptor(loop: loop, owning: fd) { [weak self] in
+                        _ = cuvs_signalfd_drain(fd)
+                        self?.reapSoon()
+                    }
+                    unblockOnClose = wasBlocked == 0
+                    loop.takesChildSignalsThroughDescriptor = true
+                } catch {
+                    // The descriptor was closed by the failed watcher.
+                    if wasBlocked == 0 { cuvs_sigchld_unblock() }
                 }
-            } catch {
-                close()
-                throw error
             }
         }
         reap()
@@ -184,6 +188,7 @@ final class OrphanReaper {
 
     /// Stops watching; call it on the loop's thread (it unblocks SIGCHLD there again).
     func close() {
+        precondition(pthread_equal(creator, pthread_self()) != 0, "OrphanReaper.close on another thread than its loop's")
         watcher?.close()
         watcher = nil
         if signalDescriptor != nil { loop.takesChildSignalsThroughDescriptor = false }

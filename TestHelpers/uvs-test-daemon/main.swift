@@ -197,6 +197,43 @@ if CommandLine.arguments.count >= 2 && ["family", "pid1"].contains(CommandLine.a
     }
 }
 
+if CommandLine.arguments.count >= 2 && CommandLine.arguments[1] == "environ" {
+    // A child restarted with its kept argv and environment (the daemon's cookie is an override,
+    // so the block is built from environ): a variable this process sets after two starts must
+    // reach the next ones. In a process of its own, as setenv is not thread-safe against the
+    // other tests' spawns.
+    var options = DaemonOptions()
+    options.logger = nil
+    var starts = 0
+    options.configure = { root, _ in
+        root.onEvent { event in
+            switch event.kind {
+            case .output(_, let line):
+                print("output \(line)")
+                starts += 1
+                if starts == 2 { setenv("UVS_ENVIRON_TEST", "set", 1) }
+                if starts == 4 { unsetenv("UVS_ENVIRON_TEST") }
+                if starts == 6 { root.shutdown() }
+            default: break
+            }
+        }
+    }
+    unsetenv("UVS_ENVIRON_TEST")
+    var echo = ProcessSpec(argv: ["/bin/sh", "-c", "echo \"value=$UVS_ENVIRON_TEST\"; exit 1"])
+    echo.stdout = .capture
+    var child = ChildSpec(id: "echo", .process(echo))
+    child.backoff = Backoff(initial: .milliseconds(100), multiplier: 1, maximum: .milliseconds(100), jitter: 0, resetAfter: .seconds(60))
+    do {
+        let reason = try SupervisorDaemon.run(SupervisorSpec(intensity: RestartIntensity(maxRestarts: 10_000, period: .seconds(1)),
+                                                             children: [child]), options: options)
+        print("final \(reason)")
+        exit(0)
+    } catch {
+        print("error \(error)")
+        exit(2)
+    }
+}
+
 if CommandLine.arguments.count >= 3 && CommandLine.arguments[1] == "control" {
     // Serves a control socket at the given path: db (sleeps), crasher (crash-loops every
     // 200 ms), pool (a dynamic supervisor with a "worker" template), and late, which gets

@@ -24,32 +24,19 @@ private func outputLines(_ loop: EventLoop, _ options: ProcessOptions, cache: Sp
 
 @Suite("Spawns kept between restarts")
 struct SpawnCacheTests {
-    @Test("a kept preparation is used again while environ is unchanged, and made again when it changes")
-    func environChanges() async throws {
+    @Test("a kept preparation is used again while environ is unchanged")
+    func reusedWhileEnvironUnchanged() async throws {
+        // (Changing environ is tested in a process of its own: DaemonTests, "environ".)
         let report = try await withCheckedLoop { loop in
-            unsetenv("UVS_CACHE_TEST_B")
-            defer { unsetenv("UVS_CACHE_TEST_B") }
-            var options = ProcessOptions(argv: ["/bin/sh", "-c", "echo \"$UVS_CACHE_TEST_A-$UVS_CACHE_TEST_B\""])
+            var options = ProcessOptions(argv: ["/bin/sh", "-c", "echo \"$UVS_CACHE_TEST_A\""])
             options.spawnMethod = .pidfd
             options.environment = .inheritWithOverrides(["UVS_CACHE_TEST_A": "a"])
             options.stdout = .pipe
             let cache = SpawnCache()
             let run1 = try outputLines(loop, options, cache: cache)
-            #expect(run1 == ["a-"])
             let run2 = try outputLines(loop, options, cache: cache)
-            #expect(run2 == ["a-"])
+            #expect(run1 == ["a"] && run2 == ["a"])
             #expect(cache.preparations == 1, "the second spawn reuses the first one's argv and environment")
-            setenv("UVS_CACHE_TEST_B", "b", 1)
-            let run3 = try outputLines(loop, options, cache: cache)
-            #expect(run3 == ["a-b"], "a variable set since is passed on")
-            #expect(cache.preparations == 2)
-            setenv("UVS_CACHE_TEST_B", "c", 1)
-            let run4 = try outputLines(loop, options, cache: cache)
-            #expect(run4 == ["a-c"], "a changed value is passed on")
-            unsetenv("UVS_CACHE_TEST_B")
-            let run5 = try outputLines(loop, options, cache: cache)
-            #expect(run5 == ["a-"], "a removed variable is gone")
-            #expect(cache.preparations == 4)
         }
         #expect(report == .clean)
     }
@@ -99,6 +86,7 @@ struct SpawnCacheTests {
             #expect(execError?.description.contains("\"\(program)\"") == true)
             // A working directory removed after the first start: chdir's error names it.
             let workDirectory = makeTemporaryDirectory()
+            defer { rmdir(workDirectory) }
             var inDirectory = ProcessOptions(argv: ["/bin/true"])
             inDirectory.spawnMethod = .pidfd
             inDirectory.workingDirectory = workDirectory

@@ -156,6 +156,19 @@ struct DaemonTests {
         #expect(report == .clean)
     }
 
+    @Test("a restarted child gets environ as it is now: a variable the daemon sets or unsets between restarts is passed on")
+    func environChangesReachRestarts() async throws {
+        let report = try await withCheckedLoop { loop in
+            let daemon = try DaemonUnderTest(loop: loop, command: [daemonHelperPath, "environ"])
+            #expect(runLoop(loop, timeout: .seconds(20)) { daemon.exit != nil && daemon.outputEnded })
+            let values = daemon.lines.filter { $0.hasPrefix("output ") }
+            #expect(values == ["output value=", "output value=", "output value=set", "output value=set", "output value=", "output value="],
+                    "\(daemon.lines)")
+            #expect(daemon.exit == .exited(0))
+        }
+        #expect(report == .clean)
+    }
+
     @Test("as PID 1 of a PID namespace: orphans are reaped while a child crash-loops (no exit lost); SIGHUP is passed on to the workers; SIGTERM stops the tree in order")
     func pidOne() async throws {
         let report = try await withCheckedLoop { loop in
