@@ -24,6 +24,7 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/signalfd.h>
+#include <sys/epoll.h>
 #include <time.h>
 
 #ifndef SYS_pidfd_open
@@ -114,6 +115,29 @@ int cuvs_signalfd_drain(int fd) {
     struct signalfd_siginfo info;
     int count = 0;
     while (read(fd, &info, sizeof info) == (ssize_t)sizeof info) count++;
+    return count;
+}
+
+int cuvs_exit_set_open(void) {
+    int fd = epoll_create1(EPOLL_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}
+
+int cuvs_exit_set_arm(int set, int pidfd, int pid, int again) {
+    struct epoll_event event;
+    memset(&event, 0, sizeof event);
+    event.events = EPOLLIN | EPOLLONESHOT;
+    event.data.u64 = (uint64_t)(uint32_t)pid;
+    return epoll_ctl(set, again ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, pidfd, &event) == 0 ? 0 : -errno;
+}
+
+int cuvs_exit_set_ready(int set, int *pids, int capacity) {
+    struct epoll_event events[64];
+    if (capacity > 64) capacity = 64;
+    int count;
+    while ((count = epoll_wait(set, events, capacity, 0)) < 0 && errno == EINTR) {}
+    if (count < 0) return -errno;
+    for (int i = 0; i < count; i++) pids[i] = (int)(uint32_t)events[i].data.u64;
     return count;
 }
 

@@ -8,8 +8,9 @@ import ProcessSpawning
 /// A child process watched on the loop, started with `uv_spawn` or the Linux pidfd fast path
 /// (see ``SpawnMethod``).
 ///
-/// Lifetime: the handle (`uv_process_t`, or the `uv_poll_t` on the pidfd) is closed right after
-/// the exit was reported; closing a `uv_process_t` earlier would leave a zombie libuv never
+/// Lifetime: the handle (`uv_process_t`, or an idle handle that only carries the lifetime while
+/// the pidfd is watched in the loop's set of child exits) is closed right after the exit was
+/// reported; closing a `uv_process_t` earlier would leave a zombie libuv never
 /// reaps. After the exit was reported the pid may belong to another process, so ``signal(_:)``
 /// refuses with `ESRCH` instead of signalling it.
 ///
@@ -37,7 +38,8 @@ public final class ChildProcess: LoopHandle {
 
     private let killGroupOnExit: Bool
     private var onExit: ((ProcessExit) -> Void)?
-    /// The pidfd (pidfd method), closed after the poll handle's close callback.
+    /// The pidfd (pidfd method), closed after the handle's close callback (which takes it out
+    /// of the loop's set of child exits).
     private var pidfd: Int32
 
     init(loop: EventLoop, memory: UnsafeMutableRawPointer, pid: Int32, pidfd: Int32,
@@ -180,7 +182,7 @@ public final class ChildProcess: LoopHandle {
         exit = reason
         // The group outlives its leader while grandchildren live, so -pid cannot be reused yet.
         if killGroupOnExit { _ = Glibc.kill(-pid, SIGKILL) }
-        loop.liveProcesses[ObjectIdentifier(self)] = nil
+        loop.liveProcesses[pid] = nil
         let handler = onExit
         onExit = nil
         close()
@@ -215,6 +217,7 @@ public final class ChildProcess: LoopHandle {
         if pidfd >= 0 {
             Glibc.close(pidfd)
             pidfd = -1
+            loop.childExits.unwatched()
         }
     }
 
@@ -224,13 +227,17 @@ public final class ChildProcess: LoopHandle {
         onExit = nil
     }
 
-    /// The pidfd method's poll callback: the pidfd became readable, the child has exited.
+    /// The pidfd method's exit event: the pidfd became readable, the child has exited.
     func pidfdReadable() {
         guard exit == nil else { return }
         var code: Int32 = 0
         var signal: Int32 = 0
         let reaped = cuvs_pidfd_reap(pidfd, &code, &signal)
-        if reaped == 0 { return }
+        if reaped == 0 {
+            // Not reapable yet: watch for the next event (the set arms each pidfd once).
+            loop.childExits.rearm(pidfd: pidfd, pid: pid)
+            return
+        }
         if reaped < 0 {
             // The child is gone but cannot be reaped: the kernel reaped it already, because
             // this process ignores SIGCHLD. Its status is lost; report -1 rather than poll on.

@@ -70,7 +70,7 @@ extension ChildProcess {
             stdio.closePipes()
             throw UVError(code: result, operation: description)
         }
-        loop.liveProcesses[ObjectIdentifier(child)] = child
+        loop.liveProcesses[child.pid] = child
         stdio.startReading()
         return child
     }
@@ -144,24 +144,22 @@ extension ChildProcess {
             stdio.closePipes()
             throw UVError(errno: ENOSYS, operation: "\(description): pidfd_open")
         }
-        let memory = LoopHandle.allocate(uv_poll_t.self, on: loop)
-        let poll = memory.assumingMemoryBound(to: uv_poll_t.self)
-        let initResult = uv_poll_init(loop.rawLoop, poll, pidfd)
-        if initResult < 0 {
-            memory.deallocate()
+        do {
+            try loop.childExits.watch(pidfd: pidfd, pid: result)
+        } catch {
             Glibc.kill(result, SIGKILL)
             cuvs_reap_child(result)
             Glibc.close(pidfd)
             stdio.closePipes()
-            throw UVError(code: initResult, operation: "\(description): watch pidfd")
+            throw UVError(code: error.code, operation: "\(description): \(error.operation)")
         }
+        // The handle only carries the child's lifetime (an idle handle, never started: no
+        // system call); its exit arrives through the loop's set of child exits.
+        let memory = LoopHandle.allocate(uv_idle_t.self, on: loop)
+        uv_idle_init(loop.rawLoop, memory.assumingMemoryBound(to: uv_idle_t.self))
         let child = ChildProcess(loop: loop, memory: memory,
                                  pid: result, pidfd: pidfd, method: .pidfd, options: options, onExit: onExit)
-        loop.liveProcesses[ObjectIdentifier(child)] = child
-        uv_poll_start(poll, Int32(UV_READABLE.rawValue)) { handle, _, _ in
-            guard let data = handle?.pointee.data else { return }
-            Unmanaged<ChildProcess>.fromOpaque(data).takeUnretainedValue().pidfdReadable()
-        }
+        loop.liveProcesses[result] = child
         stdio.startReading()
         return child
     }

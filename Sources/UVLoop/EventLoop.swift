@@ -53,7 +53,9 @@ public final class EventLoop {
     public let remote: LoopRemote
 
     /// Child processes whose exit has not been reported yet (teardown kills them).
-    var liveProcesses: [ObjectIdentifier: ChildProcess] = [:]
+    var liveProcesses: [Int32: ChildProcess] = [:]
+    /// Where the pidfds of the pidfd method's children are watched (made with the loop).
+    private(set) var childExits: ChildExitSet!
     /// Set while SIGCHLD is blocked on this loop's thread and read from a signalfd (the daemon's
     /// orphan reaper with pidfd-spawned children): libuv's SIGCHLD handler may then never run, so
     /// the libuv spawn method, which learns of exits only through it, is refused.
@@ -62,7 +64,7 @@ public final class EventLoop {
     /// Whether `pid` is a child process this loop spawned and has not reaped yet (the orphan
     /// reaper of a daemon must leave those to their own exit watch).
     package func spawnedChild(_ pid: Int32) -> Bool {
-        liveProcesses.values.contains { $0.pid == pid }
+        liveProcesses[pid] != nil
     }
 
     /// Creates a loop owned by the calling thread.
@@ -79,6 +81,8 @@ public final class EventLoop {
         remote = LoopRemote(ownerThread: ownerThread)
         runSoonQueue.attach(to: self)
         remote.attach(to: self)
+        // (A failure here runs deinit, which tears the loop down.)
+        childExits = try ChildExitSet(loop: self)
     }
 
     deinit {

@@ -141,8 +141,9 @@ public enum SpawnMethod: Sendable, Equatable {
     case libuv
     /// Linux: a `vfork`-style spawn in the C shim that sets the session, the parent-death signal
     /// and the descriptors in the child and closes every other descriptor; the exit is watched
-    /// through a pidfd (`uv_poll_t`) and reaped with `waitid(P_PIDFD)`; signals to the child go
-    /// through `pidfd_send_signal`, immune to pid reuse.
+    /// through a pidfd (in the loop's epoll set of child exits) and reaped with
+    /// `waitid(P_PIDFD)`; signals to the child go through `pidfd_send_signal`, immune to pid
+    /// reuse.
     case pidfd
 
     /// ``pidfd`` when the kernel supports pidfds, else ``libuv``.

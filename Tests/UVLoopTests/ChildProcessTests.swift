@@ -276,6 +276,28 @@ struct ChildProcessTests {
         #expect(report == .clean)
     }
 
+    @Test("twenty pidfd children ending at about the same time are all reported, then the exit set keeps the loop alive no longer")
+    func manyExitsAtOnce() async throws {
+        let report = try await withCheckedLoop { loop in
+            let handlesBefore = loop.liveHandleCount
+            var exits: [Int32: ProcessExit] = [:]
+            var children: [ChildProcess] = []
+            for index in 0..<20 {
+                let child = try ChildProcess.spawn(on: loop, ProcessOptions(.pidfd, argv: ["/bin/sh", "-c", "exit \(index)"])) { exit in
+                    exits[Int32(index)] = exit
+                }
+                children.append(child)
+            }
+            #expect(runLoop(loop) { exits.count == 20 })
+            #expect((0..<20).allSatisfy { exits[Int32($0)] == .exited(Int32($0)) })
+            #expect(children.allSatisfy { !$0.isRunning })
+            // Nothing watched: the exit set no longer keeps the loop alive (no referenced active handle).
+            #expect(loop.run(.noWait) == false)
+            #expect(loop.liveHandleCount == handlesBefore)
+        }
+        #expect(report == .clean)
+    }
+
     @Test("bad input is refused with a clear error and leaves nothing behind", arguments: [SpawnMethod.libuv, .pidfd])
     func badInput(method: SpawnMethod) async throws {
         let report = try await withCheckedLoop { loop in

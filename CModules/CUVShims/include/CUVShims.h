@@ -23,6 +23,17 @@ int cuvs_pidfd_send_signal(int pidfd, int signal);
 /// (exit code or signal written), 0 when it is still running, -1 with errno on failure.
 int cuvs_pidfd_reap(int pidfd, int *exit_code, int *term_signal);
 
+/// A set of pidfds watched together (an epoll instance, close-on-exec), or -errno.
+int cuvs_exit_set_open(void);
+
+/// Watches `pidfd` (of child `pid`) in `set` for one event (EPOLLONESHOT); `again` re-arms a
+/// pidfd already in the set. 0 or -errno. A closed pidfd leaves the set by itself.
+int cuvs_exit_set_arm(int set, int pidfd, int pid, int again);
+
+/// The pids whose pidfds became readable, without blocking: how many were written to `pids`
+/// (at most `capacity`, at most 64), or -errno.
+int cuvs_exit_set_ready(int set, int *pids, int capacity);
+
 /// Blocks SIGCHLD in the calling thread and returns a signalfd for it (non-blocking,
 /// close-on-exec), or -errno (the mask left as it was). *was_blocked says whether the thread
 /// blocked SIGCHLD already (then leave it blocked when done).

@@ -1,0 +1,66 @@
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
+import CLibUV
+import CUVShims
+
+/// The exits of a loop's pidfd-spawned children: one epoll set holding every child's pidfd,
+/// watched by one poll handle (a ``ReadableDescriptor`` on the set).
+///
+/// A child then costs one `epoll_ctl` to watch (a pidfd of its own in libuv would cost
+/// `uv_poll_init`'s two `epoll_ctl` and an `ioctl`, `uv_poll_start`'s `epoll_ctl`, the loop's
+/// `epoll_ctl` to add it and the close's to remove it), and its exit one `epoll_wait` on the
+/// set. Each pidfd is armed for one event (`EPOLLONESHOT`) and leaves the set when it is closed.
+/// Events carry the pid, looked up among the loop's live children, so no pointer is kept in the
+/// kernel. The poll handle keeps the loop alive only while a child is watched (`uv_ref`).
+final class ChildExitSet {
+    private unowned(unsafe) let loop: EventLoop
+    private let set: Int32
+    private var watcher: ReadableDescriptor?
+    private var watched = 0
+
+    init(loop: EventLoop) throws(UVError) {
+        self.loop = loop
+        let set = cuvs_exit_set_open()
+        if set < 0 { throw UVError(errno: -set, operation: "epoll_create1 for child exits") }
+        self.set = set
+        watcher = try ReadableDescriptor(loop: loop, owning: set) { [weak self] in self?.deliver() }
+        if let watcher { uv_unref(watcher.rawHandle) }
+    }
+
+    /// Watches the pidfd of the child `pid` (in ``EventLoop/liveProcesses`` by then).
+    func watch(pidfd: Int32, pid: Int32) throws(UVError) {
+        let result = cuvs_exit_set_arm(set, pidfd, pid, 0)
+        if result < 0 { throw UVError(errno: -result, operation: "watch pidfd of \(pid)") }
+        watched += 1
+        if watched == 1, let watcher, watcher.isOpen { uv_ref(watcher.rawHandle) }
+    }
+
+    /// Watches a pidfd again that reported before its child could be reaped.
+    func rearm(pidfd: Int32, pid: Int32) {
+        _ = cuvs_exit_set_arm(set, pidfd, pid, 1)
+    }
+
+    /// A watched pidfd was closed (it left the set with it).
+    func unwatched() {
+        watched -= 1
+        if watched == 0, let watcher, watcher.isOpen { uv_unref(watcher.rawHandle) }
+    }
+
+    private func deliver() {
+        var pids = (Int32(0), Int32(0), Int32(0), Int32(0), Int32(0), Int32(0), Int32(0), Int32(0))
+        while true {
+            let count = withUnsafeMutableBytes(of: &pids) { raw in
+                cuvs_exit_set_ready(set, raw.baseAddress!.assumingMemoryBound(to: Int32.self), 8)
+            }
+            if count <= 0 { return }
+            withUnsafeBytes(of: pids) { raw in
+                for index in 0..<Int(count) {
+                    let pid = raw.load(fromByteOffset: index * MemoryLayout<Int32>.stride, as: Int32.self)
+                    loop.liveProcesses[pid]?.pidfdReadable()
+                }
+            }
+            if count < 8 { return }
+        }
+    }
+}
