@@ -123,21 +123,21 @@ int cuvs_exit_set_open(void) {
     return fd < 0 ? -errno : fd;
 }
 
-int cuvs_exit_set_arm(int set, int pidfd, int pid, int again) {
+int cuvs_exit_set_arm(int set, int pidfd, uint64_t token, int again) {
     struct epoll_event event;
     memset(&event, 0, sizeof event);
     event.events = EPOLLIN | EPOLLONESHOT;
-    event.data.u64 = (uint64_t)(uint32_t)pid;
+    event.data.u64 = token;
     return epoll_ctl(set, again ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, pidfd, &event) == 0 ? 0 : -errno;
 }
 
-int cuvs_exit_set_ready(int set, int *pids, int capacity) {
+int cuvs_exit_set_ready(int set, uint64_t *tokens, int capacity) {
     struct epoll_event events[64];
     if (capacity > 64) capacity = 64;
     int count;
     while ((count = epoll_wait(set, events, capacity, 0)) < 0 && errno == EINTR) {}
     if (count < 0) return -errno;
-    for (int i = 0; i < count; i++) pids[i] = (int)(uint32_t)events[i].data.u64;
+    for (int i = 0; i < count; i++) tokens[i] = events[i].data.u64;
     return count;
 }
 

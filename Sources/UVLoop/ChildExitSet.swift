@@ -11,8 +11,8 @@ import CUVShims
 /// `uv_poll_init`'s two `epoll_ctl` and an `ioctl`, `uv_poll_start`'s `epoll_ctl`, the loop's
 /// `epoll_ctl` to add it and the close's to remove it), and its exit one `epoll_wait` on the
 /// set. Each pidfd is armed for one event (`EPOLLONESHOT`) and leaves the set when it is closed.
-/// Events carry the pid, looked up among the loop's live children, so no pointer is kept in the
-/// kernel. The poll handle keeps the loop alive only while a child is watched (`uv_ref`).
+/// Events carry the child's serial number, looked up among the loop's live children, so no
+/// pointer is kept in the kernel (and no pid, which a reap frees for reuse). The poll handle keeps the loop alive only while a child is watched (`uv_ref`).
 final class ChildExitSet {
     private unowned(unsafe) let loop: EventLoop
     private let set: Int32
@@ -28,17 +28,19 @@ final class ChildExitSet {
         if let watcher { uv_unref(watcher.rawHandle) }
     }
 
-    /// Watches the pidfd of the child `pid` (in ``EventLoop/liveProcesses`` by then).
-    func watch(pidfd: Int32, pid: Int32) throws(UVError) {
-        let result = cuvs_exit_set_arm(set, pidfd, pid, 0)
-        if result < 0 { throw UVError(errno: -result, operation: "watch pidfd of \(pid)") }
+    /// Watches the pidfd of the child that will have `serial` (events are delivered on later
+    /// turns, when it is among the loop's live children).
+    func watch(pidfd: Int32, serial: UInt64) throws(UVError) {
+        let result = cuvs_exit_set_arm(set, pidfd, serial, 0)
+        if result < 0 { throw UVError(errno: -result, operation: "watch pidfd") }
         watched += 1
         if watched == 1, let watcher, watcher.isOpen { uv_ref(watcher.rawHandle) }
     }
 
-    /// Watches a pidfd again that reported before its child could be reaped.
-    func rearm(pidfd: Int32, pid: Int32) {
-        _ = cuvs_exit_set_arm(set, pidfd, pid, 1)
+    /// Watches a pidfd again that reported before its child could be reaped; false if that
+    /// failed.
+    func rearm(pidfd: Int32, serial: UInt64) -> Bool {
+        cuvs_exit_set_arm(set, pidfd, serial, 1) == 0
     }
 
     /// A watched pidfd was closed (it left the set with it).
@@ -48,16 +50,16 @@ final class ChildExitSet {
     }
 
     private func deliver() {
-        var pids = (Int32(0), Int32(0), Int32(0), Int32(0), Int32(0), Int32(0), Int32(0), Int32(0))
+        var serials = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
         while true {
-            let count = withUnsafeMutableBytes(of: &pids) { raw in
-                cuvs_exit_set_ready(set, raw.baseAddress!.assumingMemoryBound(to: Int32.self), 8)
+            let count = withUnsafeMutableBytes(of: &serials) { raw in
+                cuvs_exit_set_ready(set, raw.baseAddress!.assumingMemoryBound(to: UInt64.self), 8)
             }
             if count <= 0 { return }
-            withUnsafeBytes(of: pids) { raw in
+            withUnsafeBytes(of: serials) { raw in
                 for index in 0..<Int(count) {
-                    let pid = raw.load(fromByteOffset: index * MemoryLayout<Int32>.stride, as: Int32.self)
-                    loop.liveProcesses[pid]?.pidfdReadable()
+                    let serial = raw.load(fromByteOffset: index * MemoryLayout<UInt64>.stride, as: UInt64.self)
+                    loop.liveProcesses[serial]?.pidfdReadable()
                 }
             }
             if count < 8 { return }

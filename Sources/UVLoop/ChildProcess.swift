@@ -29,6 +29,8 @@ public final class ChildProcess: LoopHandle {
 
     /// The child's process id (also its process group id when it has its own group).
     public let pid: Int32
+    /// Its number among the loop's children (see `EventLoop.liveProcesses`).
+    let serial: UInt64
     /// Whether the child leads its own process group (``ProcessOptions/newProcessGroup``).
     public let hasOwnProcessGroup: Bool
     /// How it was started.
@@ -42,8 +44,9 @@ public final class ChildProcess: LoopHandle {
     /// of the loop's set of child exits).
     private var pidfd: Int32
 
-    init(loop: EventLoop, memory: UnsafeMutableRawPointer, pid: Int32, pidfd: Int32,
+    init(loop: EventLoop, memory: UnsafeMutableRawPointer, serial: UInt64, pid: Int32, pidfd: Int32,
          method: SpawnMethod, options: ProcessOptions, onExit: @escaping (ProcessExit) -> Void) {
+        self.serial = serial
         self.pid = pid
         self.pidfd = pidfd
         spawnMethod = method
@@ -182,7 +185,7 @@ public final class ChildProcess: LoopHandle {
         exit = reason
         // The group outlives its leader while grandchildren live, so -pid cannot be reused yet.
         if killGroupOnExit { _ = Glibc.kill(-pid, SIGKILL) }
-        loop.liveProcesses[pid] = nil
+        loop.processEnded(self)
         let handler = onExit
         onExit = nil
         close()
@@ -234,8 +237,11 @@ public final class ChildProcess: LoopHandle {
         var signal: Int32 = 0
         let reaped = cuvs_pidfd_reap(pidfd, &code, &signal)
         if reaped == 0 {
-            // Not reapable yet: watch for the next event (the set arms each pidfd once).
-            loop.childExits.rearm(pidfd: pidfd, pid: pid)
+            // Not reapable yet: watch for the next event (the set arms each pidfd once); if
+            // that fails, look again on the next turn rather than lose the exit.
+            if !loop.childExits.rearm(pidfd: pidfd, serial: serial) {
+                loop.runSoon { [weak self] in self?.pidfdReadable() }
+            }
             return
         }
         if reaped < 0 {
@@ -244,7 +250,6 @@ public final class ChildProcess: LoopHandle {
             code = -1
             signal = 0
         }
-        // didExit closes the handle, which stops the poll (one epoll_ctl, not two).
         didExit(signal != 0 ? .signaled(signal) : .exited(code))
     }
 }

@@ -61,7 +61,7 @@ extension ChildProcess {
                 return uv_spawn(loop.rawLoop, process, &uvOptions)
             }
         }
-        let child = ChildProcess(loop: loop, memory: memory,
+        let child = ChildProcess(loop: loop, memory: memory, serial: loop.nextProcessSerial(),
                                  pid: process.pointee.pid, pidfd: -1, method: .libuv, options: options, onExit: onExit)
         if result < 0 {
             // uv_spawn initialised the handle even though it failed: close it, and the pipes.
@@ -70,7 +70,7 @@ extension ChildProcess {
             stdio.closePipes()
             throw UVError(code: result, operation: description)
         }
-        loop.liveProcesses[child.pid] = child
+        loop.processStarted(child)
         stdio.startReading()
         return child
     }
@@ -144,8 +144,9 @@ extension ChildProcess {
             stdio.closePipes()
             throw UVError(errno: ENOSYS, operation: "\(description): pidfd_open")
         }
+        let serial = loop.nextProcessSerial()
         do {
-            try loop.childExits.watch(pidfd: pidfd, pid: result)
+            try loop.childExits.watch(pidfd: pidfd, serial: serial)
         } catch {
             Glibc.kill(result, SIGKILL)
             cuvs_reap_child(result)
@@ -157,9 +158,9 @@ extension ChildProcess {
         // system call); its exit arrives through the loop's set of child exits.
         let memory = LoopHandle.allocate(uv_idle_t.self, on: loop)
         uv_idle_init(loop.rawLoop, memory.assumingMemoryBound(to: uv_idle_t.self))
-        let child = ChildProcess(loop: loop, memory: memory,
+        let child = ChildProcess(loop: loop, memory: memory, serial: serial,
                                  pid: result, pidfd: pidfd, method: .pidfd, options: options, onExit: onExit)
-        loop.liveProcesses[result] = child
+        loop.processStarted(child)
         stdio.startReading()
         return child
     }

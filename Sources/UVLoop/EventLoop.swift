@@ -37,7 +37,8 @@ public final class EventLoop {
     package let rawLoop: UnsafeMutablePointer<uv_loop_t>
     /// The owning thread: the only one allowed to touch the loop.
     let ownerThread: pthread_t
-    /// Handles initialised and not yet through their close callback (ours, run-soon's, remote's).
+    /// Handles initialised and not yet through their close callback (ours, run-soon's, remote's,
+    /// the child exit set's).
     var openHandleCount = 0
     private(set) var isClosed = false
     /// Set when ``close()`` begins: no new child process is spawned from then on.
@@ -53,7 +54,12 @@ public final class EventLoop {
     public let remote: LoopRemote
 
     /// Child processes whose exit has not been reported yet (teardown kills them).
-    var liveProcesses: [Int32: ChildProcess] = [:]
+    /// Keyed by a serial number of this loop's (never reused, unlike a pid: a pid freed by a
+    /// reap can be given to a new child before the old one's exit has been handled).
+    private(set) var liveProcesses: [UInt64: ChildProcess] = [:]
+    /// How many live children have each pid (almost always 0 or 1; see above).
+    private var livePIDs: [Int32: Int] = [:]
+    private var lastProcessSerial: UInt64 = 0
     /// Where the pidfds of the pidfd method's children are watched (made with the loop).
     private(set) var childExits: ChildExitSet!
     /// Set while SIGCHLD is blocked on this loop's thread and read from a signalfd (the daemon's
@@ -64,7 +70,25 @@ public final class EventLoop {
     /// Whether `pid` is a child process this loop spawned and has not reaped yet (the orphan
     /// reaper of a daemon must leave those to their own exit watch).
     package func spawnedChild(_ pid: Int32) -> Bool {
-        liveProcesses[pid] != nil
+        livePIDs[pid] != nil
+    }
+
+    /// A serial number for a child about to be spawned.
+    func nextProcessSerial() -> UInt64 {
+        lastProcessSerial += 1
+        return lastProcessSerial
+    }
+
+    /// `child` runs and its exit has not been handled yet.
+    func processStarted(_ child: ChildProcess) {
+        liveProcesses[child.serial] = child
+        livePIDs[child.pid, default: 0] += 1
+    }
+
+    /// `child`'s exit was handled (or it was abandoned at teardown).
+    func processEnded(_ child: ChildProcess) {
+        guard liveProcesses.removeValue(forKey: child.serial) != nil else { return }
+        if let count = livePIDs[child.pid], count > 1 { livePIDs[child.pid] = count - 1 } else { livePIDs[child.pid] = nil }
     }
 
     /// Creates a loop owned by the calling thread.
@@ -242,6 +266,7 @@ public final class EventLoop {
         // Processes that outlived the deadline above still need their handle closed.
         for process in liveProcesses.values { process.abandonForTeardown() }
         liveProcesses.removeAll()
+        livePIDs.removeAll()
         repeat {
             while uv_run(rawLoop, UV_RUN_DEFAULT) != 0 {}
             uv_run(rawLoop, UV_RUN_NOWAIT)

@@ -290,7 +290,13 @@ struct ChildProcessTests {
             }
             #expect(runLoop(loop) { exits.count == 20 })
             #expect((0..<20).allSatisfy { exits[Int32($0)] == .exited(Int32($0)) })
-            #expect(children.allSatisfy { !$0.isRunning })
+            #expect(children.allSatisfy { !$0.isRunning && !loop.spawnedChild($0.pid) })
+            var sleeperExit: ProcessExit?
+            let sleeper = try ChildProcess.spawn(on: loop, ProcessOptions(.pidfd, argv: ["/bin/sleep", "60"])) { sleeperExit = $0 }
+            #expect(loop.spawnedChild(sleeper.pid), "a running child is the loop's (the orphan reaper leaves it alone)")
+            try sleeper.signal(SIGKILL)
+            #expect(runLoop(loop) { sleeperExit != nil })
+            #expect(!loop.spawnedChild(sleeper.pid))
             // Nothing watched: the exit set no longer keeps the loop alive (no referenced active handle).
             #expect(loop.run(.noWait) == false)
             #expect(loop.liveHandleCount == handlesBefore)

@@ -3,6 +3,7 @@
 #ifndef CUVSHIMS_H
 #define CUVSHIMS_H
 
+#include <stdint.h>
 #include <sys/types.h>
 #include <signal.h>
 
@@ -26,13 +27,13 @@ int cuvs_pidfd_reap(int pidfd, int *exit_code, int *term_signal);
 /// A set of pidfds watched together (an epoll instance, close-on-exec), or -errno.
 int cuvs_exit_set_open(void);
 
-/// Watches `pidfd` (of child `pid`) in `set` for one event (EPOLLONESHOT); `again` re-arms a
-/// pidfd already in the set. 0 or -errno. A closed pidfd leaves the set by itself.
-int cuvs_exit_set_arm(int set, int pidfd, int pid, int again);
+/// Watches `pidfd` in `set` for one event (EPOLLONESHOT), which will carry `token`; `again`
+/// re-arms a pidfd already in the set. 0 or -errno. A closed pidfd leaves the set by itself.
+int cuvs_exit_set_arm(int set, int pidfd, uint64_t token, int again);
 
-/// The pids whose pidfds became readable, without blocking: how many were written to `pids`
-/// (at most `capacity`, at most 64), or -errno.
-int cuvs_exit_set_ready(int set, int *pids, int capacity);
+/// The tokens of the pidfds that became readable, without blocking: how many were written to
+/// `tokens` (at most `capacity`, at most 64), or -errno.
+int cuvs_exit_set_ready(int set, uint64_t *tokens, int capacity);
 
 /// Blocks SIGCHLD in the calling thread and returns a signalfd for it (non-blocking,
 /// close-on-exec), or -errno (the mask left as it was). *was_blocked says whether the thread
