@@ -261,6 +261,8 @@ public final class Supervisor {
                 }, onExit: { [weak record] termination in
                     record?.workerEnded(generation: generation, termination)
                 })
+                // A temporary child is never started again: nothing to keep for it.
+                if record.spec.restart == .temporary { record.runtimeCache = nil }
                 record.worker = .runtime(worker)
                 emit(record, .started(pid: worker.pid))
                 if let settings = record.healthSettings { beginHealthChecks(record, settings) }

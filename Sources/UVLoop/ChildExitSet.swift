@@ -12,12 +12,16 @@ import CUVShims
 /// `epoll_ctl` to add it and the close's to remove it), and its exit one `epoll_wait` on the
 /// set. Each pidfd is armed for one event (`EPOLLONESHOT`) and leaves the set when it is closed.
 /// Events carry the child's serial number, looked up among the loop's live children, so no
-/// pointer is kept in the kernel (and no pid, which a reap frees for reuse). The poll handle keeps the loop alive only while a child is watched (`uv_ref`).
+/// pointer is kept in the kernel (and no pid, which a reap frees for reuse). The poll handle
+/// keeps the loop alive only while a child is watched (`uv_ref`).
 final class ChildExitSet {
-    private unowned(unsafe) let loop: EventLoop
+    /// The loop owns this set and outlives it (`unowned`, checked).
+    private unowned let loop: EventLoop
     private let set: Int32
     private var watcher: ReadableDescriptor?
     private var watched = 0
+    /// Where `epoll_wait` writes the ready children's serial numbers (a batch at a time).
+    private var ready = [UInt64](repeating: 0, count: 8)
 
     init(loop: EventLoop) throws(UVError) {
         self.loop = loop
@@ -50,19 +54,16 @@ final class ChildExitSet {
     }
 
     private func deliver() {
-        var serials = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
         while true {
-            let count = withUnsafeMutableBytes(of: &serials) { raw in
-                cuvs_exit_set_ready(set, raw.baseAddress!.assumingMemoryBound(to: UInt64.self), 8)
-            }
+            let capacity = Int32(ready.count)
+            let count = ready.withUnsafeMutableBufferPointer { cuvs_exit_set_ready(set, $0.baseAddress, capacity) }
             if count <= 0 { return }
-            withUnsafeBytes(of: serials) { raw in
-                for index in 0..<Int(count) {
-                    let serial = raw.load(fromByteOffset: index * MemoryLayout<UInt64>.stride, as: UInt64.self)
-                    loop.liveProcesses[serial]?.pidfdReadable()
-                }
+            // Read one at a time: a child's exit handler runs in between (nothing it can call
+            // reaches this buffer; only the next read here refills it).
+            for index in 0..<Int(count) {
+                loop.liveProcesses[ready[index]]?.pidfdReadable()
             }
-            if count < 8 { return }
+            if count < capacity { return }
         }
     }
 }

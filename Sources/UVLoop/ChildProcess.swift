@@ -281,12 +281,13 @@ extension SpawnPreparation {
         if let prepared = cache.prepared, cache.environ?.isCurrent ?? true { return prepared }
         cache.prepared = nil
         cache.preparations += 1
+        let keepable = options.spawnMethod == .pidfd && options.extraDescriptors.isEmpty
+            && options.argv.first?.utf8.contains(UInt8(ascii: "/")) == true
         // Taken before the block is built from `environ`, so that a change in between is seen.
         var snapshot: EnvironSnapshot?
-        if case .inheritWithOverrides = options.environment { snapshot = EnvironSnapshot() }
+        if keepable, case .inheritWithOverrides = options.environment { snapshot = EnvironSnapshot() }
         let prepared = try SpawnPreparation(options: options)
-        if options.spawnMethod == .pidfd && options.extraDescriptors.isEmpty
-            && options.argv[0].utf8.contains(UInt8(ascii: "/")) {
+        if keepable {
             cache.prepared = prepared
             cache.environ = snapshot
         }

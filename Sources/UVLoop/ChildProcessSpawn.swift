@@ -157,7 +157,9 @@ extension ChildProcess {
         // The handle only carries the child's lifetime (an idle handle, never started: no
         // system call); its exit arrives through the loop's set of child exits.
         let memory = LoopHandle.allocate(uv_idle_t.self, on: loop)
-        uv_idle_init(loop.rawLoop, memory.assumingMemoryBound(to: uv_idle_t.self))
+        // Bound once here, as every handle's memory (uv_idle_init cannot fail: it only fills in
+        // the struct).
+        uv_idle_init(loop.rawLoop, memory.bindMemory(to: uv_idle_t.self, capacity: 1))
         let child = ChildProcess(loop: loop, memory: memory, serial: serial,
                                  pid: result, pidfd: pidfd, method: .pidfd, options: options, onExit: onExit)
         loop.processStarted(child)
