@@ -65,14 +65,9 @@ int cuvs_pidfd_send_signal(int pidfd, int signal) {
 }
 
 int cuvs_pidfd_reap(int pidfd, int *exit_code, int *term_signal) {
-    return cuvs_pidfd_exit_status(pidfd, 0, exit_code, term_signal);
-}
-
-int cuvs_pidfd_exit_status(int pidfd, int leave_zombie, int *exit_code, int *term_signal) {
     siginfo_t info;
     memset(&info, 0, sizeof info);
-    int options = WEXITED | WNOHANG | (leave_zombie ? WNOWAIT : 0);
-    if (waitid((idtype_t)P_PIDFD, (id_t)pidfd, &info, options) != 0) return -1;
+    if (waitid((idtype_t)P_PIDFD, (id_t)pidfd, &info, WEXITED | WNOHANG) != 0) return -1;
     if (info.si_pid == 0) return 0;
     *exit_code = 0;
     *term_signal = 0;

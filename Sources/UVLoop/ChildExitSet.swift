@@ -14,10 +14,6 @@ import CUVShims
 /// Events carry the child's serial number, looked up among the loop's live children, so no
 /// pointer is kept in the kernel (and no pid, which a reap frees for reuse). The poll handle
 /// keeps the loop alive only while a child is watched (`uv_ref`).
-///
-/// It also reaps the children whose exits were handled before they were reaped (see
-/// `ChildProcess.pidfdReadable`): together, on a timer 1 to 2 ms after the first of them, when
-/// a restart those exits started is past its `clone` and its child past `execve`.
 final class ChildExitSet {
     /// The loop owns this set and outlives it (`unowned`, checked).
     private unowned let loop: EventLoop
@@ -26,14 +22,6 @@ final class ChildExitSet {
     private var watched = 0
     /// Where `epoll_wait` writes the ready children's serial numbers (a batch at a time).
     private var ready = [UInt64](repeating: 0, count: 8)
-    /// Children whose exits were handled, to be reaped when `reapTimer` fires.
-    private var zombies: [ChildProcess] = []
-    /// What waits for those reaps (see `EventLoop.afterChildrenReaped`).
-    private var afterReaping: [() -> Void] = []
-    private var reapTimer: LoopTimer?
-    /// How long after an exit was handled its zombie is reaped: 1 to 2 ms, as libuv's loop
-    /// time counts whole milliseconds (a new child is past `execve` well within 1 ms here).
-    static let reapDelayMilliseconds: UInt64 = 2
 
     init(loop: EventLoop) throws(UVError) {
         self.loop = loop
@@ -42,44 +30,6 @@ final class ChildExitSet {
         self.set = set
         watcher = try ReadableDescriptor(loop: loop, owning: set) { [weak self] in self?.deliver() }
         if let watcher { uv_unref(watcher.rawHandle) }
-        reapTimer = LoopTimer(loop: loop) { [weak self] in self?.reapZombies() }
-    }
-
-    /// Reaps `child` (a zombie whose exit was handled) with the others, a moment from now.
-    func reapLater(_ child: ChildProcess) {
-        zombies.append(child)
-        if zombies.count == 1, let reapTimer {
-            if (try? reapTimer.start(afterMilliseconds: Self.reapDelayMilliseconds)) == nil {
-                // Closed (teardown): the child's close callback reaps it.
-                zombies.removeAll()
-            }
-        }
-    }
-
-    /// Runs `body` once the zombies waiting now are reaped: at once (on the next run-soon
-    /// pass) when none is waiting.
-    func afterReaping(_ body: @escaping () -> Void) {
-        if zombies.isEmpty { loop.runSoon(body) } else { afterReaping.append(body) }
-    }
-
-    private func reapZombies() {
-        let batch = zombies
-        zombies.removeAll(keepingCapacity: true)
-        for child in batch { child.reapAndClose() }
-        if !afterReaping.isEmpty {
-            let waiting = afterReaping
-            afterReaping.removeAll()
-            for body in waiting { body() }
-        }
-    }
-
-    /// At the loop's teardown, once every handle was closed (closing a child's handle reaps
-    /// its zombie): what waited for the reaps runs now.
-    func finishReaping() {
-        zombies.removeAll()
-        let waiting = afterReaping
-        afterReaping.removeAll()
-        for body in waiting { body() }
     }
 
     /// Watches the pidfd of the child that will have `serial` (events are delivered on later

@@ -39,11 +39,6 @@ public final class ChildProcess: LoopHandle {
     public private(set) var exit: ProcessExit?
 
     private let killGroupOnExit: Bool
-    /// Whether the exit is reported while the child is still a zombie, and the child reaped
-    /// a moment later (see ``pidfdReadable()``).
-    private let reportsBeforeReaping: Bool
-    /// The exit was reported and the zombie is not reaped yet (the handle stays open until it is).
-    private var reapPending = false
     private var onExit: ((ProcessExit) -> Void)?
     /// The pidfd (pidfd method), closed after the handle's close callback (which takes it out
     /// of the loop's set of child exits).
@@ -57,10 +52,6 @@ public final class ChildProcess: LoopHandle {
         spawnMethod = method
         hasOwnProcessGroup = options.newProcessGroup
         killGroupOnExit = options.newProcessGroup && options.killGroupOnExit
-        // The kernel counts a zombie among its user's processes: a successor started under
-        // the same user with an RLIMIT_NPROC could be refused while it lingers.
-        reportsBeforeReaping = method == .pidfd
-            && !options.resourceLimits.contains { $0.resource == Int32(__RLIMIT_NPROC.rawValue) }
         self.onExit = onExit
         super.init(loop: loop, initialisedHandle: memory)
     }
@@ -190,20 +181,14 @@ public final class ChildProcess: LoopHandle {
         }
     }
 
-    func didExit(_ reason: ProcessExit, reaped: Bool = true) {
+    func didExit(_ reason: ProcessExit) {
         exit = reason
-        // -pid is still this child's group: the group outlives its leader while grandchildren
-        // live, and an unreaped leader holds its pid.
+        // The group outlives its leader while grandchildren live, so -pid cannot be reused yet.
         if killGroupOnExit { _ = Glibc.kill(-pid, SIGKILL) }
-        loop.processEnded(self, reaped: reaped)
+        loop.processEnded(self)
         let handler = onExit
         onExit = nil
-        if reaped {
-            close()
-        } else {
-            reapPending = true
-            loop.childExits.reapLater(self)
-        }
+        close()
         handler?(reason)
     }
 
@@ -232,8 +217,6 @@ public final class ChildProcess: LoopHandle {
     }
 
     override func didFinishClosing() {
-        // Closed before the exit set's reap came (teardown, or its owner closed it).
-        reapZombie()
         if pidfd >= 0 {
             Glibc.close(pidfd)
             pidfd = -1
@@ -248,21 +231,11 @@ public final class ChildProcess: LoopHandle {
     }
 
     /// The pidfd method's exit event: the pidfd became readable, the child has exited.
-    ///
-    /// The exit status is read without reaping the child (`WNOWAIT`) and the exit reported; the
-    /// zombie is reaped 1 to 2 ms later, by the loop's set of child exits, with any
-    /// others of that moment. Reaping is the dearest step of an exit (the kernel frees the task:
-    /// about 40 µs after a child has lived a second, against 5 µs for the status alone), and
-    /// done right away it would delay whatever the report started: a supervisor's restart, or,
-    /// done just after that restart's `clone`, the new child itself, which the scheduler
-    /// usually runs on this thread's CPU and which this thread would preempt. Until the reap,
-    /// the zombie holds its pid, so the group kill in `didExit` cannot reach a stranger, and the
-    /// handle stays open (closing it reaps first).
     func pidfdReadable() {
         guard exit == nil else { return }
         var code: Int32 = 0
         var signal: Int32 = 0
-        let reaped = cuvs_pidfd_exit_status(pidfd, reportsBeforeReaping ? 1 : 0, &code, &signal)
+        let reaped = cuvs_pidfd_reap(pidfd, &code, &signal)
         if reaped == 0 {
             // Not reapable yet: watch for the next event (the set arms each pidfd once); if
             // that fails, look again on the next turn rather than lose the exit.
@@ -277,23 +250,7 @@ public final class ChildProcess: LoopHandle {
             code = -1
             signal = 0
         }
-        didExit(signal != 0 ? .signaled(signal) : .exited(code), reaped: reaped < 0 || !reportsBeforeReaping)
-    }
-
-    /// Reaps the zombie left by ``pidfdReadable()`` and closes the handle (the exit set's reap).
-    func reapAndClose() {
-        reapZombie()
-        close()
-    }
-
-    /// Reaps the zombie left by ``pidfdReadable()``, once (its pidfd is still open).
-    private func reapZombie() {
-        guard reapPending else { return }
-        reapPending = false
-        var code: Int32 = 0
-        var signal: Int32 = 0
-        _ = cuvs_pidfd_exit_status(pidfd, 0, &code, &signal)
-        loop.processReaped(self)
+        didExit(signal != 0 ? .signaled(signal) : .exited(code))
     }
 }
 

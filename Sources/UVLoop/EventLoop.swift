@@ -57,8 +57,7 @@ public final class EventLoop {
     /// Keyed by a serial number of this loop's (never reused, unlike a pid: a pid freed by a
     /// reap can be given to a new child before the old one's exit has been handled).
     private(set) var liveProcesses: [UInt64: ChildProcess] = [:]
-    /// How many children not reaped yet have each pid (almost always 0 or 1; see above). A
-    /// pidfd child's exit is handled before it is reaped, so it leaves `liveProcesses` first.
+    /// How many live children have each pid (almost always 0 or 1; see above).
     private var livePIDs: [Int32: Int] = [:]
     private var lastProcessSerial: UInt64 = 0
     /// Where the pidfds of the pidfd method's children are watched (made with the loop).
@@ -74,14 +73,6 @@ public final class EventLoop {
         livePIDs[pid] != nil
     }
 
-    /// Runs `body` once the children whose exits were handled but who are not reaped yet (see
-    /// `ChildProcess.pidfdReadable`) are reaped: at once, on the next run-soon pass, when there
-    /// are none. For a daemon's orphan reaper, whose peek at exited children would find one of
-    /// those zombies, which hides the others.
-    package func afterChildrenReaped(_ body: @escaping () -> Void) {
-        childExits.afterReaping(body)
-    }
-
     /// A serial number for a child about to be spawned.
     func nextProcessSerial() -> UInt64 {
         lastProcessSerial += 1
@@ -94,15 +85,9 @@ public final class EventLoop {
         livePIDs[child.pid, default: 0] += 1
     }
 
-    /// `child`'s exit was handled. Unless it was `reaped` too, its pid stays counted (a zombie
-    /// of ours, not an orphan's) until ``processReaped(_:)``.
-    func processEnded(_ child: ChildProcess, reaped: Bool) {
+    /// `child`'s exit was handled (or it was abandoned at teardown).
+    func processEnded(_ child: ChildProcess) {
         guard liveProcesses.removeValue(forKey: child.serial) != nil else { return }
-        if reaped { processReaped(child) }
-    }
-
-    /// `child`, whose exit was handled before, has been reaped: its pid is free.
-    func processReaped(_ child: ChildProcess) {
         if let count = livePIDs[child.pid], count > 1 { livePIDs[child.pid] = count - 1 } else { livePIDs[child.pid] = nil }
     }
 
@@ -285,9 +270,6 @@ public final class EventLoop {
         repeat {
             while uv_run(rawLoop, UV_RUN_DEFAULT) != 0 {}
             uv_run(rawLoop, UV_RUN_NOWAIT)
-            // Zombies left for the exit set's reap were reaped by their handles' close: what
-            // waited for that runs now.
-            childExits.finishReaping()
             // The check handle that drains run-soon jobs is closed by now: run the jobs that
             // close callbacks queued here, so none is silently dropped.
             runSoonQueue.drain()

@@ -147,13 +147,12 @@ final class OrphanReaper {
         reap()
     }
 
-    /// Once the loop's own exited children are reaped (their exits are handled first, their
-    /// zombies reaped a moment later), so that usually one `waitid` peek finds nothing left
-    /// to do.
+    /// After this turn: the loop's own children are reaped by their exit watches first, so
+    /// that usually one `waitid` peek finds nothing left to do.
     private func reapSoon() {
         guard !queued else { return }
         queued = true
-        loop.afterChildrenReaped { [weak self] in
+        loop.runSoon { [weak self] in
             self?.queued = false
             self?.reap()
         }

@@ -24,10 +24,6 @@ int cuvs_pidfd_send_signal(int pidfd, int signal);
 /// (exit code or signal written), 0 when it is still running, -1 with errno on failure.
 int cuvs_pidfd_reap(int pidfd, int *exit_code, int *term_signal);
 
-/// cuvs_pidfd_reap, or with leave_zombie the same without reaping (WNOWAIT): the status is
-/// read and the child stays a zombie, holding its pid, until a later call reaps it.
-int cuvs_pidfd_exit_status(int pidfd, int leave_zombie, int *exit_code, int *term_signal);
-
 /// A set of pidfds watched together (an epoll instance, close-on-exec), or -errno.
 int cuvs_exit_set_open(void);
 
