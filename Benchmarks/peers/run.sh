@@ -4,7 +4,8 @@
 #   bash Benchmarks/peers/run.sh                      every peer, every test (about an hour)
 #   bash Benchmarks/peers/run.sh --runs 2 --restarts 30 --idle-runs 1
 #   bash Benchmarks/peers/run.sh --peers posix_spawn,libuv,uv-supervisor --tests gap,loop
-# Then start-up to 100 children running for every peer (Benchmarks/peers/startup.py).
+# Then start-up to 100 children running for every peer (Benchmarks/peers/startup.py), and the
+# restart gap of the floors and uv-supervisor running side by side (Benchmarks/peers/paired_gap.py).
 # Needs root: the harness installs the peers (Debian packages) and runs perf. Results:
 # .build-peers/harness/RESULTS.md (and raw/); nothing is written to the shared copy.
 set -euo pipefail
@@ -46,5 +47,11 @@ report.main()'
 if [ "${UVS_STARTUP_RUNS:-3}" != "0" ]; then
     UVS_PEERS_HARNESS="$PWD" UVS_BIN="$(cd ../.. && pwd)/.build/release" \
         /usr/bin/python3 ../../Benchmarks/peers/startup.py --runs "${UVS_STARTUP_RUNS:-3}" >> RESULTS.md
+fi
+# Restart gap with the floor, raw libuv and uv-supervisor running at the same time (see
+# Benchmarks/peers/paired_gap.py; UVS_PAIRED_RESTARTS=0 skips it).
+if [ "${UVS_PAIRED_RESTARTS:-200}" != "0" ]; then
+    UVS_PEERS_HARNESS="$PWD" UVS_BIN="$(cd ../.. && pwd)/.build/release" \
+        /usr/bin/python3 ../../Benchmarks/peers/paired_gap.py --restarts "${UVS_PAIRED_RESTARTS:-200}" >> RESULTS.md
 fi
 echo "wrote $PWD/RESULTS.md"

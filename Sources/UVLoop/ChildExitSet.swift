@@ -15,8 +15,10 @@ import CUVShims
 /// pointer is kept in the kernel (and no pid, which a reap frees for reuse). The poll handle
 /// keeps the loop alive only while a child is watched (`uv_ref`).
 final class ChildExitSet {
-    /// The loop owns this set and outlives it (`unowned`, checked).
-    private unowned let loop: EventLoop
+    /// The loop owns this set and outlives it. Not a checked `unowned`: the set delivers exits
+    /// during the loop's teardown, which also runs from the loop's `deinit`, when a checked
+    /// reference could no longer be read (it traps); the loop's memory is still there then.
+    private unowned(unsafe) let loop: EventLoop
     private let set: Int32
     private var watcher: ReadableDescriptor?
     private var watched = 0

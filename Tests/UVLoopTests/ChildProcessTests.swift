@@ -304,6 +304,24 @@ struct ChildProcessTests {
         #expect(report == .clean)
     }
 
+    @Test("a loop dropped without close() while pidfd children run kills them and reports their exits from its deinit")
+    func droppedLoopReapsChildren() async throws {
+        let report = try await withCheckedLoop { _ in
+            var exits: [ProcessExit] = []
+            var pids: [Int32] = []
+            do {
+                let other = try EventLoop()
+                for _ in 0..<2 {
+                    let child = try ChildProcess.spawn(on: other, ProcessOptions(.pidfd, argv: ["/bin/sleep", "60"])) { exits.append($0) }
+                    pids.append(child.pid)
+                }
+            }
+            #expect(exits == [.signaled(SIGKILL), .signaled(SIGKILL)])
+            #expect(pids.allSatisfy { !isAlive($0) })
+        }
+        #expect(report == .clean)
+    }
+
     @Test("bad input is refused with a clear error and leaves nothing behind", arguments: [SpawnMethod.libuv, .pidfd])
     func badInput(method: SpawnMethod) async throws {
         let report = try await withCheckedLoop { loop in
