@@ -112,9 +112,16 @@ void cuvs_sigchld_unblock(void) {
 }
 
 int cuvs_signalfd_drain(int fd) {
-    struct signalfd_siginfo info;
+    // One read takes every pending signal that fits; only a full buffer needs another read (a
+    // standard signal is pending at most twice, once for the process and once for the thread),
+    // so the usual drain is one system call, not a second one that answers EAGAIN.
+    struct signalfd_siginfo info[8];
     int count = 0;
-    while (read(fd, &info, sizeof info) == (ssize_t)sizeof info) count++;
+    ssize_t got;
+    do {
+        got = read(fd, info, sizeof info);
+        if (got > 0) count += (int)(got / (ssize_t)sizeof info[0]);
+    } while (got == (ssize_t)sizeof info);
     return count;
 }
 

@@ -1,6 +1,7 @@
 import Testing
 import UVLoop
 import TestSupport
+import CUVShims
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -13,6 +14,27 @@ private func disposition(_ signal: Int32) -> UInt {
 
 @Suite("Signal watchers")
 struct SignalWatcherTests {
+    @Test("a SIGCHLD signalfd is drained by one call: the pending signal is counted, and nothing is left for the next")
+    func signalfdDrain() throws {
+        var counts: [Int32] = []
+        var opened: Int32 = -1
+        // On a thread of its own: the signal is directed at that thread only, blocked there.
+        try runOnFreshThread {
+            var wasBlocked: Int32 = 0
+            let fd = cuvs_sigchld_fd_open(&wasBlocked)
+            opened = fd
+            guard fd >= 0 else { return }
+            counts.append(cuvs_signalfd_drain(fd))
+            pthread_kill(pthread_self(), SIGCHLD)
+            counts.append(cuvs_signalfd_drain(fd))
+            counts.append(cuvs_signalfd_drain(fd))
+            close(fd)
+            if wasBlocked == 0 { cuvs_sigchld_unblock() }
+        }
+        #expect(opened >= 0)
+        #expect(counts == [0, 1, 0])
+    }
+
     @Test("SIGUSR1 sent to the process arrives on the loop; stopping restores the old disposition")
     func receivesAndRestores() async throws {
         let report = try await withCheckedLoop { loop in
