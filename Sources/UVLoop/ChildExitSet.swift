@@ -15,10 +15,6 @@ import CUVShims
 /// pointer is kept in the kernel (and no pid, which a reap frees for reuse). The poll handle
 /// keeps the loop alive only while a child is watched (`uv_ref`).
 final class ChildExitSet {
-    /// The loop owns this set and outlives it. Not a checked `unowned`: the set delivers exits
-    /// during the loop's teardown, which also runs from the loop's `deinit`, when a checked
-    /// reference could no longer be read (it traps); the loop's memory is still there then.
-    private unowned(unsafe) let loop: EventLoop
     private let set: Int32
     private var watcher: ReadableDescriptor?
     private var watched = 0
@@ -26,7 +22,6 @@ final class ChildExitSet {
     private var ready = [UInt64](repeating: 0, count: 8)
 
     init(loop: EventLoop) throws(UVError) {
-        self.loop = loop
         let set = cuvs_exit_set_open()
         if set < 0 { throw UVError(errno: -set, operation: "epoll_create1 for child exits") }
         self.set = set
@@ -56,6 +51,10 @@ final class ChildExitSet {
     }
 
     private func deliver() {
+        // Called only from the watcher's callback, so the watcher is open and its loop reference
+        // valid (a handle's, which stays readable during the loop's teardown, also when that runs
+        // from the loop's deinit; a checked `unowned` of our own would trap there).
+        guard let loop = watcher?.loop else { return }
         while true {
             let capacity = Int32(ready.count)
             let count = ready.withUnsafeMutableBufferPointer { cuvs_exit_set_ready(set, $0.baseAddress, capacity) }

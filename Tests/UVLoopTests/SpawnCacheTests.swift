@@ -28,8 +28,7 @@ struct SpawnCacheTests {
     func reusedWhileEnvironUnchanged() async throws {
         // (Changing environ is tested in a process of its own: DaemonTests, "environ".)
         let report = try await withCheckedLoop { loop in
-            var options = ProcessOptions(argv: ["/bin/sh", "-c", "echo \"$UVS_CACHE_TEST_A\""])
-            options.spawnMethod = .pidfd
+            var options = ProcessOptions(.pidfd, argv: ["/bin/sh", "-c", "echo \"$UVS_CACHE_TEST_A\""])
             options.environment = .inheritWithOverrides(["UVS_CACHE_TEST_A": "a"])
             options.stdout = .pipe
             let cache = SpawnCache()
@@ -44,8 +43,7 @@ struct SpawnCacheTests {
     @Test("a program looked up in PATH is looked up at every spawn")
     func pathLookupIsNotKept() async throws {
         let report = try await withCheckedLoop { loop in
-            var options = ProcessOptions(argv: ["sh", "-c", "echo found"])
-            options.spawnMethod = .pidfd
+            var options = ProcessOptions(.pidfd, argv: ["sh", "-c", "echo found"])
             options.stdout = .pipe
             let cache = SpawnCache()
             let run6 = try outputLines(loop, options, cache: cache)
@@ -72,8 +70,7 @@ struct SpawnCacheTests {
             let program = directory + "/program"
             #expect(symlink("/bin/true", program) == 0)
             defer { unlink(program); rmdir(directory) }
-            var options = ProcessOptions(argv: [program])
-            options.spawnMethod = .pidfd
+            let options = ProcessOptions(.pidfd, argv: [program])
             let cache = SpawnCache()
             var exit: ProcessExit?
             _ = try ChildProcess.spawn(on: loop, options, reusing: cache, onExit: { exit = $0 })
@@ -109,8 +106,7 @@ struct SpawnCacheTests {
             loop.takesChildSignalsThroughDescriptor = true
             defer { loop.takesChildSignalsThroughDescriptor = false }
             let handlesBefore = loop.liveHandleCount
-            var options = ProcessOptions(argv: ["/bin/true"])
-            options.spawnMethod = .libuv
+            var options = ProcessOptions(.libuv, argv: ["/bin/true"])
             let error = #expect(throws: UVError.self) { _ = try ChildProcess.spawn(on: loop, options, onExit: { _ in }) }
             #expect(error?.name == "EINVAL")
             #expect(error?.description.contains("SIGCHLD") == true)
