@@ -169,7 +169,7 @@ char **cuvs_environ(void) { return environ; }
 // thread's TLS, on a stack of its own until execve, so it makes raw system calls only: no libc
 // wrapper (which would write the parent thread's errno, and which a sanitizer or the dynamic
 // linker might intercept), no allocation, no locks. It writes nothing of the parent's but
-// `child_errno`.
+// its context's `child_errno` and `child_step`, and `parent_sched` and `parent_batched`.
 
 #if defined(__x86_64__)
 __attribute__((no_sanitize("address", "thread", "undefined"), always_inline))
@@ -223,9 +223,23 @@ struct cuvs_kernel_sigaction {
     unsigned long mask;
 };
 
+// The kernel's struct sched_attr as of Linux 3.14 (SCHED_ATTR_SIZE_VER0), which glibc 2.36
+// does not declare.
+struct cuvs_sched_attr {
+    unsigned int size;
+    unsigned int sched_policy;
+    unsigned long long sched_flags;
+    int sched_nice;
+    unsigned int sched_priority;
+    unsigned long long sched_runtime, sched_deadline, sched_period;
+};
+
 struct spawn_context {
     const cuvs_spawn_options *options;
     pid_t parent;
+    pid_t parent_thread;   // child_runs_first: the spawning thread, made batch by the child; else 0
+    struct cuvs_sched_attr parent_sched;   // its own attributes, to restore (when parent_batched)
+    volatile int parent_batched;
     volatile int child_errno;
     volatile int child_step;   // the cuvs_spawn_step that failed
     int report_fd;   // fork fallback: the child writes its errno and step here (-1 with shared memory)
@@ -269,6 +283,22 @@ static int spawn_child(void *argument) {
     struct spawn_context *ctx = argument;
     const cuvs_spawn_options *o = ctx->options;
     long r;
+    // child_runs_first: the spawning thread, suspended until execve, is woken then; in the default
+    // policy it would preempt the program on their shared CPU and run its own bookkeeping before
+    // the program starts. As SCHED_BATCH its wake-up does not preempt (the kernel leaves a batch
+    // task to the tick). Done here, first (before credentials change), so that the program never
+    // has another policy than its parent's, and the thread takes its own attributes back when
+    // it resumes. Only the default policy is switched; the nice value and reset-on-fork are kept.
+    if (ctx->parent_thread > 0) {
+        struct cuvs_sched_attr *own = &ctx->parent_sched;
+        if (SYS4(SYS_sched_getattr, ctx->parent_thread, own, sizeof *own, 0) == 0 && own->sched_policy == SCHED_OTHER) {
+            own->size = sizeof *own;
+            own->sched_flags &= 0x01ULL;   // SCHED_FLAG_RESET_ON_FORK
+            struct cuvs_sched_attr batch = *own;
+            batch.sched_policy = SCHED_BATCH;
+            if (SYS3(SYS_sched_setattr, ctx->parent_thread, &batch, 0) == 0) ctx->parent_batched = 1;
+        }
+    }
     // The parent's handlers must not run here (this child shares its memory): every signal goes
     // to its default, and one that was ignored is ignored again (execve keeps it so), except
     // SIGPIPE, which a program expects at its default. One system call per signal, since setting
@@ -355,7 +385,7 @@ static int spawn_with_fork(const cuvs_spawn_options *options, int *pidfd_out, cu
     *pidfd_out = -1;
     int report[2];
     if (pipe2(report, O_CLOEXEC) != 0) return -errno;
-    struct spawn_context ctx = { options, getpid(), 0, 0, report[1] };
+    struct spawn_context ctx = { .options = options, .parent = getpid(), .report_fd = report[1] };
     pid_t pid = fork();
     if (pid == 0) {
         spawn_child(&ctx);
@@ -381,6 +411,8 @@ static int spawn_with_fork(const cuvs_spawn_options *options, int *pidfd_out, cu
 #define CLONE_PIDFD 0x00001000
 #endif
 
+int cuvs_spawn_shares_memory(void) { return __tsan_init == NULL; }
+
 // Why a child of our own instead of posix_spawn (which glibc also runs on a CLONE_VM|CLONE_VFORK
 // child): posix_spawn has no way to set a parent-death signal, to switch user and group, or to
 // hand back a pidfd atomically before glibc 2.39 (Debian 12 has 2.36). What it can do, the
@@ -389,7 +421,8 @@ int cuvs_spawn(const cuvs_spawn_options *options, int *pidfd_out, cuvs_spawn_ste
     if (__tsan_init != NULL) return spawn_with_fork(options, pidfd_out, failed_step);
     *pidfd_out = -1;
     int saved_errno = errno;
-    struct spawn_context ctx = { options, getpid(), 0, 0, -1 };
+    struct spawn_context ctx = { .options = options, .parent = getpid(), .report_fd = -1 };
+    if (options->child_runs_first) ctx.parent_thread = (pid_t)syscall(SYS_gettid);
     // The child runs on a stack of its own, carved out of ours: with CLONE_VFORK this thread
     // is suspended until the child has exec'd or exited, so nothing else uses that memory
     // meanwhile (musl's posix_spawn does the same).
@@ -414,6 +447,8 @@ int cuvs_spawn(const cuvs_spawn_options *options, int *pidfd_out, cuvs_spawn_ste
         clone_errno = errno;
         if (pid > 0 && ctx.child_errno == 0) pidfd = cuvs_pidfd_open(pid);
     }
+    // Resumed: the program has run (or the child failed); this thread is itself again.
+    if (ctx.parent_batched) syscall(SYS_sched_setattr, 0, &ctx.parent_sched, 0);
     syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old, NULL, 8);
     if (pid < 0) { errno = saved_errno; return -clone_errno; }
     if (ctx.child_errno != 0) {

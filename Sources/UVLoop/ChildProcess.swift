@@ -115,6 +115,9 @@ public final class ChildProcess: LoopHandle {
             throw UVError(code: UV_EINVAL.rawValue,
                           operation: "\(description): supplementary groups, umask and resource limits need the pidfd spawn method")
         }
+        if options.spawnMethod != .pidfd && options.childRunsFirst {
+            throw UVError(code: UV_EINVAL.rawValue, operation: "\(description): childRunsFirst needs the pidfd spawn method")
+        }
         if options.resourceLimits.count > 64 || (options.supplementaryGroups?.count ?? 0) > 65_536 {
             throw UVError(code: UV_EINVAL.rawValue, operation: "\(description): at most 64 resource limits and 65,536 groups")
         }

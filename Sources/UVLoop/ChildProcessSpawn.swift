@@ -94,9 +94,10 @@ extension ChildProcess {
             }
         }
         var spawnOptions = cuvs_spawn_options()
-        spawnOptions.stdio_fds = (stdio.childDescriptor(0), stdio.childDescriptor(1), stdio.childDescriptor(2))
+        spawnOptions.stdio_fds = (stdio.childDescriptor(0, on: loop), stdio.childDescriptor(1, on: loop), stdio.childDescriptor(2, on: loop))
         spawnOptions.new_session = options.newProcessGroup ? 1 : 0
         spawnOptions.parent_death_signal = options.parentDeathSignal ?? 0
+        spawnOptions.child_runs_first = options.childRunsFirst ? 1 : 0
         spawnOptions.set_uid = options.userID == nil ? 0 : 1
         spawnOptions.uid = Int32(bitPattern: options.userID ?? 0)
         spawnOptions.set_gid = options.groupID == nil ? 0 : 1
@@ -244,11 +245,12 @@ struct StdioSetup {
         childEnds[fd] = ends[1]
     }
 
-    /// The descriptor the child installs as `fd` (-1: /dev/null).
-    func childDescriptor(_ fd: Int) -> Int32 {
+    /// The descriptor the child installs as `fd` (pidfd method): for a null stream the loop's
+    /// `/dev/null` (-1, which the child opens itself, if that could not be opened).
+    func childDescriptor(_ fd: Int, on loop: EventLoop) -> Int32 {
         switch sources[fd] {
         case .inherit(let source), .descriptor(let source): return source
-        case .null: return -1
+        case .null: return loop.nullDevice(forInput: fd == 0)
         case .pipe: return childEnds[fd] ?? -1
         }
     }

@@ -94,6 +94,18 @@ public struct ProcessOptions: Sendable, Equatable {
     /// A signal the kernel sends the child when the thread that spawned it (the loop thread)
     /// ends, even by SIGKILL (`PR_SET_PDEATHSIG`). Only with ``SpawnMethod/pidfd``; `nil` for none.
     public var parentDeathSignal: Int32? = nil
+    /// Let the new program run before the spawning thread goes on (default `false`; only with
+    /// ``SpawnMethod/pidfd``). The spawning thread is suspended until the child calls `execve`;
+    /// woken then, it would normally preempt the new program on the CPU they share and finish
+    /// its own bookkeeping first, which delays the program's start (a restart's gap) by that
+    /// much. With this set, the child first makes a spawning thread that is in the default
+    /// policy (`SCHED_OTHER`) `SCHED_BATCH`, its nice value and reset-on-fork flag kept: the
+    /// thread's wake-up then does not preempt, so it waits until the program sleeps or has used
+    /// its time slice (or another CPU takes it), and it takes its own policy back as soon as it
+    /// runs. The program keeps the thread's policy; a thread in any other policy is left alone.
+    /// Costs `gettid` in the thread, two system calls in the child, and one when the thread
+    /// resumes.
+    public var childRunsFirst: Bool = false
     /// Run the child as this user id (requires privileges).
     public var userID: UInt32? = nil
     /// Run the child as this group id (requires privileges).

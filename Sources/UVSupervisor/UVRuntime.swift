@@ -26,6 +26,10 @@ public final class UVRuntime: SupervisorRuntime {
     /// The signal a process worker receives when the supervisor dies, even by SIGKILL
     /// (`PR_SET_PDEATHSIG`, pidfd method only). Default: SIGKILL; `nil` to let children outlive it.
     public var parentDeathSignal: Int32?
+    /// Let each new process worker's program run before the loop thread goes on with its own
+    /// bookkeeping (``ProcessOptions/childRunsFirst``; pidfd method only). Default: `false`;
+    /// `SupervisorDaemon` sets it (``DaemonOptions/childRunsFirst``).
+    public var childRunsFirst = false
 
     /// Restart jobs for the next turn, each held until it has run (a supervisor dropped
     /// meanwhile still gets its turn, then goes away). The first waits in its own slot (the
@@ -57,7 +61,8 @@ public final class UVRuntime: SupervisorRuntime {
     /// What the options of a kept process start depend on besides its spec: when it differs
     /// from the one a cache was made with, the options are made again.
     private var spawnSettings: ProcessStartCache.Settings {
-        .init(spawnMethod: spawnMethod, parentDeathSignal: parentDeathSignal, environmentVersion: childEnvironmentVersion)
+        .init(spawnMethod: spawnMethod, parentDeathSignal: parentDeathSignal, childRunsFirst: childRunsFirst,
+              environmentVersion: childEnvironmentVersion)
     }
     /// Told when a process worker in its own group starts (`true`) and when it has exited.
     var processGroupObserver: ((_ group: Int32, _ started: Bool) -> Void)?
@@ -178,6 +183,7 @@ public final class UVRuntime: SupervisorRuntime {
             var made = ProcessOptions(spec)
             made.spawnMethod = spawnMethod
             made.parentDeathSignal = spawnMethod == .pidfd ? parentDeathSignal : nil
+            made.childRunsFirst = spawnMethod == .pidfd && childRunsFirst
             var environmentChanges = childEnvironment
             if !notify.isNone {
                 do {
@@ -326,6 +332,7 @@ final class ProcessStartCache {
     struct Settings: Equatable {
         var spawnMethod: SpawnMethod
         var parentDeathSignal: Int32?
+        var childRunsFirst: Bool
         var environmentVersion: Int
     }
 

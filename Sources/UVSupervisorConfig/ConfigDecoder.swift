@@ -16,6 +16,8 @@ public struct DaemonSettings: Sendable, Equatable {
     public var readyWhen: DaemonOptions.ReadyCondition = .allChildren
     public var lagThreshold: Duration? = .milliseconds(250)
     public var killDescendants = true
+    /// `DaemonOptions.childRunsFirst`.
+    public var childRunsFirst = true
     /// Unmap the code pages start-up, reloads and bursts of restarts used, once the tree is up
     /// and after this long without an event (`DaemonOptions.trimCodePages`); `nil`: never.
     public var trimCodePages: Duration? = .seconds(30)
@@ -168,6 +170,7 @@ public struct ConfigDecoder {
             settings.lagThreshold = try text(value, path: "daemon.lag-threshold") == "off" ? nil : try duration(value, path: "daemon.lag-threshold")
         }
         if let value = section.optional("kill-descendants") { settings.killDescendants = try bool(value, path: "daemon.kill-descendants") }
+        if let value = section.optional("child-runs-first") { settings.childRunsFirst = try bool(value, path: "daemon.child-runs-first") }
         if let value = section.optional("trim-code-pages") {
             settings.trimCodePages = try text(value, path: "daemon.trim-code-pages") == "off" ? nil : try duration(value, path: "daemon.trim-code-pages")
         }

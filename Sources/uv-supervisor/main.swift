@@ -63,6 +63,7 @@ func run(_ file: String) -> Never {
     options.readyWhen = settings.readyWhen
     options.lagThreshold = settings.lagThreshold
     options.killDescendants = settings.killDescendants
+    options.childRunsFirst = settings.childRunsFirst
     options.trimCodePages = settings.trimCodePages
     options.forwardedSignals = settings.forwardSignals
     if let path = settings.controlSocket {

@@ -15,18 +15,26 @@
 //                          go and come back with the file's bytes, the written one (read-only
 //                          since, like relocated data) keeps its "B"; prints what it saw, exits 0
 //                          only if all held
+//   sched TID              print "spawner:P self:Q nice:N", read first thing: P the scheduling
+//                          policy of thread TID of the parent (the thread that spawned this
+//                          child), Q this process's (SCHED_RESET_ON_FORK included), N its nice
+//                          value
+//   stdio                  print "N:TARGET:MODE" for descriptors 0, 1 and 2 (MODE r, w or rw)
 //   posix-spawn-stdin-closed FILE
 //                          close fd 0, open FILE (it becomes fd 0), posix_spawn (the Dispatch
 //                          runtime's spawn) `echo hello` with stdin /dev/null and stdout FILE,
 //                          and exit with the child's status
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -120,6 +128,30 @@ int main(int argc, char **argv) {
     const char *mode = argv[1];
     if (strcmp(mode, "posix-spawn-stdin-closed") == 0 && argc > 2) return posix_spawn_stdin_closed(argv[2]);
     const char *arg = argc > 2 ? argv[2] : NULL;
+    if (!strcmp(mode, "sched") && arg) {
+        int spawner = sched_getscheduler(atoi(arg));
+        int self = sched_getscheduler(0);
+        errno = 0;
+        int nice = getpriority(PRIO_PROCESS, 0);
+        printf("spawner:%d self:%d nice:%d\n", spawner, self, errno ? -100 : nice);
+        return 0;
+    }
+    if (!strcmp(mode, "stdio")) {
+        // Gathered first: stdout may be one of the three.
+        char lines[3][300];
+        for (int fd = 0; fd < 3; fd++) {
+            char link[32], target[256];
+            snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+            ssize_t length = readlink(link, target, sizeof target - 1);
+            target[length < 0 ? 0 : length] = 0;
+            int flags = fcntl(fd, F_GETFL);
+            int access = flags < 0 ? -1 : (flags & O_ACCMODE);
+            const char *shown = access == O_RDONLY ? "r" : access == O_WRONLY ? "w" : access == O_RDWR ? "rw" : "closed";
+            snprintf(lines[fd], sizeof lines[fd], "%d:%s:%s", fd, target, shown);
+        }
+        for (int fd = 0; fd < 3; fd++) printf("%s\n", lines[fd]);
+        return 0;
+    }
     if (!strcmp(mode, "fds")) return list_fds();
     if (!strcmp(mode, "trim-pages") && arg) return trim_pages(arg);
     if (!strcmp(mode, "exit")) return arg ? atoi(arg) : 0;

@@ -142,6 +142,30 @@ struct ChildProcessTests {
         #expect(report == .clean)
     }
 
+    @Test("null streams are /dev/null, read-only for stdin and read-write for output, restart after restart", arguments: [SpawnMethod.libuv, .pidfd])
+    func nullStreams(method: SpawnMethod) async throws {
+        // The pidfd method hands every child the loop's own /dev/null descriptors (opened once,
+        // closed with the loop: the leak check below sees that); the child sees what opening
+        // it itself gave before.
+        let report = try await withCheckedLoop { loop in
+            for _ in 0..<3 {
+                var options = ProcessOptions(method, argv: [childHelperPath, "stdio"])
+                options.stdin = .null
+                options.stdout = .pipe
+                options.stderr = .null
+                let result = try runToCompletion(loop, options)
+                #expect(result.exit == .exited(0))
+                #expect(result.stdout.count == 3)
+                #expect(result.stdout.first == "0:/dev/null:r")
+                // (libuv's pipes are socket pairs.)
+                let stdout = result.stdout.dropFirst().first ?? ""
+                #expect(stdout.hasPrefix("1:pipe:") || stdout.hasPrefix("1:socket:"))
+                #expect(result.stdout.last == "2:/dev/null:rw")
+            }
+        }
+        #expect(report == .clean)
+    }
+
     @Test("a pidfd-spawned child sees only fds 0, 1, 2 and the descriptors passed to it; the host's flags stay as they were",
           arguments: [SpawnMethod.libuv, .pidfd])
     func onlyExpectedDescriptors(method: SpawnMethod) async throws {

@@ -120,6 +120,7 @@ private let everyKeyConfig = """
       ready-when: significant-children
       lag-threshold: 100ms
       kill-descendants: false
+      child-runs-first: false
       trim-code-pages: 5s
       forward-signals: [USR2, WINCH]
     strategy: rest-for-one
@@ -173,6 +174,7 @@ private func checkEveryKey(_ config: LoadedConfig) throws {
     #expect(daemon.controlSocket == "/run/uvs-test.sock" && daemon.controlSocketMode == 0o660)
     #expect(daemon.shutdownTimeout == .seconds(7) && daemon.logLevel == .debug && daemon.outputLogLevel == .notice)
     #expect(daemon.readyWhen == .significantChildren && daemon.lagThreshold == .milliseconds(100) && !daemon.killDescendants)
+    #expect(!daemon.childRunsFirst && DaemonSettings().childRunsFirst)
     #expect(daemon.trimCodePages == .seconds(5) && DaemonSettings().trimCodePages == .seconds(30))
     #expect(daemon.forwardSignals == [SIGUSR2, SIGWINCH])
     let root = config.root

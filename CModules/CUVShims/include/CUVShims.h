@@ -194,6 +194,7 @@ typedef struct cuvs_spawn_options {
     unsigned umask_value;
     const cuvs_resource_limit *limits;   // applied in the child, before credentials drop
     int limit_count;
+    int child_runs_first;      // the calling thread waits for the child to run (see cuvs_spawn)
 } cuvs_spawn_options;
 
 /// The step of a spawn that failed in the child, so that an error can say what failed.
@@ -216,7 +217,18 @@ typedef enum cuvs_spawn_step {
 /// on failure returns -errno (the exec error is reported synchronously). The caller's errno is
 /// left as it was. When the child failed, *failed_step (if not NULL) says at which step; it is
 /// left alone when the error came from the parent (clone).
+///
+/// With child_runs_first, the child first makes a calling thread in the default policy
+/// (SCHED_OTHER) SCHED_BATCH, nice value and reset-on-fork kept: woken by the child's execve,
+/// the thread then does not preempt the new program on their shared CPU but waits for it to
+/// sleep or use up its time slice, and takes its own attributes back when it resumes. The
+/// program keeps the parent's policy. A thread in any other policy is left alone.
 int cuvs_spawn(const cuvs_spawn_options *options, int *pidfd_out, cuvs_spawn_step *failed_step);
+
+/// 1 when cuvs_spawn runs its child in this process's memory (CLONE_VM | CLONE_VFORK); 0 under
+/// ThreadSanitizer, whose runtime cannot follow such a child, where it forks instead (and
+/// child_runs_first has no effect).
+int cuvs_spawn_shares_memory(void);
 
 /// The same spawn with posix_spawn (POSIX_SPAWN_SETSID for the session, file actions for the
 /// descriptors, closefrom and the working directory; glibc 2.34+): the Dispatch runtime's spawn. The parent-death
