@@ -238,3 +238,40 @@ final class ChildRecord {
         }
     }
 }
+
+/// Where one incarnation of a runtime worker (a process or an async task) reports back: its
+/// output lines, notices and end. The runtime's callbacks each capture this one object, and a
+/// closure that captures a single class reference needs no context of its own: a start
+/// allocates this and nothing more (three closures with their own captures were three
+/// allocations, on every restart).
+///
+/// Weak: a process can outlive a record that was removed and a supervisor that was dropped.
+/// Lines can still arrive after the exit, even after a temporary child's record is gone: they
+/// are reported as long as the supervisor exists.
+final class WorkerReports {
+    private weak var record: ChildRecord?
+    private weak var supervisor: Supervisor?
+    private let generation: UInt64
+    private let path: String
+    private let restartCount: Int
+
+    init(_ record: ChildRecord, supervisor: Supervisor, generation: UInt64) {
+        self.record = record
+        self.supervisor = supervisor
+        self.generation = generation
+        path = record.path
+        restartCount = record.restartCount
+    }
+
+    func output(stream: String, line: String) {
+        supervisor?.emitOutput(path: path, restartCount: restartCount, stream: stream, line: line)
+    }
+
+    func notice(_ notice: WorkerNotice) {
+        record?.noticeArrived(generation: generation, notice)
+    }
+
+    func ended(_ termination: WorkerTermination) {
+        record?.workerEnded(generation: generation, termination)
+    }
+}

@@ -247,20 +247,12 @@ public final class Supervisor {
         switch record.spec.kind {
         case .process(let process):
             do {
-                // Weak: a process can outlive a supervisor that was dropped while running.
-                let restartCount = record.restartCount
-                let path = record.path
-                // Lines can still arrive after the exit, even after a temporary child's record
-                // is gone: they are reported as long as the supervisor exists.
+                let reports = WorkerReports(record, supervisor: self, generation: generation)
                 let setup = record.healthSettings?.notifySetup ?? .none
                 let worker = try runtime.startProcess(process, path: record.path, notify: setup, cache: &record.runtimeCache,
-                                                      onOutput: { [weak self] stream, line in
-                    self?.emitOutput(path: path, restartCount: restartCount, stream: stream, line: line)
-                }, onNotice: { [weak record] notice in
-                    record?.noticeArrived(generation: generation, notice)
-                }, onExit: { [weak record] termination in
-                    record?.workerEnded(generation: generation, termination)
-                })
+                                                      onOutput: { reports.output(stream: $0, line: $1) },
+                                                      onNotice: { reports.notice($0) },
+                                                      onExit: { reports.ended($0) })
                 // A temporary child is never started again: nothing to keep for it.
                 if record.spec.restart == .temporary { record.runtimeCache = nil }
                 record.worker = .runtime(worker)
@@ -275,11 +267,9 @@ public final class Supervisor {
                 body = { try await ChildArgument.$current.withValue(argument.value) { try await taskBody() } }
             }
             do {
-                let worker = try runtime.startAsyncTask(body, path: record.path, onNotice: { [weak record] notice in
-                    record?.noticeArrived(generation: generation, notice)
-                }, onExit: { [weak record] termination in
-                    record?.workerEnded(generation: generation, termination)
-                })
+                let reports = WorkerReports(record, supervisor: self, generation: generation)
+                let worker = try runtime.startAsyncTask(body, path: record.path, onNotice: { reports.notice($0) },
+                                                        onExit: { reports.ended($0) })
                 record.worker = .runtime(worker)
                 emit(record, .started(pid: nil))
                 if let settings = record.healthSettings { beginHealthChecks(record, settings) }

@@ -178,9 +178,11 @@ public final class ChildProcess: LoopHandle {
         }
     }
 
-    static func validate(signal: Int32, operation: String) throws(UVError) {
+    /// (The operation is built only for the error: a spawn with a parent-death signal, every
+    /// restart of a daemon's child, must not format a string.)
+    static func validate(signal: Int32, operation: @autoclosure () -> String) throws(UVError) {
         if signal < 0 || signal >= 65 {
-            throw UVError(code: UV_EINVAL.rawValue, operation: "\(operation): signal \(signal) is out of range")
+            throw UVError(code: UV_EINVAL.rawValue, operation: "\(operation()): signal \(signal) is out of range")
         }
     }
 

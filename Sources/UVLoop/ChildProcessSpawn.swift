@@ -202,8 +202,8 @@ struct StdioSetup {
     private var pipes: [OutputPipe] = []
 
     init(loop: EventLoop, options: ProcessOptions, onOutput: ((ProcessOutput) -> Void)?, description: String) throws(UVError) {
-        let policies = [options.stdin, options.stdout, options.stderr]
-        for (fd, policy) in policies.enumerated() {
+        sources.reserveCapacity(3)   // one allocation, not two as it grows
+        for (fd, policy) in [options.stdin, options.stdout, options.stderr].enumerated() {
             switch policy {
             case .inherit:
                 sources.append(.inherit(Int32(fd)))

@@ -113,7 +113,7 @@ final class DescendantSentinel {
 /// not block it discards the signal. Only for a loop whose children are spawned with the pidfd
 /// method: libuv's own spawn needs its handler to run, so the loop refuses it meanwhile.
 /// Threads created from the loop's thread while it runs inherit the blocked SIGCHLD.
-final class OrphanReaper {
+final class OrphanReaper: LoopRunnable {
     private let loop: EventLoop
     private var watcher: SignalWatcher?
     private var signalDescriptor: ReadableDescriptor?
@@ -121,6 +121,7 @@ final class OrphanReaper {
     /// The thread whose signal mask it changed (`close()` must run there).
     private let creator: pthread_t
     private var queued = false
+    private var closed = false
 
     init(loop: EventLoop, quietLoopThread: Bool) throws(UVError) {
         self.creator = pthread_self()
@@ -150,12 +151,17 @@ final class OrphanReaper {
     /// After this turn: the loop's own children are reaped by their exit watches first, so
     /// that usually one `waitid` peek finds nothing left to do.
     private func reapSoon() {
-        guard !queued else { return }
+        guard !queued, !closed else { return }
         queued = true
-        loop.runSoon { [weak self] in
-            self?.queued = false
-            self?.reap()
-        }
+        // Itself as the job (held by the queue until it has run): every SIGCHLD, so every
+        // restart, queues this, and a closure would be an allocation each time.
+        loop.runSoon(self)
+    }
+
+    /// The queued reap (``reapSoon()``).
+    func runOnLoop() {
+        queued = false
+        if !closed { reap() }
     }
 
     /// Reaps every exited child that is not one of the loop's: peeks (without reaping) at an
@@ -189,6 +195,7 @@ final class OrphanReaper {
     /// Stops watching; call it on the loop's thread (it unblocks SIGCHLD there again).
     func close() {
         precondition(pthread_equal(creator, pthread_self()) != 0, "OrphanReaper.close on another thread than its loop's")
+        closed = true
         watcher?.close()
         watcher = nil
         if signalDescriptor != nil { loop.takesChildSignalsThroughDescriptor = false }

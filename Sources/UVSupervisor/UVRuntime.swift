@@ -208,15 +208,14 @@ public final class UVRuntime: SupervisorRuntime {
             }
         }
         let observer = spec.newProcessGroup ? processGroupObserver : nil
+        worker.exitHandler = onExit
+        worker.groupObserver = observer
         do {
-            worker.process = try ChildProcess.spawn(on: loop, options, reusing: spawnCache, onOutput: lineHandler) { [weak worker] exit in
-                if let observer, let pid = worker?.pid { observer(pid, false) }
-                // Notices sent just before the exit come first.
-                worker?.closeNotifications()
-                switch exit {
-                case .exited(let code): onExit(.exited(code))
-                case .signaled(let signal): onExit(.signaled(signal))
-                }
+            // Captures the worker alone, so no closure context is allocated (every restart
+            // comes through here). The worker is held until the exit, when the process drops
+            // this handler.
+            worker.process = try ChildProcess.spawn(on: loop, options, reusing: spawnCache, onOutput: lineHandler) { exit in
+                worker.processExited(exit)
             }
         } catch {
             worker.closeNotifications()
@@ -389,6 +388,10 @@ final class UVRuntimeTimer: RuntimeTimer {
 final class UVProcessWorker: RunningWorker {
     var process: ChildProcess?
     let stopSignal: Int32
+    /// Told once, when the process has exited.
+    var exitHandler: ((WorkerTermination) -> Void)?
+    /// Told of the process group's end (the daemon's sentinel), when the child leads a group.
+    var groupObserver: ((_ group: Int32, _ started: Bool) -> Void)?
     /// Where its notify messages arrive, when it has readiness or a watchdog by notify.
     var notifySocket: NotifySocket?
     /// Its readiness descriptor's pipe, with readiness `.descriptor`.
@@ -432,6 +435,20 @@ final class UVProcessWorker: RunningWorker {
             for notice in notices { onNotice(notice) }
         case .failure(let refusal):
             runtime.dropped { NotifyMessage.count(refusal, in: &$0) }
+        }
+    }
+
+    /// The process exited: the group is gone, notices sent just before the exit are read, then
+    /// the supervisor hears of the end.
+    func processExited(_ exit: ProcessExit) {
+        if let groupObserver, let pid { groupObserver(pid, false) }
+        groupObserver = nil
+        closeNotifications()
+        let handler = exitHandler
+        exitHandler = nil
+        switch exit {
+        case .exited(let code): handler?(.exited(code))
+        case .signaled(let signal): handler?(.signaled(signal))
         }
     }
 
