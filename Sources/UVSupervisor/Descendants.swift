@@ -117,6 +117,8 @@ final class OrphanReaper: LoopRunnable {
     private let loop: EventLoop
     private var watcher: SignalWatcher?
     private var signalDescriptor: ReadableDescriptor?
+    /// The signalfd the descriptor watches (-1: none), drained before each reap.
+    private var signalDescriptorFD: Int32 = -1
     private var unblockOnClose = false
     /// The thread whose signal mask it changed (`close()` must run there).
     private let creator: pthread_t
@@ -133,10 +135,14 @@ final class OrphanReaper: LoopRunnable {
             let fd = cuvs_sigchld_fd_open(&wasBlocked)
             if fd >= 0 {
                 do {
+                    // Drained by the queued reap, not here: the signal arrives with a child's exit,
+                    // and the read then waits until the restart that exit causes has spawned.
+                    // (Left unread, the descriptor is reported again only by a later poll, which
+                    // runs after the queued reap.)
                     signalDescriptor = try ReadableDescriptor(loop: loop, owning: fd) { [weak self] in
-                        _ = cuvs_signalfd_drain(fd)
                         self?.reapSoon()
                     }
+                    signalDescriptorFD = fd
                     unblockOnClose = wasBlocked == 0
                     loop.takesChildSignalsThroughDescriptor = true
                 } catch {
@@ -161,7 +167,9 @@ final class OrphanReaper: LoopRunnable {
     /// The queued reap (``reapSoon()``).
     func runOnLoop() {
         queued = false
-        if !closed { reap() }
+        guard !closed else { return }
+        if signalDescriptorFD >= 0 { _ = cuvs_signalfd_drain(signalDescriptorFD) }
+        reap()
     }
 
     /// Reaps every exited child that is not one of the loop's: peeks (without reaping) at an
@@ -201,6 +209,7 @@ final class OrphanReaper: LoopRunnable {
         if signalDescriptor != nil { loop.takesChildSignalsThroughDescriptor = false }
         signalDescriptor?.close()
         signalDescriptor = nil
+        signalDescriptorFD = -1
         if unblockOnClose {
             unblockOnClose = false
             cuvs_sigchld_unblock()

@@ -205,6 +205,27 @@ struct ChildProcessTests {
         #expect(report == .clean)
     }
 
+    @Test("a descriptor already in its place reaches the child even when close-on-exec")
+    func descriptorInPlace() async throws {
+        // The pidfd spawn installs a source that already has its target number with F_SETFD,
+        // clearing FD_CLOEXEC as dup2 would (a dup3 onto itself is refused).
+        let report = try await withCheckedLoop { loop in
+            // The lowest free number, which the child can reach with at most 64 extra
+            // descriptors (fd 66).
+            let inPlace = fcntl(1, F_DUPFD_CLOEXEC, 3)
+            defer { close(inPlace) }
+            try #require(inPlace >= 3 && inPlace <= 66)
+            var options = ProcessOptions(.pidfd, argv: [childHelperPath, "fds"])
+            options.stdout = .pipe
+            // Gaps (/dev/null) up to inPlace, which is passed as itself.
+            options.extraDescriptors = Array(repeating: -1, count: Int(inPlace) - 3) + [inPlace]
+            let result = try runToCompletion(loop, options)
+            let seen = Set(result.stdout.compactMap { Int32($0) })
+            #expect(seen == Set(0...inPlace), "0...\(inPlace) open in the child, \(inPlace) among them")
+        }
+        #expect(report == .clean)
+    }
+
     @Test("piped output arrives as ordered lines, the final partial line included", arguments: [SpawnMethod.libuv, .pidfd])
     func pipedLines(method: SpawnMethod) async throws {
         let report = try await withCheckedLoop { loop in
