@@ -289,14 +289,21 @@ static int spawn_child(void *argument) {
     // task to the tick). Done here, first (before credentials change), so that the program never
     // has another policy than its parent's, and the thread takes its own attributes back when
     // it resumes. Only the default policy is switched; the nice value and reset-on-fork are kept.
+    // The time slice is not: since Linux 6.12 sched_getattr reports a fair thread's slice as
+    // sched_runtime, and handing it back would pin it as a custom slice; zero means the
+    // kernel's default (a custom slice the host had set is reset to it, which cannot be told
+    // apart). The restore is marked due before the switch: a child killed right after
+    // sched_setattr must not leave the thread batch (restoring unchanged attributes is harmless).
     if (ctx->parent_thread > 0) {
         struct cuvs_sched_attr *own = &ctx->parent_sched;
         if (SYS4(SYS_sched_getattr, ctx->parent_thread, own, sizeof *own, 0) == 0 && own->sched_policy == SCHED_OTHER) {
             own->size = sizeof *own;
             own->sched_flags &= 0x01ULL;   // SCHED_FLAG_RESET_ON_FORK
+            own->sched_runtime = own->sched_deadline = own->sched_period = 0;
             struct cuvs_sched_attr batch = *own;
             batch.sched_policy = SCHED_BATCH;
-            if (SYS3(SYS_sched_setattr, ctx->parent_thread, &batch, 0) == 0) ctx->parent_batched = 1;
+            ctx->parent_batched = 1;
+            SYS3(SYS_sched_setattr, ctx->parent_thread, &batch, 0);
         }
     }
     // The parent's handlers must not run here (this child shares its memory): every signal goes
@@ -327,8 +334,9 @@ static int spawn_child(void *argument) {
     // Install 0, 1, 2 and the extra descriptors at 3.. . A source inside the target range that
     // is not already in its place is first copied above the range, so installing one target
     // cannot clobber another's source (the scheme cuvs_posix_spawn follows too); a source above
-    // the range is installed from where it is, and one in its place only loses FD_CLOEXEC (as
-    // dup2 would clear it). Three system calls for the usual stdio, not six.
+    // the range is installed from where it is, and one in its place only has FD_CLOEXEC cleared
+    // (which dup3 would do for a different descriptor; it refuses equal ones). Three system
+    // calls for the usual stdio, not six.
     if (o->extra_count < 0 || o->extra_count > 64) child_fail(ctx, CUVS_SPAWN_STEP_DESCRIPTORS, -EINVAL);
     int total = 3 + o->extra_count;
     int sources[3 + 64];
@@ -454,7 +462,10 @@ int cuvs_spawn(const cuvs_spawn_options *options, int *pidfd_out, cuvs_spawn_ste
         clone_errno = errno;
         if (pid > 0 && ctx.child_errno == 0) pidfd = cuvs_pidfd_open(pid);
     }
-    // Resumed: the program has run (or the child failed); this thread is itself again.
+    // Resumed: the program has run (or the child failed); this thread is itself again. (It
+    // cannot fail: these are the thread's own attributes, read a moment ago, and switching
+    // between two normal policies at an unchanged nice value needs no privilege. A renice of
+    // the thread from outside while it was suspended is undone, a window of the spawn's length.)
     if (ctx.parent_batched) syscall(SYS_sched_setattr, 0, &ctx.parent_sched, 0);
     syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old, NULL, 8);
     if (pid < 0) { errno = saved_errno; return -clone_errno; }
@@ -477,7 +488,8 @@ int cuvs_posix_spawn(const cuvs_spawn_options *o, int *pidfd_out) {
         return -ENOTSUP;
     if (o->extra_count < 0 || o->extra_count > 64) return -EINVAL;
     int total = 3 + o->extra_count;
-    // The same scheme as cuvs_spawn: every source is first copied above the target range, so
+    // Close to cuvs_spawn's scheme (which leaves a source above the range, or one already in its
+    // place, where it is): every source inside the target range is first copied above it, so
     // installing one target cannot clobber another source (a daemon started with fd 0 closed
     // opens a stdout file as fd 0; /dev/null installed as stdin would replace it). posix_spawn
     // has no "duplicate above" action, so the copies are made here, close-on-exec, and closed

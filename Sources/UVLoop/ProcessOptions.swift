@@ -103,8 +103,10 @@ public struct ProcessOptions: Sendable, Equatable {
     /// thread's wake-up then does not preempt, so it waits until the program sleeps or has used
     /// its time slice (or another CPU takes it), and it takes its own policy back as soon as it
     /// runs. The program keeps the thread's policy; a thread in any other policy is left alone.
-    /// Costs `gettid` in the thread, two system calls in the child, and one when the thread
-    /// resumes.
+    /// Two side effects on the thread: a custom time slice (`sched_setattr`'s `sched_runtime`,
+    /// Linux 6.12+) is reset to the kernel's default, and a renice of the thread from outside
+    /// while it waits for the `execve` is undone. Costs `gettid` in the thread, two system calls
+    /// in the child, and one when the thread resumes.
     public var childRunsFirst: Bool = false
     /// Run the child as this user id (requires privileges).
     public var userID: UInt32? = nil

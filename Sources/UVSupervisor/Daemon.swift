@@ -45,8 +45,9 @@ public struct DaemonOptions {
     /// start (default `true`; ``ProcessOptions/childRunsFirst``): the daemon's thread, woken when
     /// the child calls `execve`, does not preempt the program on the CPU they share but waits
     /// until it sleeps or has used its time slice. A restart's gap is then the program's start,
-    /// not the daemon's events, logs and metrics for it (50 µs of a ~1 ms gap here). Only while
-    /// the daemon's thread is in the default scheduling policy.
+    /// not the daemon's events, logs and metrics for it (about 40 µs of a ~1.1 ms gap here). Only
+    /// while the daemon's thread is in the default scheduling policy; its custom time slice, if
+    /// it had one (Linux 6.12+), is reset to the default at the first spawn.
     public var childRunsFirst = true
     /// Under systemd (`NOTIFY_SOCKET` set): when to send `READY=1` (default: all children ready).
     public var readyWhen: ReadyCondition = .allChildren

@@ -194,7 +194,7 @@ typedef struct cuvs_spawn_options {
     unsigned umask_value;
     const cuvs_resource_limit *limits;   // applied in the child, before credentials drop
     int limit_count;
-    int child_runs_first;      // the calling thread waits for the child to run (see cuvs_spawn)
+    int child_runs_first;      // the child makes the calling thread SCHED_BATCH until it resumes (see cuvs_spawn)
 } cuvs_spawn_options;
 
 /// The step of a spawn that failed in the child, so that an error can say what failed.
@@ -222,7 +222,9 @@ typedef enum cuvs_spawn_step {
 /// (SCHED_OTHER) SCHED_BATCH, nice value and reset-on-fork kept: woken by the child's execve,
 /// the thread then does not preempt the new program on their shared CPU but waits for it to
 /// sleep or use up its time slice, and takes its own attributes back when it resumes. The
-/// program keeps the parent's policy. A thread in any other policy is left alone.
+/// program keeps the parent's policy. A thread in any other policy is left alone. A custom time
+/// slice of the thread (Linux 6.12+) is reset to the default, and a renice of the thread while
+/// it is suspended is undone.
 int cuvs_spawn(const cuvs_spawn_options *options, int *pidfd_out, cuvs_spawn_step *failed_step);
 
 /// 1 when cuvs_spawn runs its child in this process's memory (CLONE_VM | CLONE_VFORK); 0 under
