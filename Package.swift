@@ -101,8 +101,8 @@ let package = Package(
 
         // Shared by the test targets: helper paths, fd and zombie checks, bounded waits.
         .target(name: "TestSupport", dependencies: ["UVLoop", "UVSupervisor", "CUVShims"], path: "Tests/TestSupport"),
-        // What the tests need of Linux that Swift's Glibc module leaves out (thread ids, affinity).
-        .target(name: "CTestSupport", path: "Tests/CTestSupport"),
+        // What the tests need of Linux that Swift's Glibc module leaves out (thread ids), and a spawn held before execve.
+        .target(name: "CTestSupport", dependencies: ["CUVShims"], path: "Tests/CTestSupport"),
 
         .testTarget(name: "UVLoopTests", dependencies: ["UVLoop", "CUVShims", "TestSupport", "CTestSupport", "uvs-test-child"]),
         .testTarget(name: "ReliabilityTests", dependencies: ["UVSupervisor", "TestSupport", "uvs-test-child", "uvs-test-daemon"]),

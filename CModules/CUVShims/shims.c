@@ -384,6 +384,11 @@ static int spawn_child(void *argument) {
     }
     if (o->set_gid && (r = SYS1(SYS_setgid, o->gid)) != 0) child_fail(ctx, CUVS_SPAWN_STEP_GID, r);
     if (o->set_uid && (r = SYS1(SYS_setuid, o->uid)) != 0) child_fail(ctx, CUVS_SPAWN_STEP_UID, r);
+    if (o->pause_before_exec_fd > 0) {
+        // A test holds the child here to look at the spawning thread meanwhile.
+        char byte;
+        SYS3(SYS_read, o->pause_before_exec_fd, &byte, 1);
+    }
     unsigned long empty = 0;
     SYS4(SYS_rt_sigprocmask, SIG_SETMASK, &empty, NULL, 8);
     r = SYS3(SYS_execve, o->file, o->argv, o->envp);

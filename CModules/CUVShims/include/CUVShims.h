@@ -195,6 +195,7 @@ typedef struct cuvs_spawn_options {
     const cuvs_resource_limit *limits;   // applied in the child, before credentials drop
     int limit_count;
     int child_runs_first;      // the child makes the calling thread SCHED_BATCH until it resumes (see cuvs_spawn)
+    int pause_before_exec_fd;  // tests only: when > 0, the child reads one byte from it just before execve
 } cuvs_spawn_options;
 
 /// The step of a spawn that failed in the child, so that an error can say what failed.
