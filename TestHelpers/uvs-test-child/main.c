@@ -20,6 +20,9 @@
 //                          child), Q this process's (SCHED_RESET_ON_FORK included), N its nice
 //                          value
 //   stdio                  print "N:TARGET:MODE" for descriptors 0, 1 and 2 (MODE r, w or rw)
+//   spawn-in-place         make fd 5 a close-on-exec copy of stdout, cuvs_spawn this helper in
+//                          "fds" mode with 3 and 4 as gaps and 5 passed as itself (already in
+//                          its place), and exit with its status
 //   posix-spawn-stdin-closed FILE
 //                          close fd 0, open FILE (it becomes fd 0), posix_spawn (the Dispatch
 //                          runtime's spawn) `echo hello` with stdin /dev/null and stdout FILE,
@@ -151,6 +154,30 @@ int main(int argc, char **argv) {
         }
         for (int fd = 0; fd < 3; fd++) printf("%s\n", lines[fd]);
         return 0;
+    }
+    if (!strcmp(mode, "spawn-in-place")) {
+        // Here only 0, 1 and 2 are open (a pidfd spawn gives nothing else), so 5 is free.
+        if (fcntl(1, F_DUPFD_CLOEXEC, 5) != 5) return 70;
+        extern char **environ;
+        char *args[] = { argv[0], "fds", NULL };
+        int extra[] = { -1, -1, 5 };
+        cuvs_spawn_options options;
+        memset(&options, 0, sizeof options);
+        options.file = argv[0];
+        options.argv = args;
+        options.envp = environ;
+        options.stdio_fds[0] = 0;
+        options.stdio_fds[1] = 1;
+        options.stdio_fds[2] = 2;
+        options.extra_fds = extra;
+        options.extra_count = 3;
+        int pidfd = -1;
+        int pid = cuvs_spawn(&options, &pidfd, NULL);
+        if (pid < 0) { fprintf(stderr, "spawn: %s\n", strerror(-pid)); return 71; }
+        int status = 0;
+        waitpid(pid, &status, 0);
+        if (pidfd >= 0) close(pidfd);
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     }
     if (!strcmp(mode, "fds")) return list_fds();
     if (!strcmp(mode, "trim-pages") && arg) return trim_pages(arg);
