@@ -42,7 +42,7 @@ public struct DaemonOptions {
     /// The signal children get if the daemon dies, even by SIGKILL (default SIGKILL; pidfd only).
     public var parentDeathSignal: Int32? = SIGKILL
     /// Let a new child's program run before the daemon finishes its own bookkeeping of the
-    /// start (default `true`; ``ProcessOptions/childRunsFirst``): the daemon's thread, woken when
+    /// start (default `true`; `ProcessOptions.childRunsFirst`): the daemon's thread, woken when
     /// the child calls `execve`, does not preempt the program on the CPU they share but waits
     /// until it sleeps or has used its time slice. A restart's gap is then the program's start,
     /// not the daemon's events, logs and metrics for it (about 40 µs of a ~1.1 ms gap here). Only

@@ -27,7 +27,7 @@ public final class UVRuntime: SupervisorRuntime {
     /// (`PR_SET_PDEATHSIG`, pidfd method only). Default: SIGKILL; `nil` to let children outlive it.
     public var parentDeathSignal: Int32?
     /// Let each new process worker's program run before the loop thread goes on with its own
-    /// bookkeeping (``ProcessOptions/childRunsFirst``; pidfd method only). Default: `false`;
+    /// bookkeeping (`ProcessOptions.childRunsFirst`; pidfd method only). Default: `false`;
     /// `SupervisorDaemon` sets it (``DaemonOptions/childRunsFirst``).
     public var childRunsFirst = false
 
