@@ -117,8 +117,6 @@ final class OrphanReaper: LoopRunnable {
     private let loop: EventLoop
     private var watcher: SignalWatcher?
     private var signalDescriptor: ReadableDescriptor?
-    /// The signalfd the descriptor watches (-1: none), drained before each reap.
-    private var signalDescriptorFD: Int32 = -1
     private var unblockOnClose = false
     /// The thread whose signal mask it changed (`close()` must run there).
     private let creator: pthread_t
@@ -142,7 +140,6 @@ final class OrphanReaper: LoopRunnable {
                     signalDescriptor = try ReadableDescriptor(loop: loop, owning: fd) { [weak self] in
                         self?.reapSoon()
                     }
-                    signalDescriptorFD = fd
                     unblockOnClose = wasBlocked == 0
                     loop.takesChildSignalsThroughDescriptor = true
                 } catch {
@@ -168,7 +165,7 @@ final class OrphanReaper: LoopRunnable {
     func runOnLoop() {
         queued = false
         guard !closed else { return }
-        if signalDescriptorFD >= 0 { _ = cuvs_signalfd_drain(signalDescriptorFD) }
+        if let signalDescriptor { _ = cuvs_signalfd_drain(signalDescriptor.fd) }
         reap()
     }
 
@@ -209,7 +206,6 @@ final class OrphanReaper: LoopRunnable {
         if signalDescriptor != nil { loop.takesChildSignalsThroughDescriptor = false }
         signalDescriptor?.close()
         signalDescriptor = nil
-        signalDescriptorFD = -1
         if unblockOnClose {
             unblockOnClose = false
             cuvs_sigchld_unblock()
